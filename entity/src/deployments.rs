@@ -1,0 +1,42 @@
+//! Deployments: one row per deployment in a source, unique on (source, external_id).
+
+use sea_orm::entity::prelude::*;
+
+/// A deployment with its normalised status and the tool's own words kept beside it.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "deployments")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub source: String,
+    pub external_id: String,
+    pub system_id: i64,
+    pub environment_id: i64,
+    /// Normalised status word: queued, running, succeeded, failed, cancelled, unknown.
+    pub status: String,
+    pub raw_status: String,
+    pub raw_system: String,
+    pub raw_environment: String,
+    /// When the event that set `status` happened; decides out-of-order merges.
+    pub status_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The deployment's own time: finished, else started, else first seen. Sort key.
+    pub deployed_at: i64,
+    pub commit_sha: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub git_ref: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub version: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub url: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub actor: Option<String>,
+    pub first_seen_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,9 @@
+//! SeaORM entities for shiplog's tables. Only `src/store/` uses them; GraphQL and the
+//! sources see domain types. Times are epoch milliseconds (see the migration crate).
+
+pub mod deliveries;
+pub mod deployment_events;
+pub mod deployments;
+pub mod environments;
+pub mod settings;
+pub mod systems;

@@ -1,0 +1,19 @@
+//! Schema migrations for shiplog. One code path for SQLite and PostgreSQL: every table and
+//! index is declared through sea-query, so both backends get the same shape.
+//!
+//! Times are stored as epoch milliseconds (BIGINT): bucketing and comparisons stay plain
+//! integer arithmetic on both backends, and no driver's time-zone handling gets a say.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+
+/// The list of shiplog's migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,250 @@
+//! Settings: built-in defaults, then an optional TOML file, then `SHIPLOG_*` environment
+//! variables and flags (clap reads both; a flag wins over its variable).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::RulesConfig;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shiplog",
+    version,
+    about = "What was deployed, where, when and how: deployment webhooks from every tool, one GraphQL API.",
+    long_about = "What was deployed, where, when and how: deployment webhooks from every tool, one GraphQL API.\n\n\
+        With no command, shiplog serves. Every setting can also come from a TOML file (--config, or \
+        ./shiplog.toml when it exists); flags and SHIPLOG_* variables win over the file."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve webhooks and the GraphQL API (the default).
+    Serve,
+    /// Print the GraphQL schema (SDL); `shiplog print-schema > schema.graphql` regenerates the checked-in copy.
+    PrintSchema,
+    /// Print the webhook secrets shiplog generated and stored in its database.
+    Secrets,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings settable by flag and environment variable.
+#[derive(Debug, Default, Args)]
+pub struct SettingsArgs {
+    /// TOML settings file [default: ./shiplog.toml when it exists]
+    #[arg(long, env = "SHIPLOG_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address and port to serve on [default: 127.0.0.1:8080]
+    #[arg(long, env = "SHIPLOG_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://shiplog.db]
+    #[arg(long, env = "SHIPLOG_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Database pool size [default: 8 for SQLite, 16 for PostgreSQL]
+    #[arg(long, env = "SHIPLOG_DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<u32>,
+    /// SQLite durability: full (survives power loss) or normal (survives process crashes) [default: full]
+    #[arg(long, env = "SHIPLOG_SQLITE_SYNCHRONOUS", global = true)]
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
+    /// Secret for POST /webhooks/generic (Authorization: Bearer) [default: generated on first start and stored]
+    #[arg(long, env = "SHIPLOG_GENERIC_SECRET", hide_env_values = true, global = true)]
+    pub generic_secret: Option<String>,
+    /// Largest accepted request body in bytes [default: 1048576]
+    #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Log format [default: text]
+    #[arg(long, env = "SHIPLOG_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// SQLite's `synchronous` setting in WAL mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+/// The TOML file's shape. Every key is optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
+    pub max_body_bytes: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    /// source name -> secret (`[secrets] generic = "..."`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Environment and system aliases (`[mapping.environment_aliases]`, ...).
+    #[serde(default)]
+    pub mapping: RulesConfig,
+}
+
+/// The resolved settings the server runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub sqlite_synchronous_full: bool,
+    /// source name -> configured secret. Sources missing here refuse deliveries (401), except
+    /// `generic`, which gets a generated secret on first start.
+    pub secrets: BTreeMap<String, String>,
+    pub mapping: RulesConfig,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the settings file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://shiplog.db";
+/// The default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Settings {
+    /// Resolves flags and variables over the file over the defaults.
+    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let (path, required) = match &args.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from("shiplog.toml"), false),
+        };
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<FileSettings>(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source: Box::new(source),
+            })?,
+            Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
+                FileSettings::default()
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Ok(Self::resolve(args, file))
+    }
+
+    /// Layers flags and variables over a parsed file.
+    pub fn resolve(args: &SettingsArgs, file: FileSettings) -> Self {
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        let is_sqlite = database_url.starts_with("sqlite:");
+        let mut secrets = file.secrets;
+        if let Some(secret) = &args.generic_secret {
+            secrets.insert("generic".into(), secret.clone());
+        }
+        // Every source's secret can come from SHIPLOG_<SOURCE>_SECRET, including sources
+        // added after this list of flags was written.
+        for (key, value) in std::env::vars() {
+            if let Some(source) = key
+                .strip_prefix("SHIPLOG_")
+                .and_then(|k| k.strip_suffix("_SECRET"))
+            {
+                if !source.is_empty() && !value.is_empty() {
+                    secrets.entry(source.to_lowercase()).or_insert(value);
+                }
+            }
+        }
+        secrets.retain(|_, secret| !secret.trim().is_empty());
+        Self {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            database_max_connections: args
+                .database_max_connections
+                .or(file.database_max_connections)
+                .unwrap_or(if is_sqlite { 8 } else { 16 }),
+            sqlite_synchronous_full: args.sqlite_synchronous.or(file.sqlite_synchronous)
+                != Some(SqliteSynchronous::Normal),
+            database_url,
+            secrets,
+            mapping: file.mapping,
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_everything_and_flags_win_over_it() {
+        let file: FileSettings = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            database_url = "postgres://db/shiplog"
+            [secrets]
+            generic = "from-file"
+            [mapping.environment_aliases]
+            production = ["eu-prod"]
+            "#,
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            listen: Some("127.0.0.1:1".into()),
+            ..SettingsArgs::default()
+        };
+        let settings = Settings::resolve(&args, file);
+        assert_eq!(settings.listen, "127.0.0.1:1");
+        assert_eq!(settings.database_url, "postgres://db/shiplog");
+        assert_eq!(settings.database_max_connections, 16);
+        assert_eq!(
+            settings.secrets.get("generic").map(String::as_str),
+            Some("from-file")
+        );
+        assert_eq!(
+            settings.mapping.environment_aliases["production"],
+            vec!["eu-prod".to_string()]
+        );
+    }
+
+    #[test]
+    fn defaults_are_a_local_sqlite_file_on_port_8080() {
+        let settings = Settings::resolve(&SettingsArgs::default(), FileSettings::default());
+        assert_eq!(settings.listen, "127.0.0.1:8080");
+        assert_eq!(settings.database_url, "sqlite://shiplog.db");
+        assert!(settings.sqlite_synchronous_full);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+}

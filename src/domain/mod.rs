@@ -1,0 +1,48 @@
+//! The one model every source is normalised into, and the rules that map a tool's words onto it.
+//!
+//! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
+
+mod rules;
+mod status;
+mod time;
+
+pub use rules::{MappingRules, RulesConfig};
+pub use status::DeploymentStatus;
+pub use time::{InstantError, format_millis, now_millis, parse_instant, parse_instant_str};
+
+/// The longest system, environment or external id we accept (bytes).
+pub const MAX_NAME_LEN: usize = 255;
+/// The longest free-text field (ref, version, url, actor) we accept (bytes).
+pub const MAX_TEXT_LEN: usize = 2048;
+
+/// What one delivery told us about one deployment at one moment, in the tool's own words for
+/// system and environment (the map step turns those into shiplog's names).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Observation {
+    /// The deployment's id in its source (unique per source).
+    pub external_id: String,
+    /// The system as the tool names it.
+    pub system: String,
+    /// The environment as the tool names it.
+    pub environment: String,
+    pub status: DeploymentStatus,
+    /// The tool's own status word.
+    pub raw_status: String,
+    /// When this status happened, epoch ms (the receive time when the tool does not say).
+    pub occurred_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub commit_sha: Option<String>,
+    pub git_ref: Option<String>,
+    pub version: Option<String>,
+    pub url: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// An observation after the map step: canonical system and environment names beside the raw ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedObservation {
+    pub observation: Observation,
+    pub system: String,
+    pub environment: String,
+}

@@ -1,0 +1,124 @@
+//! The map step: declarative rules, the same for every source, that turn a tool's system and
+//! environment words into shiplog's names. The raw words are stored beside the result, so a
+//! rule change can be replayed over the journal.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// The `[environments]` / `[systems]` tables of the TOML file.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// canonical environment name -> the names tools use for it (matched case-insensitively).
+    #[serde(default)]
+    pub environment_aliases: BTreeMap<String, Vec<String>>,
+    /// Leave out shiplog's default environment aliases (prod, prd, stg, dev, ...).
+    #[serde(default)]
+    pub no_default_environment_aliases: bool,
+    /// canonical system name -> the names tools use for it (matched case-insensitively).
+    #[serde(default)]
+    pub system_aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// The default environment aliases: the usual abbreviations of the usual stages.
+const DEFAULT_ENVIRONMENT_ALIASES: &[(&str, &[&str])] = &[
+    ("production", &["prod", "prd", "live", "production"]),
+    ("staging", &["stage", "stg", "staging"]),
+    ("development", &["dev", "develop", "development"]),
+    ("test", &["test", "testing", "tst"]),
+];
+
+/// Compiled mapping rules.
+#[derive(Clone, Debug, Default)]
+pub struct MappingRules {
+    environments: HashMap<String, String>,
+    systems: HashMap<String, String>,
+}
+
+impl MappingRules {
+    /// Compiles the configured rules on top of the defaults; configured aliases win.
+    pub fn new(config: &RulesConfig) -> Self {
+        let mut environments = HashMap::new();
+        if !config.no_default_environment_aliases {
+            for (canonical, aliases) in DEFAULT_ENVIRONMENT_ALIASES {
+                for alias in *aliases {
+                    environments.insert(alias.to_lowercase(), canonical.to_string());
+                }
+            }
+        }
+        for (canonical, aliases) in &config.environment_aliases {
+            environments.insert(canonical.trim().to_lowercase(), canonical.trim().to_string());
+            for alias in aliases {
+                environments.insert(alias.trim().to_lowercase(), canonical.trim().to_string());
+            }
+        }
+        let mut systems = HashMap::new();
+        for (canonical, aliases) in &config.system_aliases {
+            for alias in aliases {
+                systems.insert(alias.trim().to_lowercase(), canonical.trim().to_string());
+            }
+        }
+        Self {
+            environments,
+            systems,
+        }
+    }
+
+    /// The canonical environment name: an alias when one matches, else the name trimmed and
+    /// lower-cased (`Production` and `production` are one environment).
+    pub fn environment(&self, raw: &str) -> String {
+        let key = raw.trim().to_lowercase();
+        self.environments.get(&key).cloned().unwrap_or(key)
+    }
+
+    /// The canonical system name: an alias when one matches, else the name trimmed (system
+    /// names keep their case: `group/Project` paths are case-sensitive in some tools).
+    pub fn system(&self, raw: &str) -> String {
+        let trimmed = raw.trim();
+        self.systems
+            .get(&trimmed.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| trimmed.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_aliases_fold_the_usual_production_names() {
+        let rules = MappingRules::new(&RulesConfig::default());
+        for raw in ["prod", "PRD", "Production", " production "] {
+            assert_eq!(rules.environment(raw), "production");
+        }
+        assert_eq!(rules.environment("stg"), "staging");
+        assert_eq!(rules.environment("EU-West"), "eu-west");
+    }
+
+    #[test]
+    fn configured_aliases_join_two_tools_names_for_one_system() {
+        let mut config = RulesConfig::default();
+        config.system_aliases.insert(
+            "billing".into(),
+            vec!["billing-api".into(), "acme/Billing".into()],
+        );
+        config
+            .environment_aliases
+            .insert("production".into(), vec!["eu-prod".into()]);
+        let rules = MappingRules::new(&config);
+        assert_eq!(rules.system("billing-api"), "billing");
+        assert_eq!(rules.system("acme/billing"), "billing");
+        assert_eq!(rules.system("acme/Other"), "acme/Other");
+        assert_eq!(rules.environment("EU-Prod"), "production");
+        assert_eq!(rules.environment("prod"), "production");
+    }
+
+    #[test]
+    fn default_aliases_can_be_switched_off() {
+        let config = RulesConfig {
+            no_default_environment_aliases: true,
+            ..RulesConfig::default()
+        };
+        assert_eq!(MappingRules::new(&config).environment("prod"), "prod");
+    }
+}

@@ -1,0 +1,34 @@
+//! The GraphQL API: schema, root types and loaders. Resolvers read only through `store`.
+
+pub mod loaders;
+pub mod query;
+pub mod scalars;
+pub mod subscription;
+pub mod types;
+
+use async_graphql::{EmptyMutation, Schema};
+
+use crate::events::Hub;
+use crate::store::Store;
+
+/// shiplog's schema type.
+pub type ShiplogSchema = Schema<query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot>;
+
+/// GraphiQL's introspection query needs depth 13; leave room for real queries above it.
+pub const MAX_DEPTH: usize = 16;
+
+/// Builds the schema with the shared store and hub in its data.
+pub fn schema(store: Store, hub: Hub) -> ShiplogSchema {
+    Schema::build(query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot)
+        .data(store)
+        .data(hub)
+        .limit_depth(MAX_DEPTH)
+        .finish()
+}
+
+/// The SDL that `schema.graphql` holds.
+pub fn sdl() -> String {
+    Schema::build(query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot)
+        .finish()
+        .sdl()
+}

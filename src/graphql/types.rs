@@ -1,0 +1,461 @@
+//! The GraphQL object types. Resolvers are thin: they read through the store or the loaders.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, CursorType, Edge};
+use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, Result};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use entity::{deployment_events, deployments};
+
+use super::loaders::{EnvironmentId, EventsOf, Loaders, SystemId};
+use super::scalars::Instant;
+use crate::domain::DeploymentStatus;
+use crate::events::LiveEvent;
+use crate::store::{DeploymentFilter, Named, PageRequest, Position, Store};
+
+/// The most deployments one page may hold.
+pub const MAX_PAGE: usize = 500;
+/// The page size when neither `first` nor `last` is given.
+pub const DEFAULT_PAGE: usize = 20;
+
+/// Which deployments to return. A null or empty list means no filter on that field.
+#[derive(Clone, Debug, Default, InputObject)]
+#[graphql(name = "DeploymentFilter")]
+pub struct DeploymentFilterInput {
+    /// System names.
+    pub systems: Option<Vec<String>>,
+    /// Environment names.
+    pub environments: Option<Vec<String>>,
+    pub statuses: Option<Vec<DeploymentStatus>>,
+    /// Source names (generic, gitlab, jenkins, ...).
+    pub sources: Option<Vec<String>>,
+    /// On or after this time (the deployment's own time: finished, else started, else first seen).
+    pub from: Option<Instant>,
+    /// On or before this time.
+    pub to: Option<Instant>,
+    /// A commit sha or a prefix of one.
+    pub commit_sha: Option<String>,
+}
+
+impl DeploymentFilterInput {
+    /// The store's filter.
+    pub fn into_filter(self) -> DeploymentFilter {
+        DeploymentFilter {
+            systems: self.systems.unwrap_or_default(),
+            environments: self.environments.unwrap_or_default(),
+            statuses: self.statuses.unwrap_or_default(),
+            sources: self.sources.unwrap_or_default(),
+            from: self.from.map(|i| i.0),
+            to: self.to.map(|i| i.0),
+            commit_sha: self.commit_sha.filter(|s| !s.trim().is_empty()),
+        }
+    }
+}
+
+/// An opaque cursor: the deployment's time and id.
+pub struct DeploymentCursor(pub Position);
+
+impl CursorType for DeploymentCursor {
+    type Error = String;
+
+    fn decode_cursor(s: &str) -> std::result::Result<Self, Self::Error> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "the cursor is not one shiplog gave out".to_string())?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| "the cursor is not one shiplog gave out".to_string())?;
+        let (at, id) = text
+            .split_once(':')
+            .ok_or_else(|| "the cursor is not one shiplog gave out".to_string())?;
+        Ok(Self(Position {
+            deployed_at: at
+                .parse()
+                .map_err(|_| "the cursor is not one shiplog gave out".to_string())?,
+            id: id
+                .parse()
+                .map_err(|_| "the cursor is not one shiplog gave out".to_string())?,
+        }))
+    }
+
+    fn encode_cursor(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.0.deployed_at, self.0.id))
+    }
+}
+
+/// Extra fields on the deployments connection.
+pub struct DeploymentTotals {
+    filter: DeploymentFilter,
+}
+
+#[Object]
+impl DeploymentTotals {
+    /// How many deployments match the filter (counts rows: prefer the Grafana fields for big ranges).
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        Ok(ctx
+            .data::<Store>()?
+            .count_deployments(&self.filter)
+            .await
+            .map_err(internal)?)
+    }
+}
+
+/// The connection type of every deployments list.
+pub type DeploymentConnection = Connection<DeploymentCursor, Deployment, DeploymentTotals>;
+
+/// Runs one Relay page over the store.
+pub async fn deployments_connection(
+    store: &Store,
+    filter: DeploymentFilter,
+    after: Option<String>,
+    before: Option<String>,
+    first: Option<i32>,
+    last: Option<i32>,
+) -> Result<DeploymentConnection> {
+    async_graphql::connection::query(
+        after,
+        before,
+        first,
+        last,
+        |after: Option<DeploymentCursor>, before: Option<DeploymentCursor>, first, last| async move {
+            if first.is_some() && last.is_some() {
+                return Err(user_error(
+                    "BAD_USER_INPUT",
+                    "give either `first` or `last`, not both",
+                ));
+            }
+            let requested = first.or(last).unwrap_or(DEFAULT_PAGE);
+            if requested > MAX_PAGE {
+                return Err(user_error(
+                    "BAD_USER_INPUT",
+                    &format!("a page holds at most {MAX_PAGE} deployments; page with `after`/`before`"),
+                ));
+            }
+            let from_end = last.is_some();
+            let request = PageRequest {
+                after: after.as_ref().map(|c| c.0),
+                before: before.as_ref().map(|c| c.0),
+                limit: requested as u64,
+                from_end,
+            };
+            let page = store.deployments_page(&filter, request).await.map_err(internal)?;
+            let (has_previous, has_next) = if from_end {
+                (page.has_more, before.is_some())
+            } else {
+                (after.is_some(), page.has_more)
+            };
+            let mut connection =
+                Connection::with_additional_fields(has_previous, has_next, DeploymentTotals { filter });
+            connection.edges.extend(
+                page.rows
+                    .into_iter()
+                    .map(|row| Edge::new(DeploymentCursor(Position::from(&row)), Deployment::new(row))),
+            );
+            Ok::<_, async_graphql::Error>(connection)
+        },
+    )
+    .await
+}
+
+/// A GraphQL error a client caused, with `extensions.code`.
+pub fn user_error(code: &str, message: &str) -> async_graphql::Error {
+    let code = code.to_string();
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.clone()))
+}
+
+/// An opaque server-side error; the cause is logged once here.
+pub fn internal(error: crate::store::StoreError) -> async_graphql::Error {
+    tracing::error!(%error, "GraphQL resolver failed");
+    async_graphql::Error::new("the database did not answer; try again")
+        .extend_with(|_, e| e.set("code", "INTERNAL_SERVER_ERROR"))
+}
+
+/// One deployment of a system to an environment, from one source.
+#[derive(Clone)]
+pub struct Deployment {
+    row: Arc<deployments::Model>,
+    system: Option<Named>,
+    environment: Option<Named>,
+}
+
+impl Deployment {
+    /// A deployment whose system and environment are loaded on demand.
+    pub fn new(row: deployments::Model) -> Self {
+        Self {
+            row: Arc::new(row),
+            system: None,
+            environment: None,
+        }
+    }
+
+    /// A deployment from a live event, with everything already at hand.
+    pub fn from_live(event: &LiveEvent) -> Self {
+        Self {
+            row: Arc::new(event.deployment.clone()),
+            system: Some(event.system.clone()),
+            environment: Some(event.environment.clone()),
+        }
+    }
+}
+
+fn loaders<'a>(ctx: &'a Context<'_>) -> Result<&'a Loaders> {
+    ctx.data::<Loaders>()
+}
+
+fn loader_error(error: Arc<String>) -> async_graphql::Error {
+    async_graphql::Error::new(error.as_str()).extend_with(|_, e| e.set("code", "INTERNAL_SERVER_ERROR"))
+}
+
+#[Object]
+impl Deployment {
+    /// shiplog's id for this deployment.
+    async fn id(&self) -> ID {
+        ID(self.row.id.to_string())
+    }
+    /// The tool it came from (generic, gitlab, jenkins, heroku, octopus, ...).
+    async fn source(&self) -> &str {
+        &self.row.source
+    }
+    /// The deployment's id in its tool.
+    async fn external_id(&self) -> &str {
+        &self.row.external_id
+    }
+    async fn system(&self, ctx: &Context<'_>) -> Result<System> {
+        if let Some(system) = &self.system {
+            return Ok(System(system.clone()));
+        }
+        loaders(ctx)?
+            .load_one(SystemId(self.row.system_id))
+            .await
+            .map_err(loader_error)?
+            .map(System)
+            .ok_or_else(|| async_graphql::Error::new("system not found"))
+    }
+    async fn environment(&self, ctx: &Context<'_>) -> Result<Environment> {
+        if let Some(environment) = &self.environment {
+            return Ok(Environment(environment.clone()));
+        }
+        loaders(ctx)?
+            .load_one(EnvironmentId(self.row.environment_id))
+            .await
+            .map_err(loader_error)?
+            .map(Environment)
+            .ok_or_else(|| async_graphql::Error::new("environment not found"))
+    }
+    async fn status(&self) -> DeploymentStatus {
+        DeploymentStatus::from_stored(&self.row.status)
+    }
+    /// The tool's own status word.
+    async fn raw_status(&self) -> &str {
+        &self.row.raw_status
+    }
+    /// The tool's own name for the system, before the mapping rules.
+    async fn raw_system(&self) -> &str {
+        &self.row.raw_system
+    }
+    /// The tool's own name for the environment, before the mapping rules.
+    async fn raw_environment(&self) -> &str {
+        &self.row.raw_environment
+    }
+    /// The earliest start we were told about.
+    async fn started_at(&self) -> Option<Instant> {
+        self.row.started_at.map(Instant)
+    }
+    /// When it reached its terminal status.
+    async fn finished_at(&self) -> Option<Instant> {
+        self.row.finished_at.map(Instant)
+    }
+    /// finishedAt - startedAt, when both are known.
+    async fn duration_seconds(&self) -> Option<f64> {
+        match (self.row.started_at, self.row.finished_at) {
+            (Some(start), Some(finish)) => Some((finish - start) as f64 / 1000.0),
+            _ => None,
+        }
+    }
+    /// The deployment's own time, which orders lists: finished, else started, else first seen.
+    async fn deployed_at(&self) -> Instant {
+        Instant(self.row.deployed_at)
+    }
+    async fn commit_sha(&self) -> Option<&str> {
+        self.row.commit_sha.as_deref()
+    }
+    /// The branch or tag.
+    #[graphql(name = "ref")]
+    async fn git_ref(&self) -> Option<&str> {
+        self.row.git_ref.as_deref()
+    }
+    async fn version(&self) -> Option<&str> {
+        self.row.version.as_deref()
+    }
+    /// A link back to the deployment in its tool.
+    async fn url(&self) -> Option<&str> {
+        self.row.url.as_deref()
+    }
+    /// Who deployed.
+    async fn actor(&self) -> Option<&str> {
+        self.row.actor.as_deref()
+    }
+    /// When shiplog first heard of it.
+    async fn first_seen_at(&self) -> Instant {
+        Instant(self.row.first_seen_at)
+    }
+    /// When shiplog last changed it.
+    async fn updated_at(&self) -> Instant {
+        Instant(self.row.updated_at)
+    }
+    /// Every status we were told about, oldest first.
+    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<DeploymentEvent>> {
+        let events = loaders(ctx)?
+            .load_one(EventsOf(self.row.id))
+            .await
+            .map_err(loader_error)?
+            .unwrap_or_default();
+        Ok(events
+            .into_iter()
+            .map(|event| DeploymentEvent {
+                event,
+                deployment: self.clone(),
+            })
+            .collect())
+    }
+}
+
+/// A status change of a deployment.
+#[derive(Clone)]
+pub struct DeploymentEvent {
+    event: deployment_events::Model,
+    deployment: Deployment,
+}
+
+impl DeploymentEvent {
+    /// The GraphQL view of a live event.
+    pub fn from_live(event: &LiveEvent) -> Self {
+        Self {
+            event: event.event.clone(),
+            deployment: Deployment::from_live(event),
+        }
+    }
+}
+
+#[Object]
+impl DeploymentEvent {
+    async fn id(&self) -> ID {
+        ID(self.event.id.to_string())
+    }
+    /// The deployment as it stands after this event.
+    async fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+    /// The status this event reported.
+    async fn status(&self) -> DeploymentStatus {
+        DeploymentStatus::from_stored(&self.event.status)
+    }
+    /// The tool's own status word in this event.
+    async fn raw_status(&self) -> &str {
+        &self.event.raw_status
+    }
+    /// The deployment's status before this event (null for its first).
+    async fn previous_status(&self) -> Option<DeploymentStatus> {
+        self.event
+            .previous_status
+            .as_deref()
+            .map(DeploymentStatus::from_stored)
+    }
+    /// When it happened, by the tool's clock (or when shiplog received it, if the tool does not say).
+    async fn occurred_at(&self) -> Instant {
+        Instant(self.event.occurred_at)
+    }
+    /// When shiplog stored it.
+    async fn recorded_at(&self) -> Instant {
+        Instant(self.event.recorded_at)
+    }
+}
+
+/// An application or service that gets deployed.
+pub struct System(pub Named);
+
+#[Object]
+impl System {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// This system's deployments, newest first.
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeploymentFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<DeploymentConnection> {
+        let mut filter = filter.unwrap_or_default().into_filter();
+        filter.systems = vec![self.0.name.clone()];
+        deployments_connection(ctx.data::<Store>()?, filter, after, before, first, last).await
+    }
+    /// The environments this system has been deployed to.
+    async fn environments(&self, ctx: &Context<'_>) -> Result<Vec<Environment>> {
+        let store = ctx.data::<Store>()?;
+        Ok(store
+            .environments_of_system(self.0.id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(Environment)
+            .collect())
+    }
+    /// The newest deployment of this system, optionally in one environment.
+    async fn last_deployment(
+        &self,
+        ctx: &Context<'_>,
+        environment: Option<String>,
+    ) -> Result<Option<Deployment>> {
+        let store = ctx.data::<Store>()?;
+        Ok(store
+            .last_deployment(self.0.id, environment.as_deref())
+            .await
+            .map_err(internal)?
+            .map(Deployment::new))
+    }
+}
+
+/// Where deployments land.
+pub struct Environment(pub Named);
+
+#[Object]
+impl Environment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Deployments to this environment, newest first.
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeploymentFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<DeploymentConnection> {
+        let mut filter = filter.unwrap_or_default().into_filter();
+        filter.environments = vec![self.0.name.clone()];
+        deployments_connection(ctx.data::<Store>()?, filter, after, before, first, last).await
+    }
+    /// The systems deployed here.
+    async fn systems(&self, ctx: &Context<'_>) -> Result<Vec<System>> {
+        let store = ctx.data::<Store>()?;
+        Ok(store
+            .systems_of_environment(self.0.id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(System)
+            .collect())
+    }
+}

@@ -1,0 +1,67 @@
+//! The one error type at the HTTP edge. 4xx bodies are `{"error": code, "message": text}` and
+//! tell the sender what to fix; 5xx bodies are opaque and the cause is logged once here.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::sources::SourceError;
+use crate::store::StoreError;
+
+/// Everything a webhook or plain HTTP route can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<SourceError> for ApiError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Unauthorized(message) => Self::Unauthorized(message),
+            SourceError::InvalidPayload(message) => Self::BadRequest {
+                code: "invalid_payload",
+                message,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            Self::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message),
+            Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
+            Self::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
+            Self::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
+            Self::Store(error) => {
+                tracing::error!(%error, "request failed in the store");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "shiplog could not store this right now; nothing was accepted, retry later".to_string(),
+                )
+            }
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": code, "message": message })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,79 @@
+//! Routes: webhooks in, GraphQL (HTTP, GraphiQL, WebSocket) out, health probes.
+
+pub mod error;
+pub mod graphql;
+pub mod webhooks;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+use crate::domain::MappingRules;
+use crate::graphql::ShiplogSchema;
+use crate::sources::{Registry, Secret};
+use crate::store::Store;
+use crate::store::ingest::Writer;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub schema: ShiplogSchema,
+    pub writer: Writer,
+    pub sources: Registry,
+    pub secrets: Arc<BTreeMap<String, Secret>>,
+    pub rules: Arc<MappingRules>,
+    pub max_body_bytes: usize,
+    /// Turns true when the server starts shutting down; WebSocket connections close on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/graphql") }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/webhooks/{source}", post(webhooks::receive))
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql/ws", get(graphql::websocket))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    serde_json::json!({ "status": "unavailable", "message": "the database does not answer" }),
+                ),
+            )
+        }
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::NotFound(format!(
+        "nothing at {}; webhooks go to POST /webhooks/{{source}}, queries to /graphql",
+        uri.path().chars().take(128).collect::<String>()
+    ))
+}

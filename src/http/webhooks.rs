@@ -1,0 +1,107 @@
+//! `POST /webhooks/{source}`: verify -> parse -> map -> journal + apply (one commit) -> answer.
+//! The answer is a 2xx only once the delivery is durably stored.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{MappedObservation, now_millis};
+use crate::sources::{Delivery, Parsed, secret_setting};
+use crate::store::ingest::{NewDelivery, Outcome, Work};
+
+/// Receives one webhook delivery.
+#[tracing::instrument(skip_all, fields(source = %source_name))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let source = state.sources.get(&source_name).ok_or_else(|| {
+        let known: Vec<&str> = state.sources.names().collect();
+        ApiError::NotFound(format!(
+            "there is no source `{}`; shiplog receives /webhooks/{{{}}}",
+            source_name.chars().take(64).collect::<String>(),
+            known.join(",")
+        ))
+    })?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the body is larger than {} bytes (SHIPLOG_MAX_BODY_BYTES)",
+                state.max_body_bytes
+            ))
+        } else {
+            ApiError::BadRequest {
+                code: "unreadable_body",
+                message: rejection.body_text(),
+            }
+        }
+    })?;
+    let secret = state.secrets.get(source.name()).ok_or_else(|| {
+        ApiError::Unauthorized(format!(
+            "{} is not set on this shiplog, so it accepts no {} deliveries",
+            secret_setting(source.name()),
+            source.name()
+        ))
+    })?;
+    let delivery = Delivery {
+        headers: &headers,
+        query: query.as_deref(),
+        body: &body,
+        received_at: now_millis(),
+    };
+    source.verify(&delivery, secret)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest {
+        code: "invalid_encoding",
+        message: "the body is not UTF-8 text".into(),
+    })?;
+    let work = match source.parse(&delivery)? {
+        Parsed::Deployments(observations) => Work::Apply(
+            observations
+                .into_iter()
+                .map(|observation| MappedObservation {
+                    system: state.rules.system(&observation.system),
+                    environment: state.rules.environment(&observation.environment),
+                    observation,
+                })
+                .collect(),
+        ),
+        Parsed::Ignored(reason) => Work::Ignore(reason),
+    };
+    let journaled: Map<String, Value> = source
+        .journaled_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some((name.to_string(), Value::String(value.to_string())))
+        })
+        .collect();
+    let new = NewDelivery {
+        source: source.name().to_string(),
+        delivery_key: source.delivery_key(&delivery),
+        received_at: delivery.received_at,
+        body: text.to_string(),
+        headers: Value::Object(journaled).to_string(),
+    };
+    let outcome = state.writer.submit(new, work).await?;
+    tracing::info!(?outcome, "delivery stored");
+    Ok(Json(match outcome {
+        Outcome::Duplicate { delivery_id } => {
+            json!({ "status": "duplicate", "deliveryId": delivery_id, "message": "this delivery was received before; nothing changed" })
+        }
+        Outcome::Ignored { delivery_id } => json!({ "status": "ignored", "deliveryId": delivery_id }),
+        Outcome::Applied {
+            delivery_id,
+            deployment_ids,
+        } => {
+            json!({ "status": "accepted", "deliveryId": delivery_id, "deploymentIds": deployment_ids })
+        }
+    }))
+}

@@ -1,0 +1,21 @@
+//! shiplog: what was deployed, where, when and how, across every deployment tool.
+//!
+//! ```text
+//! POST /webhooks/{source}
+//!   -> verify, parse        sources/   (pure: bytes + headers -> observations)
+//!   -> map                  domain/    (system / environment rules)
+//!   -> journal + apply      store/     (one transaction, group commit)
+//!   -> publish              events.rs  (after commit; across replicas via PostgreSQL)
+//! GraphQL                   graphql/   (reads only through store/)
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod domain;
+pub mod events;
+pub mod graphql;
+pub mod http;
+pub mod sources;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,42 @@
+//! The `shiplog` binary: load settings, build the application, serve.
+
+use anyhow::Context;
+use clap::Parser;
+use shiplog::config::{Cli, Command, Settings};
+use shiplog::startup::{Application, generated_secret_key};
+use shiplog::store::{DbOptions, Store};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(&cli.settings)?;
+    shiplog::telemetry::init(settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
+        Command::PrintSchema => print!("{}", shiplog::graphql::sdl()),
+        Command::Secrets => {
+            let store = Store::connect(&DbOptions {
+                url: settings.database_url.clone(),
+                max_connections: 1,
+                sqlite_synchronous_full: true,
+            })
+            .await
+            .context("opening the database")?;
+            store.migrate().await.context("migrating the database")?;
+            for source in shiplog::sources::Registry::builtin().names() {
+                let configured = settings.secrets.contains_key(source);
+                match store.setting(&generated_secret_key(source)).await? {
+                    Some(secret) if !configured => {
+                        println!("{source}\t{secret}\t(generated, stored in the database)")
+                    }
+                    _ if configured => println!(
+                        "{source}\t(configured by {})",
+                        shiplog::sources::secret_setting(source)
+                    ),
+                    _ => println!("{source}\t(not set)"),
+                }
+            }
+        }
+    }
+    Ok(())
+}

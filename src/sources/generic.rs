@@ -1,0 +1,274 @@
+//! shiplog's own webhook format, for any tool that can run curl at the end of a pipeline.
+//!
+//! ```json
+//! { "id": "build-1234", "system": "billing", "environment": "production",
+//!   "status": "succeeded", "startedAt": "2026-11-26T14:00:00Z",
+//!   "finishedAt": "2026-11-26T14:03:00Z", "commitSha": "9f2c...", "ref": "main",
+//!   "version": "1.4.2", "url": "https://ci.example.com/build/1234", "actor": "ada" }
+//! ```
+//! `id`, `system`, `environment` and `status` are required. Times are ISO-8601 or epoch
+//! milliseconds. The secret travels as `Authorization: Bearer <secret>`.
+
+use serde_json::{Map, Value};
+
+use super::{Delivery, Parsed, Secret, Source, SourceError, bearer_token, body_hash, idempotency_key};
+use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation, parse_instant};
+
+/// The generic source (`POST /webhooks/generic`).
+pub struct Generic;
+
+/// The status words the generic format accepts, and what each means.
+const STATUS_WORDS: &[(&str, DeploymentStatus)] = &[
+    ("queued", DeploymentStatus::Queued),
+    ("running", DeploymentStatus::Running),
+    ("succeeded", DeploymentStatus::Succeeded),
+    ("failed", DeploymentStatus::Failed),
+    ("cancelled", DeploymentStatus::Cancelled),
+    // The American spelling is common enough in pipelines to accept silently.
+    ("canceled", DeploymentStatus::Cancelled),
+];
+
+const KNOWN_FIELDS: &[&str] = &[
+    "id",
+    "system",
+    "environment",
+    "status",
+    "startedAt",
+    "finishedAt",
+    "commitSha",
+    "ref",
+    "version",
+    "url",
+    "actor",
+];
+
+impl Source for Generic {
+    fn name(&self) -> &'static str {
+        "generic"
+    }
+
+    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
+        match bearer_token(delivery.headers) {
+            Some(token) if secret.matches(token) => Ok(()),
+            Some(_) => Err(SourceError::Unauthorized(
+                "the bearer token does not match SHIPLOG_GENERIC_SECRET".into(),
+            )),
+            None => Err(SourceError::Unauthorized(
+                "send the secret as `Authorization: Bearer <SHIPLOG_GENERIC_SECRET>`".into(),
+            )),
+        }
+    }
+
+    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+        idempotency_key(delivery.headers).unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+    }
+
+    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
+        let value: Value = serde_json::from_slice(delivery.body)
+            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(SourceError::InvalidPayload(
+                "the body must be a JSON object with id, system, environment and status".into(),
+            ));
+        };
+        let mut problems = Vec::new();
+        let external_id = required(&object, "id", &mut problems);
+        let system = required(&object, "system", &mut problems);
+        let environment = required(&object, "environment", &mut problems);
+        let raw_status = required(&object, "status", &mut problems);
+        let status = raw_status.as_deref().and_then(|word| {
+            let found = STATUS_WORDS
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(word.trim()))
+                .map(|(_, status)| *status);
+            if found.is_none() {
+                problems.push(format!(
+                    "`status` is `{}`; use one of queued, running, succeeded, failed, cancelled",
+                    truncated(word)
+                ));
+            }
+            found
+        });
+        let started_at = instant(&object, "startedAt", &mut problems);
+        let finished_at = instant(&object, "finishedAt", &mut problems);
+        let commit_sha = optional_text(&object, "commitSha", &mut problems);
+        let git_ref = optional_text(&object, "ref", &mut problems);
+        let version = optional_text(&object, "version", &mut problems);
+        let url = optional_text(&object, "url", &mut problems);
+        let actor = optional_text(&object, "actor", &mut problems);
+        if let Some(sha) = &commit_sha {
+            if sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!("`commitSha` is `{}`; use a hex git sha", truncated(sha)));
+            }
+        }
+        if let (Some(start), Some(finish)) = (started_at, finished_at) {
+            if finish < start {
+                problems.push("`finishedAt` is before `startedAt`".into());
+            }
+        }
+        let unknown: Vec<&str> = object
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !KNOWN_FIELDS.contains(key))
+            .collect();
+        if !unknown.is_empty() {
+            tracing::debug!(?unknown, "generic delivery has fields shiplog does not read");
+        }
+        match (external_id, system, environment, raw_status, status) {
+            (Some(external_id), Some(system), Some(environment), Some(raw_status), Some(status))
+                if problems.is_empty() =>
+            {
+                let occurred_at = match status {
+                    DeploymentStatus::Running => started_at,
+                    s if s.is_terminal() => finished_at,
+                    _ => None,
+                }
+                .unwrap_or(delivery.received_at);
+                Ok(Parsed::Deployments(vec![Observation {
+                    external_id,
+                    system,
+                    environment,
+                    status,
+                    raw_status,
+                    occurred_at,
+                    started_at,
+                    finished_at: finished_at.filter(|_| status.is_terminal()),
+                    commit_sha: commit_sha.map(|sha| sha.to_lowercase()),
+                    git_ref,
+                    version,
+                    url,
+                    actor,
+                }]))
+            }
+            _ => Err(SourceError::InvalidPayload(problems.join("; "))),
+        }
+    }
+}
+
+fn truncated(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn required(object: &Map<String, Value>, field: &str, problems: &mut Vec<String>) -> Option<String> {
+    match object.get(field) {
+        None | Some(Value::Null) => {
+            problems.push(format!("`{field}` is required"));
+            None
+        }
+        Some(Value::String(text)) if text.trim().is_empty() => {
+            problems.push(format!("`{field}` must not be empty"));
+            None
+        }
+        Some(Value::String(text)) if text.len() > MAX_NAME_LEN => {
+            problems.push(format!("`{field}` is longer than {MAX_NAME_LEN} bytes"));
+            None
+        }
+        Some(Value::String(text)) => Some(text.trim().to_string()),
+        // Tools often send numeric ids; keep them as their decimal text.
+        Some(Value::Number(number)) if field == "id" => Some(number.to_string()),
+        Some(other) => {
+            problems.push(format!("`{field}` must be a string, got {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn optional_text(object: &Map<String, Value>, field: &str, problems: &mut Vec<String>) -> Option<String> {
+    match object.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.len() > MAX_TEXT_LEN => {
+            problems.push(format!("`{field}` is longer than {MAX_TEXT_LEN} bytes"));
+            None
+        }
+        Some(Value::String(text)) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+        Some(Value::Number(number)) if field == "version" => Some(number.to_string()),
+        Some(other) => {
+            problems.push(format!("`{field}` must be a string, got {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn instant(object: &Map<String, Value>, field: &str, problems: &mut Vec<String>) -> Option<i64> {
+    match object.get(field) {
+        None | Some(Value::Null) => None,
+        Some(value) => match parse_instant(value) {
+            Ok(millis) => Some(millis),
+            Err(error) => {
+                problems.push(format!("`{field}`: {error}"));
+                None
+            }
+        },
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn parse(body: &str) -> Result<Parsed, SourceError> {
+        let headers = HeaderMap::new();
+        Generic.parse(&Delivery {
+            headers: &headers,
+            query: None,
+            body: body.as_bytes(),
+            received_at: 1000,
+        })
+    }
+
+    #[test]
+    fn a_full_delivery_becomes_one_observation() {
+        let parsed = parse(
+            r#"{"id":"b-1","system":"billing","environment":"prod","status":"succeeded",
+                "startedAt":"2026-11-26T14:00:00Z","finishedAt":1764165780000,
+                "commitSha":"9F2C1A","ref":"main","version":"1.2","url":"https://ci/1","actor":"ada"}"#,
+        )
+        .unwrap();
+        let Parsed::Deployments(observations) = parsed else {
+            panic!("not deployments")
+        };
+        let observation = &observations[0];
+        assert_eq!(observation.status, DeploymentStatus::Succeeded);
+        assert_eq!(observation.occurred_at, 1_764_165_780_000);
+        assert_eq!(observation.commit_sha.as_deref(), Some("9f2c1a"));
+        assert_eq!(observation.environment, "prod");
+    }
+
+    #[test]
+    fn every_problem_is_named_in_one_message() {
+        let SourceError::InvalidPayload(message) =
+            parse(r#"{"id":"x","status":"done","startedAt":"soon"}"#).unwrap_err()
+        else {
+            panic!("wrong error")
+        };
+        assert!(message.contains("`system` is required"), "{message}");
+        assert!(message.contains("`environment` is required"), "{message}");
+        assert!(message.contains("`status` is `done`"), "{message}");
+        assert!(message.contains("`startedAt`"), "{message}");
+    }
+
+    #[test]
+    fn a_running_delivery_happens_at_its_start() {
+        let Parsed::Deployments(observations) = parse(
+            r#"{"id":7,"system":"s","environment":"e","status":"Running","startedAt":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap() else {
+            panic!("not deployments")
+        };
+        assert_eq!(observations[0].external_id, "7");
+        assert_eq!(observations[0].occurred_at, 1_767_225_600_000);
+        assert_eq!(observations[0].finished_at, None);
+    }
+}

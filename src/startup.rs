@@ -1,0 +1,258 @@
+//! Building and running the server. Building on port 0 binds a free port and reports it, so
+//! tests run the real server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::domain::MappingRules;
+use crate::events::Hub;
+use crate::http::{AppState, router};
+use crate::sources::{Registry, Secret};
+use crate::store::ingest::Writer;
+use crate::store::{DbOptions, Store, StoreError};
+
+/// The settings key of a generated secret.
+pub fn generated_secret_key(source: &str) -> String {
+    format!("secret.{source}")
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: StoreError },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    store: Store,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    writer_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects and migrates the database, resolves secrets, binds the port.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let options = DbOptions {
+            url: settings.database_url.clone(),
+            max_connections: settings.database_max_connections,
+            sqlite_synchronous_full: settings.sqlite_synchronous_full,
+        };
+        let store = Store::connect(&options)
+            .await
+            .map_err(|source| StartupError::Database {
+                url: redact_url(&settings.database_url),
+                source,
+            })?;
+        store.migrate().await.map_err(StartupError::Migrate)?;
+        let secrets = resolve_secrets(&store, &settings).await?;
+        let hub = Hub::new(16 * 1024);
+        let replica = random_token(8);
+        let (writer, writer_task) = Writer::spawn(store.clone(), hub.clone(), replica.clone());
+        let (stop, stopping) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if store.backend() == sea_orm::DatabaseBackend::Postgres {
+            tasks.push(tokio::spawn(crate::store::fanout::listen(
+                store.clone(),
+                settings.database_url.clone(),
+                replica.clone(),
+                hub.clone(),
+                stopping.clone(),
+            )));
+        }
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartupError::Listen {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Listen {
+            address: settings.listen.clone(),
+            source,
+        })?;
+        let state = AppState {
+            schema: crate::graphql::schema(store.clone(), hub),
+            store: store.clone(),
+            writer,
+            sources: Registry::builtin(),
+            secrets: Arc::new(secrets),
+            rules: Arc::new(MappingRules::new(&settings.mapping)),
+            max_body_bytes: settings.max_body_bytes,
+            shutdown: stopping,
+        };
+        tracing::info!(%address, database = %redact_url(&settings.database_url), replica, "shiplog is ready");
+        Ok(Self {
+            listener,
+            address,
+            state,
+            store,
+            stop,
+            tasks,
+            writer_task,
+        })
+    }
+
+    /// The bound address (the real port when built on port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The store, for tests that count statements.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes. In-flight requests finish, WebSocket clients get a
+    /// close frame, the ingest writer drains its queue, then the pool closes.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            store,
+            stop,
+            tasks,
+            writer_task,
+            ..
+        } = self;
+        let app = router(state);
+        let stopper = stop.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stopper.send(true);
+            })
+            .await;
+        let _ = stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        // The router (and with it every Writer handle) is gone: the writer drains and ends.
+        let _ = writer_task.await;
+        store.close().await;
+        tracing::info!("shiplog stopped");
+        result
+    }
+}
+
+/// The secret of each source: configured, or for `generic` generated once and stored in the
+/// database (so every replica and every restart agree), printed at its first start.
+async fn resolve_secrets(
+    store: &Store,
+    settings: &Settings,
+) -> Result<BTreeMap<String, Secret>, StartupError> {
+    let mut secrets: BTreeMap<String, Secret> = settings
+        .secrets
+        .iter()
+        .map(|(source, secret)| (source.clone(), Secret::new(secret.clone())))
+        .collect();
+    if !secrets.contains_key("generic") {
+        let key = generated_secret_key("generic");
+        let existing = store
+            .setting(&key)
+            .await
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        let secret = match existing {
+            Some(secret) => {
+                tracing::info!(
+                    "SHIPLOG_GENERIC_SECRET is not set: using the secret generated on first start (`shiplog secrets` prints it)"
+                );
+                secret
+            }
+            None => {
+                let generated = random_token(24);
+                let stored = store
+                    .setting_or_insert(&key, &generated)
+                    .await
+                    .map_err(|e| StartupError::Other(e.to_string()))?;
+                if stored == generated {
+                    tracing::warn!(
+                        secret = %stored,
+                        "SHIPLOG_GENERIC_SECRET is not set: generated this secret for POST /webhooks/generic and stored it in the database; send it as `Authorization: Bearer <secret>` (shown once; `shiplog secrets` prints it again)"
+                    );
+                }
+                stored
+            }
+        };
+        secrets.insert("generic".into(), Secret::new(secret));
+    }
+    Ok(secrets)
+}
+
+/// A random hex token of `bytes` bytes.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+/// A database URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://shiplog.db"), "sqlite://shiplog.db");
+    }
+}

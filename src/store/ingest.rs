@@ -1,0 +1,520 @@
+//! Journal and apply, with group commit. Every accepted delivery goes through one writer task
+//! per process: it takes every delivery waiting when it starts a transaction (so under load a
+//! batch forms by itself, and at rest a delivery waits for nothing), journals and applies each
+//! inside its own savepoint, commits once, and only then answers each sender and publishes
+//! the live events. A 2xx therefore always means "durably stored".
+
+use std::collections::HashMap;
+
+use entity::{deliveries, deployment_events, deployments, environments, systems};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, Statement, TransactionTrait, TryInsertResult,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Named, Store, StoreError, merge};
+use crate::domain::{MappedObservation, now_millis};
+use crate::events::{Hub, LiveEvent};
+
+/// The most deliveries one transaction takes.
+const MAX_BATCH: usize = 256;
+
+/// The delivery as it goes into the journal.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub source: String,
+    pub delivery_key: String,
+    pub received_at: i64,
+    /// The raw body (secrets already removed by the source, where a tool echoes them).
+    pub body: String,
+    /// The journaled headers, as a JSON object.
+    pub headers: String,
+}
+
+/// What to do with a delivery once journaled.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Apply these observations.
+    Apply(Vec<MappedObservation>),
+    /// Journal as ignored, with the reason.
+    Ignore(String),
+}
+
+/// What happened to a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The same delivery key was journaled before: nothing changed.
+    Duplicate { delivery_id: Option<i64> },
+    /// Journaled as ignored.
+    Ignored { delivery_id: i64 },
+    /// Journaled and applied to these deployments.
+    Applied {
+        delivery_id: i64,
+        deployment_ids: Vec<i64>,
+    },
+}
+
+struct Job {
+    delivery: NewDelivery,
+    work: Work,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The handle handlers submit deliveries through.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task. It ends when every `Writer` handle is dropped and the queue is
+    /// drained, so a graceful shutdown loses nothing that was submitted.
+    pub fn spawn(store: Store, hub: Hub, replica: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+        let task = tokio::spawn(run(store, hub, replica, queue));
+        (Self { jobs }, task)
+    }
+
+    /// Journals and applies one delivery; returns once it is committed.
+    pub async fn submit(&self, delivery: NewDelivery, work: Work) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                delivery,
+                work,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Ids of systems and environments already committed, so steady traffic skips the lookups.
+#[derive(Default)]
+struct NameCache {
+    systems: HashMap<String, i64>,
+    environments: HashMap<String, i64>,
+}
+
+async fn run(store: Store, hub: Hub, replica: String, mut queue: mpsc::Receiver<Job>) {
+    let mut cache = NameCache::default();
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(&store, &hub, &replica, &mut cache, batch).await;
+    }
+    tracing::debug!("ingest writer stopped");
+}
+
+/// What one job did inside its savepoint, kept until the commit.
+struct Done {
+    outcome: Outcome,
+    events: Vec<LiveEvent>,
+    names: NameCache,
+}
+
+async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
+    let size = batch.len();
+    let txn = match store.connection().begin().await {
+        Ok(txn) => txn,
+        Err(error) => {
+            tracing::error!(%error, size, "could not start the ingest transaction");
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Database(error.clone())));
+            }
+            return;
+        }
+    };
+    let mut results: Vec<(oneshot::Sender<_>, Result<Done, StoreError>)> = Vec::with_capacity(size);
+    let mut batch_names = NameCache::default();
+    for job in batch {
+        let result = match txn.begin().await {
+            Ok(savepoint) => {
+                match write_one(&savepoint, cache, &batch_names, &job.delivery, &job.work).await {
+                    Ok(done) => match savepoint.commit().await {
+                        Ok(()) => Ok(done),
+                        Err(error) => Err(StoreError::Database(error)),
+                    },
+                    Err(error) => {
+                        let _ = savepoint.rollback().await;
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => Err(StoreError::Database(error)),
+        };
+        if let Ok(done) = &result {
+            batch_names.systems.extend(done.names.systems.clone());
+            batch_names.environments.extend(done.names.environments.clone());
+        }
+        results.push((job.reply, result));
+    }
+    let event_ids: Vec<i64> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|done| done.events.iter().map(|e| e.event.id))
+        .collect();
+    let notified = match notify(&txn, replica, &event_ids).await {
+        Ok(()) => Ok(()),
+        Err(error) => Err(error),
+    };
+    let committed = match notified {
+        Ok(()) => txn.commit().await.map_err(StoreError::Database),
+        Err(error) => {
+            let _ = txn.rollback().await;
+            Err(error)
+        }
+    };
+    match committed {
+        Ok(()) => {
+            cache.systems.extend(batch_names.systems);
+            cache.environments.extend(batch_names.environments);
+            let mut live = Vec::new();
+            for (reply, result) in results {
+                match result {
+                    Ok(done) => {
+                        live.extend(done.events);
+                        let _ = reply.send(Ok(done.outcome));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "delivery could not be stored");
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            hub.publish(live);
+        }
+        Err(error) => {
+            tracing::error!(%error, size, "ingest commit failed; the batch is answered with 503");
+            for (reply, _) in results {
+                let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {error}"))));
+            }
+        }
+    }
+}
+
+/// Tells the other replicas which events this transaction stored; PostgreSQL delivers the
+/// notification only if the transaction commits.
+async fn notify(txn: &DatabaseTransaction, replica: &str, event_ids: &[i64]) -> Result<(), StoreError> {
+    if event_ids.is_empty() || txn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    // A notification payload must stay under 8000 bytes.
+    for chunk in event_ids.chunks(400) {
+        let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let payload = format!("{replica}:{}", ids.join(","));
+        txn.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [super::fanout::CHANNEL.into(), payload.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_one(
+    txn: &DatabaseTransaction,
+    cache: &NameCache,
+    batch_names: &NameCache,
+    delivery: &NewDelivery,
+    work: &Work,
+) -> Result<Done, StoreError> {
+    let now = now_millis();
+    let (state, error) = match work {
+        Work::Apply(_) => ("processed", None),
+        Work::Ignore(reason) => ("ignored", Some(reason.clone())),
+    };
+    let row = deliveries::ActiveModel {
+        id: NotSet,
+        source: Set(delivery.source.clone()),
+        delivery_key: Set(delivery.delivery_key.clone()),
+        received_at: Set(delivery.received_at),
+        body: Set(delivery.body.clone()),
+        headers: Set(delivery.headers.clone()),
+        state: Set(state.to_string()),
+        error: Set(error),
+        attempts: Set(1),
+        next_attempt_at: Set(None),
+        processed_at: Set(Some(now)),
+    };
+    let inserted = deliveries::Entity::insert(row)
+        .on_conflict_do_nothing_on([deliveries::Column::Source, deliveries::Column::DeliveryKey])
+        .exec(txn)
+        .await?;
+    let delivery_id = match inserted {
+        TryInsertResult::Inserted(result) => result.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => {
+            let existing = deliveries::Entity::find()
+                .select_only()
+                .column(deliveries::Column::Id)
+                .filter(deliveries::Column::Source.eq(delivery.source.as_str()))
+                .filter(deliveries::Column::DeliveryKey.eq(delivery.delivery_key.as_str()))
+                .into_tuple::<i64>()
+                .one(txn)
+                .await?;
+            return Ok(Done {
+                outcome: Outcome::Duplicate {
+                    delivery_id: existing,
+                },
+                events: Vec::new(),
+                names: NameCache::default(),
+            });
+        }
+    };
+    let Work::Apply(observations) = work else {
+        return Ok(Done {
+            outcome: Outcome::Ignored { delivery_id },
+            events: Vec::new(),
+            names: NameCache::default(),
+        });
+    };
+    let mut names = NameCache::default();
+    let mut events = Vec::with_capacity(observations.len());
+    let mut deployment_ids = Vec::with_capacity(observations.len());
+    for mapped in observations {
+        let system = ensure_system(txn, &mapped.system, cache, batch_names, &mut names, now).await?;
+        let environment =
+            ensure_environment(txn, &mapped.environment, cache, batch_names, &mut names, now).await?;
+        let event = apply(
+            txn,
+            &delivery.source,
+            delivery_id,
+            mapped,
+            &system,
+            &environment,
+            delivery.received_at,
+            now,
+        )
+        .await?;
+        deployment_ids.push(event.deployment.id);
+        events.push(event);
+    }
+    Ok(Done {
+        outcome: Outcome::Applied {
+            delivery_id,
+            deployment_ids,
+        },
+        events,
+        names,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    txn: &DatabaseTransaction,
+    source: &str,
+    delivery_id: i64,
+    mapped: &MappedObservation,
+    system: &Named,
+    environment: &Named,
+    received_at: i64,
+    now: i64,
+) -> Result<LiveEvent, StoreError> {
+    let observation = &mapped.observation;
+    let fresh = merge::new_deployment(source, observation, system.id, environment.id, received_at);
+    let inserted = deployments::Entity::insert(active(&fresh))
+        .on_conflict_do_nothing_on([deployments::Column::Source, deployments::Column::ExternalId])
+        .exec(txn)
+        .await?;
+    let (deployment, previous_status) = match inserted {
+        TryInsertResult::Inserted(result) => (
+            deployments::Model {
+                id: result.last_insert_id,
+                ..fresh
+            },
+            None,
+        ),
+        TryInsertResult::Conflicted | TryInsertResult::Empty => {
+            // FOR UPDATE on PostgreSQL: two replicas merging into one row take turns.
+            // SQLite has one writer at a time anyway and sea-query leaves the clause out.
+            let current = deployments::Entity::find()
+                .filter(deployments::Column::Source.eq(source))
+                .filter(deployments::Column::ExternalId.eq(observation.external_id.as_str()))
+                .lock_exclusive()
+                .one(txn)
+                .await?
+                .ok_or_else(|| StoreError::Invalid("deployment vanished during upsert".into()))?;
+            let next = merge::merge(&current, observation, system.id, environment.id, received_at);
+            if next != current {
+                let mut changes = active(&next);
+                changes.id = Set(current.id);
+                deployments::Entity::update(changes).exec(txn).await?;
+            }
+            (next, Some(current.status.clone()))
+        }
+    };
+    let event = deployment_events::ActiveModel {
+        id: NotSet,
+        deployment_id: Set(deployment.id),
+        delivery_id: Set(Some(delivery_id)),
+        status: Set(observation.status.as_str().to_string()),
+        raw_status: Set(observation.raw_status.clone()),
+        previous_status: Set(previous_status.clone()),
+        occurred_at: Set(observation.occurred_at),
+        recorded_at: Set(now),
+    };
+    let event_id = deployment_events::Entity::insert(event)
+        .exec(txn)
+        .await?
+        .last_insert_id;
+    let event = deployment_events::Model {
+        id: event_id,
+        deployment_id: deployment.id,
+        delivery_id: Some(delivery_id),
+        status: observation.status.as_str().to_string(),
+        raw_status: observation.raw_status.clone(),
+        previous_status,
+        occurred_at: observation.occurred_at,
+        recorded_at: now,
+    };
+    // Which system and environment the deployment now belongs to (an older observation
+    // does not move it).
+    let (system, environment) =
+        if deployment.system_id == system.id && deployment.environment_id == environment.id {
+            (system.clone(), environment.clone())
+        } else {
+            (
+                named_by_id::<systems::Entity>(txn, deployment.system_id).await?,
+                named_by_id::<environments::Entity>(txn, deployment.environment_id).await?,
+            )
+        };
+    Ok(LiveEvent {
+        event,
+        deployment,
+        system,
+        environment,
+    })
+}
+
+fn active(model: &deployments::Model) -> deployments::ActiveModel {
+    deployments::ActiveModel {
+        id: NotSet,
+        source: Set(model.source.clone()),
+        external_id: Set(model.external_id.clone()),
+        system_id: Set(model.system_id),
+        environment_id: Set(model.environment_id),
+        status: Set(model.status.clone()),
+        raw_status: Set(model.raw_status.clone()),
+        raw_system: Set(model.raw_system.clone()),
+        raw_environment: Set(model.raw_environment.clone()),
+        status_at: Set(model.status_at),
+        started_at: Set(model.started_at),
+        finished_at: Set(model.finished_at),
+        deployed_at: Set(model.deployed_at),
+        commit_sha: Set(model.commit_sha.clone()),
+        git_ref: Set(model.git_ref.clone()),
+        version: Set(model.version.clone()),
+        url: Set(model.url.clone()),
+        actor: Set(model.actor.clone()),
+        first_seen_at: Set(model.first_seen_at),
+        updated_at: Set(model.updated_at),
+    }
+}
+
+async fn named_by_id<E>(txn: &DatabaseTransaction, id: i64) -> Result<Named, StoreError>
+where
+    E: EntityTrait,
+    E::Model: Into<Named>,
+    <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: From<i64>,
+{
+    E::find_by_id(id)
+        .one(txn)
+        .await?
+        .map(Into::into)
+        .ok_or_else(|| StoreError::Invalid(format!("row {id} vanished")))
+}
+
+async fn ensure_system(
+    txn: &DatabaseTransaction,
+    name: &str,
+    cache: &NameCache,
+    batch: &NameCache,
+    names: &mut NameCache,
+    now: i64,
+) -> Result<Named, StoreError> {
+    if let Some(id) = cache
+        .systems
+        .get(name)
+        .or(batch.systems.get(name))
+        .or(names.systems.get(name))
+    {
+        return Ok(Named {
+            id: *id,
+            name: name.to_string(),
+        });
+    }
+    let row = systems::ActiveModel {
+        id: NotSet,
+        name: Set(name.to_string()),
+        created_at: Set(now),
+    };
+    systems::Entity::insert(row)
+        .on_conflict_do_nothing_on([systems::Column::Name])
+        .exec(txn)
+        .await?;
+    let id = systems::Entity::find()
+        .select_only()
+        .column(systems::Column::Id)
+        .filter(systems::Column::Name.eq(name))
+        .into_tuple::<i64>()
+        .one(txn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("system {name} vanished")))?;
+    names.systems.insert(name.to_string(), id);
+    Ok(Named {
+        id,
+        name: name.to_string(),
+    })
+}
+
+async fn ensure_environment(
+    txn: &DatabaseTransaction,
+    name: &str,
+    cache: &NameCache,
+    batch: &NameCache,
+    names: &mut NameCache,
+    now: i64,
+) -> Result<Named, StoreError> {
+    if let Some(id) = cache
+        .environments
+        .get(name)
+        .or(batch.environments.get(name))
+        .or(names.environments.get(name))
+    {
+        return Ok(Named {
+            id: *id,
+            name: name.to_string(),
+        });
+    }
+    let row = environments::ActiveModel {
+        id: NotSet,
+        name: Set(name.to_string()),
+        created_at: Set(now),
+    };
+    environments::Entity::insert(row)
+        .on_conflict_do_nothing_on([environments::Column::Name])
+        .exec(txn)
+        .await?;
+    let id = environments::Entity::find()
+        .select_only()
+        .column(environments::Column::Id)
+        .filter(environments::Column::Name.eq(name))
+        .into_tuple::<i64>()
+        .one(txn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("environment {name} vanished")))?;
+    names.environments.insert(name.to_string(), id);
+    Ok(Named {
+        id,
+        name: name.to_string(),
+    })
+}

@@ -1,0 +1,186 @@
+//! How one observation changes a deployment: pure rules, unit-tested here, applied by the
+//! ingest writer inside its transaction.
+//!
+//! Events arrive out of order: a late "running" never overwrites "succeeded"; `started_at` is
+//! the earliest start we saw; `finished_at` is the time of the terminal status.
+
+use entity::deployments;
+
+use crate::domain::{DeploymentStatus, Observation};
+
+/// The row for a deployment seen for the first time.
+pub fn new_deployment(
+    source: &str,
+    observation: &Observation,
+    system_id: i64,
+    environment_id: i64,
+    received_at: i64,
+) -> deployments::Model {
+    let status = observation.status;
+    let started_at = observation
+        .started_at
+        .or((status == DeploymentStatus::Running).then_some(observation.occurred_at));
+    let finished_at = status
+        .is_terminal()
+        .then(|| observation.finished_at.unwrap_or(observation.occurred_at));
+    let started_at = match (started_at, finished_at) {
+        (Some(start), Some(finish)) => Some(start.min(finish)),
+        (start, _) => start,
+    };
+    deployments::Model {
+        id: 0,
+        source: source.to_string(),
+        external_id: observation.external_id.clone(),
+        system_id,
+        environment_id,
+        status: status.as_str().to_string(),
+        raw_status: observation.raw_status.clone(),
+        raw_system: observation.system.clone(),
+        raw_environment: observation.environment.clone(),
+        status_at: observation.occurred_at,
+        started_at,
+        finished_at,
+        deployed_at: finished_at.or(started_at).unwrap_or(received_at),
+        commit_sha: observation.commit_sha.clone(),
+        git_ref: observation.git_ref.clone(),
+        version: observation.version.clone(),
+        url: observation.url.clone(),
+        actor: observation.actor.clone(),
+        first_seen_at: received_at,
+        updated_at: received_at,
+    }
+}
+
+/// Whether an observation is news about the status: it is at least as far along and not older.
+pub fn supersedes(current: &deployments::Model, observation: &Observation) -> bool {
+    let current_status = DeploymentStatus::from_stored(&current.status);
+    let (new, old) = (observation.status.progress(), current_status.progress());
+    new > old || (new == old && observation.occurred_at >= current.status_at)
+}
+
+/// The deployment after an observation. Descriptive fields (sha, ref, version, url, actor,
+/// system, environment) follow the newest observation that has them; older observations only
+/// fill gaps.
+pub fn merge(
+    current: &deployments::Model,
+    observation: &Observation,
+    system_id: i64,
+    environment_id: i64,
+    received_at: i64,
+) -> deployments::Model {
+    let mut next = current.clone();
+    let newest = supersedes(current, observation);
+    let start_seen = observation
+        .started_at
+        .or((observation.status == DeploymentStatus::Running).then_some(observation.occurred_at));
+    next.started_at = match (current.started_at, start_seen) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if newest {
+        next.status = observation.status.as_str().to_string();
+        next.raw_status = observation.raw_status.clone();
+        next.status_at = observation.occurred_at;
+        next.finished_at = observation
+            .status
+            .is_terminal()
+            .then(|| observation.finished_at.unwrap_or(observation.occurred_at));
+        next.system_id = system_id;
+        next.environment_id = environment_id;
+        next.raw_system = observation.system.clone();
+        next.raw_environment = observation.environment.clone();
+    }
+    let pick = |current: &Option<String>, seen: &Option<String>| -> Option<String> {
+        if newest {
+            seen.clone().or_else(|| current.clone())
+        } else {
+            current.clone().or_else(|| seen.clone())
+        }
+    };
+    next.commit_sha = pick(&current.commit_sha, &observation.commit_sha);
+    next.git_ref = pick(&current.git_ref, &observation.git_ref);
+    next.version = pick(&current.version, &observation.version);
+    next.url = pick(&current.url, &observation.url);
+    next.actor = pick(&current.actor, &observation.actor);
+    if let (Some(start), Some(finish)) = (next.started_at, next.finished_at) {
+        next.started_at = Some(start.min(finish));
+    }
+    next.deployed_at = next.finished_at.or(next.started_at).unwrap_or(next.first_seen_at);
+    next.updated_at = received_at.max(current.updated_at);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(status: DeploymentStatus, occurred_at: i64) -> Observation {
+        Observation {
+            external_id: "1".into(),
+            system: "billing".into(),
+            environment: "prod".into(),
+            status,
+            raw_status: status.as_str().into(),
+            occurred_at,
+            started_at: None,
+            finished_at: None,
+            commit_sha: None,
+            git_ref: None,
+            version: None,
+            url: None,
+            actor: None,
+        }
+    }
+
+    #[test]
+    fn a_late_running_never_overwrites_succeeded() {
+        let done = new_deployment(
+            "generic",
+            &observation(DeploymentStatus::Succeeded, 300),
+            1,
+            1,
+            400,
+        );
+        let merged = merge(&done, &observation(DeploymentStatus::Running, 100), 1, 1, 500);
+        assert_eq!(merged.status, "succeeded");
+        assert_eq!(merged.started_at, Some(100));
+        assert_eq!(merged.finished_at, Some(300));
+        assert_eq!(merged.deployed_at, 300);
+    }
+
+    #[test]
+    fn the_earliest_start_and_the_terminal_time_win() {
+        let mut running = observation(DeploymentStatus::Running, 200);
+        running.started_at = Some(150);
+        let first = new_deployment("generic", &running, 1, 1, 210);
+        let mut queued_late = observation(DeploymentStatus::Queued, 100);
+        queued_late.started_at = Some(120);
+        let second = merge(&first, &queued_late, 1, 1, 220);
+        assert_eq!(second.status, "running");
+        assert_eq!(second.started_at, Some(120));
+        let mut failed = observation(DeploymentStatus::Failed, 400);
+        failed.commit_sha = Some("abc1".into());
+        let third = merge(&second, &failed, 1, 1, 410);
+        assert_eq!(third.status, "failed");
+        assert_eq!(third.finished_at, Some(400));
+        assert_eq!(third.commit_sha.as_deref(), Some("abc1"));
+        assert_eq!(third.first_seen_at, 210);
+    }
+
+    #[test]
+    fn older_observations_only_fill_gaps() {
+        let mut done = observation(DeploymentStatus::Succeeded, 300);
+        done.version = Some("2".into());
+        let current = new_deployment("generic", &done, 1, 1, 300);
+        let mut old = observation(DeploymentStatus::Running, 100);
+        old.version = Some("1".into());
+        old.actor = Some("ada".into());
+        let merged = merge(&current, &old, 9, 9, 310);
+        assert_eq!(merged.version.as_deref(), Some("2"));
+        assert_eq!(merged.actor.as_deref(), Some("ada"));
+        assert_eq!(
+            merged.system_id, 1,
+            "an older observation does not move the deployment"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The store: the only place that speaks SQL. It owns the connection pool, runs migrations,
+//! answers the reads GraphQL needs and, through [`ingest::Writer`], applies deliveries.
+//!
+//! Every query is built with SeaORM / sea-query, so SQLite and PostgreSQL run the same code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use entity::{deployment_events, deployments, environments, settings, systems};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+};
+
+use crate::domain::DeploymentStatus;
+
+pub mod fanout;
+pub mod ingest;
+pub mod merge;
+
+/// Why the store could not do something. Callers turn these into opaque 5xx answers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    #[error("the ingest writer has stopped")]
+    WriterGone,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// SQLite `synchronous`: FULL keeps acknowledged deliveries across power loss.
+    pub sqlite_synchronous_full: bool,
+}
+
+/// A row that is an id and a name (systems, environments).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Named {
+    pub id: i64,
+    pub name: String,
+}
+
+impl From<systems::Model> for Named {
+    fn from(model: systems::Model) -> Self {
+        Self {
+            id: model.id,
+            name: model.name,
+        }
+    }
+}
+
+impl From<environments::Model> for Named {
+    fn from(model: environments::Model) -> Self {
+        Self {
+            id: model.id,
+            name: model.name,
+        }
+    }
+}
+
+/// Which deployments a list or subscription wants. Empty lists mean no filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    pub systems: Vec<String>,
+    pub environments: Vec<String>,
+    pub statuses: Vec<DeploymentStatus>,
+    pub sources: Vec<String>,
+    /// Inclusive bounds on the deployment's own time (finished, else started, else first seen).
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub commit_sha: Option<String>,
+}
+
+/// A position in the deployments order: (deployed_at, id), newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub deployed_at: i64,
+    pub id: i64,
+}
+
+impl From<&deployments::Model> for Position {
+    fn from(model: &deployments::Model) -> Self {
+        Self {
+            deployed_at: model.deployed_at,
+            id: model.id,
+        }
+    }
+}
+
+/// One page request in keyset form.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    /// Only rows older than this (forward paging).
+    pub after: Option<Position>,
+    /// Only rows newer than this (backward paging).
+    pub before: Option<Position>,
+    pub limit: u64,
+    /// Take the page from the old end (Relay `last`).
+    pub from_end: bool,
+}
+
+/// A page of deployments, newest first, and whether more lie beyond it in the paging direction.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub rows: Vec<deployments::Model>,
+    pub has_more: bool,
+}
+
+/// The database handle every part of shiplog shares.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Connects, setting SQLite up for a server: WAL, a busy timeout, foreign keys on, and a
+    /// pool of several connections so readers never queue behind the writer.
+    pub async fn connect(options: &DbOptions) -> Result<Self, StoreError> {
+        let mut connect = ConnectOptions::new(options.url.clone());
+        connect
+            .max_connections(options.max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        if options.url.starts_with("sqlite:") {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            let synchronous = if options.sqlite_synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            };
+            connect.map_sqlx_sqlite_opts(move |opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(synchronous)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        let mut db = Database::connect(connect).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_info| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { db, statements })
+    }
+
+    /// Brings the schema up to date. On PostgreSQL an advisory lock makes replicas that start
+    /// together migrate once, one after the other.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        if self.backend() == DatabaseBackend::Postgres {
+            // A transaction-scoped advisory lock: released by the commit (or the rollback when
+            // a migration fails), so a crashed replica never leaves it held.
+            let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+            txn.execute_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"),
+            ))
+            .await?;
+            Migrator::up(&txn, None).await?;
+            txn.commit().await?;
+        } else {
+            Migrator::up(&self.db, None).await?;
+        }
+        Ok(())
+    }
+
+    /// The raw connection, for the ingest writer.
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
+
+    /// How many SQL statements this process has run (for tests and metrics).
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+
+    /// A stored setting.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(settings::Entity::find_by_id(key.to_string())
+            .one(&self.db)
+            .await?
+            .map(|row| row.value))
+    }
+
+    /// Stores a setting unless one is there already; returns the value that is stored (so two
+    /// replicas generating a secret at once agree on one).
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let row = settings::ActiveModel {
+            key: sea_orm::Set(key.to_string()),
+            value: sea_orm::Set(value.to_string()),
+        };
+        settings::Entity::insert(row)
+            .on_conflict_do_nothing_on([settings::Column::Key])
+            .exec(&self.db)
+            .await?;
+        self.setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Invalid(format!("setting {key} vanished")))
+    }
+
+    /// One page of deployments matching a filter, newest first.
+    pub async fn deployments_page(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let position = |p: Position| Expr::tuple([Expr::val(p.deployed_at), Expr::val(p.id)]);
+        let key = || {
+            Expr::tuple([
+                Expr::col((deployments::Entity, deployments::Column::DeployedAt)),
+                Expr::col((deployments::Entity, deployments::Column::Id)),
+            ])
+        };
+        let mut select = apply_filter(deployments::Entity::find(), filter);
+        if let Some(after) = page.after {
+            select = select.filter(key().lt(position(after)));
+        }
+        if let Some(before) = page.before {
+            select = select.filter(key().gt(position(before)));
+        }
+        let (order, reverse) = if page.from_end {
+            (sea_orm::Order::Asc, true)
+        } else {
+            (sea_orm::Order::Desc, false)
+        };
+        let mut rows = select
+            .order_by(deployments::Column::DeployedAt, order.clone())
+            .order_by(deployments::Column::Id, order)
+            .limit(page.limit + 1)
+            .all(&self.db)
+            .await?;
+        let has_more = rows.len() as u64 > page.limit;
+        rows.truncate(page.limit as usize);
+        if reverse {
+            rows.reverse();
+        }
+        Ok(Page { rows, has_more })
+    }
+
+    /// How many deployments match a filter.
+    pub async fn count_deployments(&self, filter: &DeploymentFilter) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(apply_filter(deployments::Entity::find(), filter)
+            .count(&self.db)
+            .await?)
+    }
+
+    /// One deployment by id.
+    pub async fn deployment(&self, id: i64) -> Result<Option<deployments::Model>, StoreError> {
+        Ok(deployments::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    /// The newest deployment of a system, optionally in one environment.
+    pub async fn last_deployment(
+        &self,
+        system_id: i64,
+        environment: Option<&str>,
+    ) -> Result<Option<deployments::Model>, StoreError> {
+        let filter = DeploymentFilter {
+            environments: environment.map(|e| vec![e.to_string()]).unwrap_or_default(),
+            ..DeploymentFilter::default()
+        };
+        Ok(apply_filter(deployments::Entity::find(), &filter)
+            .filter(deployments::Column::SystemId.eq(system_id))
+            .order_by_desc(deployments::Column::DeployedAt)
+            .order_by_desc(deployments::Column::Id)
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Systems by id (for the DataLoader).
+    pub async fn systems_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
+        Ok(systems::Entity::find()
+            .filter(systems::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, Named::from(m)))
+            .collect())
+    }
+
+    /// Environments by id (for the DataLoader).
+    pub async fn environments_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
+        Ok(environments::Entity::find()
+            .filter(environments::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, Named::from(m)))
+            .collect())
+    }
+
+    /// Status events of several deployments, oldest first (for the DataLoader).
+    pub async fn events_of(
+        &self,
+        deployment_ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<deployment_events::Model>>, StoreError> {
+        let rows = deployment_events::Entity::find()
+            .filter(deployment_events::Column::DeploymentId.is_in(deployment_ids.iter().copied()))
+            .order_by_asc(deployment_events::Column::OccurredAt)
+            .order_by_asc(deployment_events::Column::Id)
+            .all(&self.db)
+            .await?;
+        let mut grouped: HashMap<i64, Vec<deployment_events::Model>> = HashMap::new();
+        for row in rows {
+            grouped.entry(row.deployment_id).or_default().push(row);
+        }
+        Ok(grouped)
+    }
+
+    /// Every system, by name.
+    pub async fn systems(&self) -> Result<Vec<Named>, StoreError> {
+        Ok(systems::Entity::find()
+            .order_by_asc(systems::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Named::from)
+            .collect())
+    }
+
+    /// Every environment, by name.
+    pub async fn environments(&self) -> Result<Vec<Named>, StoreError> {
+        Ok(environments::Entity::find()
+            .order_by_asc(environments::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Named::from)
+            .collect())
+    }
+
+    /// A system by name.
+    pub async fn system(&self, name: &str) -> Result<Option<Named>, StoreError> {
+        Ok(systems::Entity::find()
+            .filter(systems::Column::Name.eq(name))
+            .one(&self.db)
+            .await?
+            .map(Named::from))
+    }
+
+    /// An environment by name.
+    pub async fn environment(&self, name: &str) -> Result<Option<Named>, StoreError> {
+        Ok(environments::Entity::find()
+            .filter(environments::Column::Name.eq(name))
+            .one(&self.db)
+            .await?
+            .map(Named::from))
+    }
+
+    /// The environments a system has been deployed to.
+    pub async fn environments_of_system(&self, system_id: i64) -> Result<Vec<Named>, StoreError> {
+        let ids = Query::select()
+            .distinct()
+            .column(deployments::Column::EnvironmentId)
+            .from(deployments::Entity)
+            .and_where(Expr::col(deployments::Column::SystemId).eq(system_id))
+            .to_owned();
+        Ok(environments::Entity::find()
+            .filter(environments::Column::Id.in_subquery(ids))
+            .order_by_asc(environments::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Named::from)
+            .collect())
+    }
+
+    /// The systems deployed to an environment.
+    pub async fn systems_of_environment(&self, environment_id: i64) -> Result<Vec<Named>, StoreError> {
+        let ids = Query::select()
+            .distinct()
+            .column(deployments::Column::SystemId)
+            .from(deployments::Entity)
+            .and_where(Expr::col(deployments::Column::EnvironmentId).eq(environment_id))
+            .to_owned();
+        Ok(systems::Entity::find()
+            .filter(systems::Column::Id.in_subquery(ids))
+            .order_by_asc(systems::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Named::from)
+            .collect())
+    }
+}
+
+/// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
+const MIGRATION_LOCK: i64 = 0x7368_6970_6c6f_67;
+
+fn apply_filter(
+    mut select: sea_orm::Select<deployments::Entity>,
+    filter: &DeploymentFilter,
+) -> sea_orm::Select<deployments::Entity> {
+    if !filter.systems.is_empty() {
+        let ids = Query::select()
+            .column(systems::Column::Id)
+            .from(systems::Entity)
+            .and_where(Expr::col(systems::Column::Name).is_in(filter.systems.iter().cloned()))
+            .to_owned();
+        select = select.filter(deployments::Column::SystemId.in_subquery(ids));
+    }
+    if !filter.environments.is_empty() {
+        let ids = Query::select()
+            .column(environments::Column::Id)
+            .from(environments::Entity)
+            .and_where(Expr::col(environments::Column::Name).is_in(filter.environments.iter().cloned()))
+            .to_owned();
+        select = select.filter(deployments::Column::EnvironmentId.in_subquery(ids));
+    }
+    if !filter.statuses.is_empty() {
+        select = select.filter(
+            deployments::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str().to_string())),
+        );
+    }
+    if !filter.sources.is_empty() {
+        select = select.filter(deployments::Column::Source.is_in(filter.sources.iter().cloned()));
+    }
+    if let Some(from) = filter.from {
+        select = select.filter(deployments::Column::DeployedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        select = select.filter(deployments::Column::DeployedAt.lte(to));
+    }
+    if let Some(sha) = &filter.commit_sha {
+        // A short sha matches the full one it abbreviates.
+        let sha = sha.trim().to_lowercase();
+        select = select.filter(deployments::Column::CommitSha.starts_with(sha));
+    }
+    select
+}
+
+impl DeploymentFilter {
+    /// Whether a deployment matches, in memory (for live events); the same rules as the SQL.
+    pub fn matches(&self, deployment: &deployments::Model, system: &str, environment: &str) -> bool {
+        let listed = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        listed(&self.systems, system)
+            && listed(&self.environments, environment)
+            && listed(&self.sources, &deployment.source)
+            && (self.statuses.is_empty()
+                || self
+                    .statuses
+                    .contains(&DeploymentStatus::from_stored(&deployment.status)))
+            && self.from.is_none_or(|from| deployment.deployed_at >= from)
+            && self.to.is_none_or(|to| deployment.deployed_at <= to)
+            && self.commit_sha.as_ref().is_none_or(|sha| {
+                deployment
+                    .commit_sha
+                    .as_deref()
+                    .is_some_and(|have| have.starts_with(&sha.trim().to_lowercase()))
+            })
+    }
+}
