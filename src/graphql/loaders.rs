@@ -1,11 +1,13 @@
-//! DataLoaders for nested fields, built per request (and per WebSocket connection) without a
-//! cache, so a page of deployments costs one statement per kind of nested field, and nothing
-//! is ever served stale from another request.
+//! DataLoaders for nested fields. An HTTP request gets its own caching loader, and the
+//! deployments connection primes it with one `load_many` per nested field the query asks for
+//! (seen by look-ahead), so a page costs one statement per kind of nested field however the
+//! executor interleaves the nodes. A WebSocket connection lives long, so it gets a loader
+//! without a cache: a subscription never sees stale events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader, NoCache};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader, NoCache};
 use entity::deployment_events;
 
 use crate::store::{Named, Store};
@@ -23,12 +25,53 @@ pub struct EventsOf(pub i64);
 /// Loads through the store.
 pub struct StoreLoader(pub Store);
 
-/// The loader type resolvers find in the context.
-pub type Loaders = DataLoader<StoreLoader, NoCache>;
+/// The per-request loader (cache lives as long as the request).
+pub type RequestLoader = DataLoader<StoreLoader, HashMapCache>;
+/// The per-connection loader of WebSocket subscriptions (no cache).
+pub type LiveLoader = DataLoader<StoreLoader, NoCache>;
 
-/// A fresh loader.
-pub fn loaders(store: Store) -> Loaders {
+/// A fresh loader for one HTTP request.
+pub fn request_loader(store: Store) -> RequestLoader {
+    DataLoader::with_cache(StoreLoader(store), tokio::spawn, HashMapCache::default())
+}
+
+/// A fresh loader for one WebSocket connection.
+pub fn live_loader(store: Store) -> LiveLoader {
     DataLoader::with_cache(StoreLoader(store), tokio::spawn, NoCache)
+}
+
+/// Loads one value through whichever loader the context carries.
+pub async fn load<K>(
+    ctx: &async_graphql::Context<'_>,
+    key: K,
+) -> async_graphql::Result<Option<<StoreLoader as Loader<K>>::Value>>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    StoreLoader: Loader<K, Error = Arc<String>>,
+{
+    let found = if let Some(loader) = ctx.data_opt::<RequestLoader>() {
+        loader.load_one(key).await
+    } else if let Some(loader) = ctx.data_opt::<LiveLoader>() {
+        loader.load_one(key).await
+    } else {
+        return Err(async_graphql::Error::new("no loader in this context"));
+    };
+    found.map_err(|error| {
+        use async_graphql::ErrorExtensions;
+        async_graphql::Error::new(error.as_str()).extend_with(|_, e| e.set("code", "INTERNAL_SERVER_ERROR"))
+    })
+}
+
+/// Loads many keys at once into the request's cache (no-op without a caching loader).
+pub async fn prime<K>(ctx: &async_graphql::Context<'_>, keys: impl IntoIterator<Item = K>)
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    StoreLoader: Loader<K, Error = Arc<String>>,
+{
+    if let Some(loader) = ctx.data_opt::<RequestLoader>() {
+        // A failure here shows up again, per field, when the nodes load.
+        let _ = loader.load_many(keys).await;
+    }
 }
 
 fn error(e: crate::store::StoreError) -> Arc<String> {

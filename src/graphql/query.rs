@@ -25,7 +25,7 @@ impl QueryRoot {
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
         let filter = filter.unwrap_or_default().into_filter();
-        deployments_connection(ctx.data::<Store>()?, filter, after, before, first, last).await
+        deployments_connection(ctx, filter, after, before, first, last).await
     }
 
     /// One deployment by its id.

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::{deployment_events, deployments};
 
-use super::loaders::{EnvironmentId, EventsOf, Loaders, SystemId};
+use super::loaders::{EnvironmentId, EventsOf, SystemId, load, prime};
 use super::scalars::Instant;
 use crate::domain::DeploymentStatus;
 use crate::events::LiveEvent;
@@ -105,7 +105,7 @@ pub type DeploymentConnection = Connection<DeploymentCursor, Deployment, Deploym
 
 /// Runs one Relay page over the store.
 pub async fn deployments_connection(
-    store: &Store,
+    ctx: &Context<'_>,
     filter: DeploymentFilter,
     after: Option<String>,
     before: Option<String>,
@@ -138,7 +138,12 @@ pub async fn deployments_connection(
                 limit: requested as u64,
                 from_end,
             };
-            let page = store.deployments_page(&filter, request).await.map_err(internal)?;
+            let page = ctx
+                .data::<Store>()?
+                .deployments_page(&filter, request)
+                .await
+                .map_err(internal)?;
+            prefetch(ctx, &page.rows).await;
             let (has_previous, has_next) = if from_end {
                 (page.has_more, before.is_some())
             } else {
@@ -155,6 +160,23 @@ pub async fn deployments_connection(
         },
     )
     .await
+}
+
+/// Primes the request's loader with every nested field the query selects on the page's
+/// nodes, one statement per field.
+async fn prefetch(ctx: &Context<'_>, rows: &[deployments::Model]) {
+    let look = ctx.look_ahead();
+    let nodes = [look.field("edges").field("node"), look.field("nodes")];
+    let wants = |name: &str| nodes.iter().any(|node| node.field(name).exists());
+    if wants("system") {
+        prime(ctx, rows.iter().map(|r| SystemId(r.system_id))).await;
+    }
+    if wants("environment") {
+        prime(ctx, rows.iter().map(|r| EnvironmentId(r.environment_id))).await;
+    }
+    if wants("events") {
+        prime(ctx, rows.iter().map(|r| EventsOf(r.id))).await;
+    }
 }
 
 /// A GraphQL error a client caused, with `extensions.code`.
@@ -198,14 +220,6 @@ impl Deployment {
     }
 }
 
-fn loaders<'a>(ctx: &'a Context<'_>) -> Result<&'a Loaders> {
-    ctx.data::<Loaders>()
-}
-
-fn loader_error(error: Arc<String>) -> async_graphql::Error {
-    async_graphql::Error::new(error.as_str()).extend_with(|_, e| e.set("code", "INTERNAL_SERVER_ERROR"))
-}
-
 #[Object]
 impl Deployment {
     /// shiplog's id for this deployment.
@@ -224,10 +238,8 @@ impl Deployment {
         if let Some(system) = &self.system {
             return Ok(System(system.clone()));
         }
-        loaders(ctx)?
-            .load_one(SystemId(self.row.system_id))
-            .await
-            .map_err(loader_error)?
+        load(ctx, SystemId(self.row.system_id))
+            .await?
             .map(System)
             .ok_or_else(|| async_graphql::Error::new("system not found"))
     }
@@ -235,10 +247,8 @@ impl Deployment {
         if let Some(environment) = &self.environment {
             return Ok(Environment(environment.clone()));
         }
-        loaders(ctx)?
-            .load_one(EnvironmentId(self.row.environment_id))
-            .await
-            .map_err(loader_error)?
+        load(ctx, EnvironmentId(self.row.environment_id))
+            .await?
             .map(Environment)
             .ok_or_else(|| async_graphql::Error::new("environment not found"))
     }
@@ -305,11 +315,7 @@ impl Deployment {
     }
     /// Every status we were told about, oldest first.
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<DeploymentEvent>> {
-        let events = loaders(ctx)?
-            .load_one(EventsOf(self.row.id))
-            .await
-            .map_err(loader_error)?
-            .unwrap_or_default();
+        let events = load(ctx, EventsOf(self.row.id)).await?.unwrap_or_default();
         Ok(events
             .into_iter()
             .map(|event| DeploymentEvent {
@@ -394,7 +400,7 @@ impl System {
     ) -> Result<DeploymentConnection> {
         let mut filter = filter.unwrap_or_default().into_filter();
         filter.systems = vec![self.0.name.clone()];
-        deployments_connection(ctx.data::<Store>()?, filter, after, before, first, last).await
+        deployments_connection(ctx, filter, after, before, first, last).await
     }
     /// The environments this system has been deployed to.
     async fn environments(&self, ctx: &Context<'_>) -> Result<Vec<Environment>> {
@@ -445,7 +451,7 @@ impl Environment {
     ) -> Result<DeploymentConnection> {
         let mut filter = filter.unwrap_or_default().into_filter();
         filter.environments = vec![self.0.name.clone()];
-        deployments_connection(ctx.data::<Store>()?, filter, after, before, first, last).await
+        deployments_connection(ctx, filter, after, before, first, last).await
     }
     /// The systems deployed here.
     async fn systems(&self, ctx: &Context<'_>) -> Result<Vec<System>> {

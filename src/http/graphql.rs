@@ -14,16 +14,18 @@ use axum::response::{Html, IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::AppState;
-use crate::graphql::loaders::loaders;
+use crate::graphql::loaders::{live_loader, request_loader};
 
 /// `POST /graphql`: queries (and batches of them).
 pub async fn post(State(state): State<AppState>, request: GraphQLBatchRequest) -> GraphQLResponse {
     let request = match request.into_inner() {
-        BatchRequest::Single(request) => BatchRequest::Single(request.data(loaders(state.store.clone()))),
+        BatchRequest::Single(request) => {
+            BatchRequest::Single(request.data(request_loader(state.store.clone())))
+        }
         BatchRequest::Batch(requests) => BatchRequest::Batch(
             requests
                 .into_iter()
-                .map(|request| request.data(loaders(state.store.clone())))
+                .map(|request| request.data(request_loader(state.store.clone())))
                 .collect(),
         ),
     };
@@ -36,7 +38,7 @@ pub async fn get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
     match query {
         Some(query) => match async_graphql::http::parse_query_string(&query) {
             Ok(request) => {
-                let request = request.data(loaders(state.store.clone()));
+                let request = request.data(request_loader(state.store.clone()));
                 GraphQLResponse::from(state.schema.execute(request).await).into_response()
             }
             Err(error) => super::error::ApiError::BadRequest {
@@ -90,7 +92,7 @@ async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtocols)
             })
         });
     let mut data = Data::default();
-    data.insert(loaders(state.store.clone()));
+    data.insert(live_loader(state.store.clone()));
     let executor = state.schema.clone();
     let mut output = std::pin::pin!(
         GraphQLWs::new(executor, input, protocol)

@@ -232,7 +232,7 @@ mod tests {
     fn a_full_delivery_becomes_one_observation() {
         let parsed = parse(
             r#"{"id":"b-1","system":"billing","environment":"prod","status":"succeeded",
-                "startedAt":"2026-11-26T14:00:00Z","finishedAt":1764165780000,
+                "startedAt":"2026-11-26T14:00:00Z","finishedAt":1795701780000,
                 "commitSha":"9F2C1A","ref":"main","version":"1.2","url":"https://ci/1","actor":"ada"}"#,
         )
         .unwrap();
@@ -241,7 +241,7 @@ mod tests {
         };
         let observation = &observations[0];
         assert_eq!(observation.status, DeploymentStatus::Succeeded);
-        assert_eq!(observation.occurred_at, 1_764_165_780_000);
+        assert_eq!(observation.occurred_at, 1_795_701_780_000);
         assert_eq!(observation.commit_sha.as_deref(), Some("9f2c1a"));
         assert_eq!(observation.environment, "prod");
     }

@@ -151,8 +151,9 @@ impl Store {
         let mut db = Database::connect(connect).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
-        db.set_metric_callback(move |_info| {
+        db.set_metric_callback(move |info| {
             counter.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(target: "shiplog::sql", elapsed = ?info.elapsed, statement = %info.statement.sql);
         });
         Ok(Self { db, statements })
     }

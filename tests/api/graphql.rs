@@ -1,0 +1,248 @@
+//! Queries: filters, the Instant scalar, GET queries, errors and the statement budget.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const IDS: &str = "query($filter: DeploymentFilter) { deployments(filter: $filter, first: 100) {
+    edges { node { externalId } } } }";
+
+async fn ids(app: &TestApp, filter: Value) -> Vec<String> {
+    let data = app.data(IDS, json!({ "filter": filter })).await;
+    let mut ids: Vec<String> = data["deployments"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["externalId"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Four deployments that differ in every filterable way.
+async fn seed(app: &TestApp) {
+    let rows = [
+        (
+            "a",
+            "billing",
+            "production",
+            "succeeded",
+            "2026-01-10T00:00:00Z",
+            "aaaa1111",
+        ),
+        (
+            "b",
+            "billing",
+            "staging",
+            "failed",
+            "2026-02-10T00:00:00Z",
+            "bbbb2222",
+        ),
+        (
+            "c",
+            "search",
+            "production",
+            "running",
+            "2026-03-10T00:00:00Z",
+            "cccc3333",
+        ),
+        (
+            "d",
+            "search",
+            "dev",
+            "cancelled",
+            "2026-04-10T00:00:00Z",
+            "aaaa4444",
+        ),
+    ];
+    for (id, system, environment, status, at, sha) in rows {
+        app.deliver(json!({
+            "id": id, "system": system, "environment": environment, "status": status,
+            "startedAt": at, "finishedAt": if status == "running" { Value::Null } else { json!(at) },
+            "commitSha": sha
+        }))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_filter_narrows_the_deployments() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let cases = [
+        (json!(null), vec!["a", "b", "c", "d"]),
+        (json!({}), vec!["a", "b", "c", "d"]),
+        (json!({ "systems": [] }), vec!["a", "b", "c", "d"]),
+        (json!({ "systems": ["billing"] }), vec!["a", "b"]),
+        (
+            json!({ "systems": ["billing", "search"] }),
+            vec!["a", "b", "c", "d"],
+        ),
+        (json!({ "systems": ["nope"] }), vec![]),
+        (json!({ "environments": ["production"] }), vec!["a", "c"]),
+        (json!({ "environments": ["development"] }), vec!["d"]),
+        (json!({ "statuses": ["FAILED", "CANCELLED"] }), vec!["b", "d"]),
+        (json!({ "sources": ["generic"] }), vec!["a", "b", "c", "d"]),
+        (json!({ "sources": ["gitlab"] }), vec![]),
+        (json!({ "from": "2026-02-01T00:00:00Z" }), vec!["b", "c", "d"]),
+        (json!({ "to": "2026-02-10T00:00:00Z" }), vec!["a", "b"]),
+        (
+            json!({ "from": 1_767_225_600_000_i64, "to": "1772323200000" }),
+            vec!["a", "b"],
+        ),
+        (json!({ "commitSha": "aaaa" }), vec!["a", "d"]),
+        (json!({ "commitSha": "AAAA1111" }), vec!["a"]),
+        (
+            json!({ "systems": ["search"], "environments": ["production"], "statuses": ["RUNNING"] }),
+            vec!["c"],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(ids(&app, filter.clone()).await, expected, "filter {filter}");
+    }
+}
+
+#[tokio::test]
+async fn systems_and_environments_answer_their_own_questions() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let data = app
+        .data(
+            r#"{ systems { name environments { name } }
+                 system(name: "search") { name lastDeployment { externalId }
+                     prod: lastDeployment(environment: "production") { externalId }
+                     deployments(first: 10) { totalCount edges { node { externalId } } } }
+                 environments { name systems { name } }
+                 environment(name: "production") { deployments { totalCount } }
+                 missing: system(name: "nope") { name } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["systems"][0]["name"], "billing");
+    assert_eq!(
+        data["systems"][0]["environments"],
+        json!([{ "name": "production" }, { "name": "staging" }])
+    );
+    assert_eq!(data["system"]["lastDeployment"]["externalId"], "d");
+    assert_eq!(data["system"]["prod"]["externalId"], "c");
+    assert_eq!(data["system"]["deployments"]["totalCount"], 2);
+    assert_eq!(data["environment"]["deployments"]["totalCount"], 2);
+    assert_eq!(data["missing"], Value::Null);
+    let production = data["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .unwrap();
+    assert_eq!(
+        production["systems"],
+        json!([{ "name": "billing" }, { "name": "search" }])
+    );
+}
+
+#[tokio::test]
+async fn instants_come_in_as_iso_or_epoch_milliseconds_and_go_out_as_utc() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    for from in [
+        json!("2026-03-10T01:00:00+01:00"),
+        json!(1_773_100_800_000_i64),
+        json!("1773100800000"),
+    ] {
+        assert_eq!(
+            ids(&app, json!({ "from": from })).await,
+            vec!["c", "d"],
+            "from {from}"
+        );
+    }
+    let bad = app
+        .graphql(IDS, json!({ "filter": { "from": "next week" } }))
+        .await;
+    let message = bad["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("next week") && message.contains("ISO-8601"),
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_over_get_works_and_one_deployment_is_found_by_id() {
+    let app = spawn_app().await;
+    let answer = app.deliver(crate::helpers::generic("g-1", "running")).await;
+    let id = answer["deploymentIds"][0].as_i64().unwrap();
+    let response: Value = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[(
+            "query",
+            format!("{{ deployment(id: \"{id}\") {{ externalId status }} }}"),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        response["data"]["deployment"],
+        json!({ "externalId": "g-1", "status": "RUNNING" })
+    );
+    let bad = app.graphql("{ deployment(id: \"abc\") { id } }", json!({})).await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn a_page_of_100_with_nested_fields_costs_a_constant_number_of_statements() {
+    let app = spawn_app().await;
+    let posts = (0..120).map(|i| {
+        let mut body = crate::helpers::generic(&format!("s-{i}"), "succeeded");
+        body["system"] = json!(format!("system-{}", i % 7));
+        body["environment"] = json!(["production", "staging", "dev"][i % 3]);
+        let app = &app;
+        async move { app.deliver(body).await }
+    });
+    futures_util::future::join_all(posts).await;
+    let query = "query($n: Int) { deployments(first: $n) { edges { node { id system { name }
+        environment { name } events { status deployment { id } } } } } }";
+    let mut costs = Vec::new();
+    for n in [10, 100] {
+        let before = app.store.statements();
+        let data = app.data(query, json!({ "n": n })).await;
+        costs.push(app.store.statements() - before);
+        assert_eq!(data["deployments"]["edges"].as_array().unwrap().len(), n as usize);
+    }
+    assert_eq!(
+        costs[0], costs[1],
+        "statements for 10 vs 100 deployments: {costs:?}"
+    );
+    assert!(
+        costs[1] <= 4,
+        "page + systems + environments + events, got {}",
+        costs[1]
+    );
+}
+
+#[tokio::test]
+async fn asking_for_too_big_a_page_is_a_clear_error() {
+    let app = spawn_app().await;
+    let response = app
+        .graphql("{ deployments(first: 5000) { edges { cursor } } }", json!({}))
+        .await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 500"),
+        "{response}"
+    );
+    let both = app
+        .graphql(
+            "{ deployments(first: 5, last: 5) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        both["errors"][0]["message"].as_str().unwrap().contains("either"),
+        "{both}"
+    );
+}

@@ -1,0 +1,330 @@
+//! Spawns the real server on port 0 with a fresh database: a SQLite file in a temporary
+//! folder by default, or a new uniquely named PostgreSQL database on the server named by
+//! `SHIPLOG_TEST_DATABASE_URL` (dropped again when the test ends).
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use shiplog::config::{FileSettings, Settings, SettingsArgs};
+use shiplog::startup::Application;
+use shiplog::store::Store;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub const SECRET: &str = "test-generic-secret";
+
+static TRACING: Once = Once::new();
+
+/// A fresh database for one test.
+pub enum TestDb {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        match std::env::var("SHIPLOG_TEST_DATABASE_URL") {
+            Ok(admin_url) if admin_url.starts_with("postgres") => {
+                let name = format!("shiplog_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sea_orm::Database::connect(&admin_url)
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create a test database");
+                let _ = admin.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(&admin_url);
+                TestDb::Postgres {
+                    url: format!("{base}/{name}"),
+                    admin_url,
+                    name,
+                }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("shiplog.db").display());
+                TestDb::Sqlite { _dir: dir, url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name, .. } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime: drop the database from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
+                        let _ = sea_orm::ConnectionTrait::execute_unprepared(
+                            &admin,
+                            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                        )
+                        .await;
+                        let _ = admin.close().await;
+                    }
+                });
+                Ok::<_, std::io::Error>(())
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings for a test server on a free port.
+pub fn test_settings(database_url: &str) -> Settings {
+    let args = SettingsArgs {
+        listen: Some("127.0.0.1:0".into()),
+        database_url: Some(database_url.into()),
+        generic_secret: Some(SECRET.into()),
+        database_max_connections: Some(4),
+        ..SettingsArgs::default()
+    };
+    let mut settings = Settings::resolve(&args, FileSettings::default());
+    // Tests must not pick up secrets from the developer's environment.
+    settings.secrets.retain(|source, _| source == "generic");
+    settings
+}
+
+/// A running server.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    pub db: std::sync::Arc<TestDb>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    spawn_app_on(db, |_| {}).await
+}
+
+/// Spawns a server on an existing test database, with settings adjusted by `tweak`.
+pub async fn spawn_app_on(db: std::sync::Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            shiplog::telemetry::init(shiplog::config::LogFormat::Text);
+        }
+    });
+    let mut settings = test_settings(db.url());
+    tweak(&mut settings);
+    let app = Application::build(settings).await.expect("build the app");
+    let address = app.address();
+    let store = app.store().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        stop: Some(stop),
+        task: Some(task),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Posts a generic delivery with the right secret.
+    pub async fn post_generic(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/webhooks/generic"))
+            .bearer_auth(SECRET)
+            .json(body)
+            .send()
+            .await
+            .expect("post")
+    }
+
+    /// Posts a generic delivery and insists it was accepted.
+    pub async fn deliver(&self, body: Value) -> Value {
+        let response = self.post_generic(&body).await;
+        let status = response.status();
+        let answer: Value = response.json().await.expect("json answer");
+        assert_eq!(status, 200, "delivery refused: {answer}");
+        answer
+    }
+
+    /// Runs a query and returns the whole response.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("graphql post")
+            .json()
+            .await
+            .expect("graphql json")
+    }
+
+    /// Runs a query and returns `data`, failing on any error.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let response = self.graphql(query, variables).await;
+        assert!(response.get("errors").is_none(), "GraphQL errors: {response}");
+        response["data"].clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Opens a subscription over `graphql-transport-ws`.
+    pub async fn subscribe(&self, query: &str, variables: Value) -> Subscriber {
+        Subscriber::connect(self.address, "graphql-transport-ws", query, variables).await
+    }
+}
+
+/// A WebSocket GraphQL client.
+pub struct Subscriber {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    protocol: &'static str,
+}
+
+impl Subscriber {
+    pub async fn connect(
+        address: SocketAddr,
+        protocol: &'static str,
+        query: &str,
+        variables: Value,
+    ) -> Subscriber {
+        let mut request = format!("ws://{address}/graphql/ws")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().expect("header"));
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connect");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        let mut subscriber = Subscriber { socket, protocol };
+        subscriber
+            .send(json!({ "type": "connection_init", "payload": {} }))
+            .await;
+        let ack = subscriber.next_message().await.expect("ack");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        let start = if protocol == "graphql-transport-ws" {
+            "subscribe"
+        } else {
+            "start"
+        };
+        subscriber
+            .send(json!({ "type": start, "id": "1", "payload": { "query": query, "variables": variables } }))
+            .await;
+        // Give the server a moment to register the subscription before the test posts.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        subscriber
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next protocol message (None when the socket closed).
+    pub async fn next_message(&mut self) -> Option<Value> {
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The next event's payload data, waiting at most `wait`.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Value> {
+        let data_type = if self.protocol == "graphql-transport-ws" {
+            "next"
+        } else {
+            "data"
+        };
+        tokio::time::timeout(wait, async {
+            loop {
+                let message = self.next_message().await?;
+                if message["type"] == data_type {
+                    return Some(message["payload"]["data"].clone());
+                }
+                if message["type"] == "error" {
+                    panic!("subscription error: {message}");
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self, wait: Duration) -> Option<u16> {
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.socket.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// A generic delivery for deployment `id`.
+pub fn generic(id: &str, status: &str) -> Value {
+    json!({ "id": id, "system": "billing", "environment": "production", "status": status })
+}

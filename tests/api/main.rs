@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a real port, real HTTP and WebSocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod graphql;
+mod ingest;
+mod pagination;
+mod schema;
+mod server;
+mod subscriptions;
