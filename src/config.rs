@@ -172,10 +172,10 @@ impl Settings {
             if let Some(source) = key
                 .strip_prefix("SHIPLOG_")
                 .and_then(|k| k.strip_suffix("_SECRET"))
+                && !source.is_empty()
+                && !value.is_empty()
             {
-                if !source.is_empty() && !value.is_empty() {
-                    secrets.entry(source.to_lowercase()).or_insert(value);
-                }
+                secrets.entry(source.to_lowercase()).or_insert(value);
             }
         }
         secrets.retain(|_, secret| !secret.trim().is_empty());

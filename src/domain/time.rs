@@ -73,10 +73,10 @@ pub fn parse_instant_str(text: &str) -> Result<i64, InstantError> {
             return Ok(time.and_utc().timestamp_millis());
         }
     }
-    if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
-        if let Some(time) = date.and_hms_opt(0, 0, 0) {
-            return Ok(time.and_utc().timestamp_millis());
-        }
+    if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d")
+        && let Some(time) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(time.and_utc().timestamp_millis());
     }
     Err(error())
 }

@@ -92,11 +92,10 @@ pub struct DeploymentTotals {
 impl DeploymentTotals {
     /// How many deployments match the filter (counts rows: prefer the Grafana fields for big ranges).
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        Ok(ctx
-            .data::<Store>()?
+        ctx.data::<Store>()?
             .count_deployments(&self.filter)
             .await
-            .map_err(internal)?)
+            .map_err(internal)
     }
 }
 

@@ -96,15 +96,15 @@ impl Source for Generic {
         let version = optional_text(&object, "version", &mut problems);
         let url = optional_text(&object, "url", &mut problems);
         let actor = optional_text(&object, "actor", &mut problems);
-        if let Some(sha) = &commit_sha {
-            if sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                problems.push(format!("`commitSha` is `{}`; use a hex git sha", truncated(sha)));
-            }
+        if let Some(sha) = &commit_sha
+            && (sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            problems.push(format!("`commitSha` is `{}`; use a hex git sha", truncated(sha)));
         }
-        if let (Some(start), Some(finish)) = (started_at, finished_at) {
-            if finish < start {
-                problems.push("`finishedAt` is before `startedAt`".into());
-            }
+        if let (Some(start), Some(finish)) = (started_at, finished_at)
+            && finish < start
+        {
+            problems.push("`finishedAt` is before `startedAt`".into());
         }
         let unknown: Vec<&str> = object
             .keys()

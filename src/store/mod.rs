@@ -416,7 +416,7 @@ impl Store {
 }
 
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
-const MIGRATION_LOCK: i64 = 0x7368_6970_6c6f_67;
+const MIGRATION_LOCK: i64 = 0x0073_6869_706c_6f67;
 
 fn apply_filter(
     mut select: sea_orm::Select<deployments::Entity>,
