@@ -34,6 +34,8 @@ pub enum Command {
     PrintSchema,
     /// Print the webhook secrets shiplog generated and stored in its database.
     Secrets,
+    /// Fill the database with realistic deployments (benchmarks, demos).
+    Seed(crate::seed::SeedOptions),
 }
 
 /// Log output format.

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod seed;
 pub mod sources;
 pub mod startup;
 pub mod store;

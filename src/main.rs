@@ -14,15 +14,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
         Command::PrintSchema => print!("{}", shiplog::graphql::sdl()),
+        Command::Seed(options) => {
+            let store = open(&settings).await?;
+            let started = std::time::Instant::now();
+            let written = shiplog::seed::seed(&store, &options).await?;
+            println!(
+                "seeded {written} deployments in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         Command::Secrets => {
-            let store = Store::connect(&DbOptions {
-                url: settings.database_url.clone(),
-                max_connections: 1,
-                sqlite_synchronous_full: true,
-            })
-            .await
-            .context("opening the database")?;
-            store.migrate().await.context("migrating the database")?;
+            let store = open(&settings).await?;
             for source in shiplog::sources::Registry::builtin().names() {
                 let configured = settings.secrets.contains_key(source);
                 match store.setting(&generated_secret_key(source)).await? {
@@ -39,4 +41,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens and migrates the database for a one-off command.
+async fn open(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(&DbOptions {
+        url: settings.database_url.clone(),
+        max_connections: 2,
+        sqlite_synchronous_full: settings.sqlite_synchronous_full,
+    })
+    .await
+    .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    Ok(store)
 }

@@ -441,35 +441,17 @@ async fn ensure_system(
     names: &mut NameCache,
     now: i64,
 ) -> Result<Named, StoreError> {
-    if let Some(id) = cache
-        .systems
-        .get(name)
-        .or(batch.systems.get(name))
-        .or(names.systems.get(name))
-    {
-        return Ok(Named {
-            id: *id,
-            name: name.to_string(),
-        });
-    }
-    let row = systems::ActiveModel {
-        id: NotSet,
-        name: Set(name.to_string()),
-        created_at: Set(now),
+    let known = [cache, batch, &*names]
+        .into_iter()
+        .find_map(|c| c.systems.get(name).copied());
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let id = super::ensure_system(txn, name, now).await?;
+            names.systems.insert(name.to_string(), id);
+            id
+        }
     };
-    systems::Entity::insert(row)
-        .on_conflict_do_nothing_on([systems::Column::Name])
-        .exec(txn)
-        .await?;
-    let id = systems::Entity::find()
-        .select_only()
-        .column(systems::Column::Id)
-        .filter(systems::Column::Name.eq(name))
-        .into_tuple::<i64>()
-        .one(txn)
-        .await?
-        .ok_or_else(|| StoreError::Invalid(format!("system {name} vanished")))?;
-    names.systems.insert(name.to_string(), id);
     Ok(Named {
         id,
         name: name.to_string(),
@@ -484,35 +466,17 @@ async fn ensure_environment(
     names: &mut NameCache,
     now: i64,
 ) -> Result<Named, StoreError> {
-    if let Some(id) = cache
-        .environments
-        .get(name)
-        .or(batch.environments.get(name))
-        .or(names.environments.get(name))
-    {
-        return Ok(Named {
-            id: *id,
-            name: name.to_string(),
-        });
-    }
-    let row = environments::ActiveModel {
-        id: NotSet,
-        name: Set(name.to_string()),
-        created_at: Set(now),
+    let known = [cache, batch, &*names]
+        .into_iter()
+        .find_map(|c| c.environments.get(name).copied());
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let id = super::ensure_environment(txn, name, now).await?;
+            names.environments.insert(name.to_string(), id);
+            id
+        }
     };
-    environments::Entity::insert(row)
-        .on_conflict_do_nothing_on([environments::Column::Name])
-        .exec(txn)
-        .await?;
-    let id = environments::Entity::find()
-        .select_only()
-        .column(environments::Column::Id)
-        .filter(environments::Column::Name.eq(name))
-        .into_tuple::<i64>()
-        .one(txn)
-        .await?
-        .ok_or_else(|| StoreError::Invalid(format!("environment {name} vanished")))?;
-    names.environments.insert(name.to_string(), id);
     Ok(Named {
         id,
         name: name.to_string(),

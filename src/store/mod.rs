@@ -120,6 +120,22 @@ pub struct Page {
 pub struct Store {
     db: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// Name -> id of systems and environments seen; rows are never renamed or deleted.
+    ids: Arc<std::sync::RwLock<IdCache>>,
+}
+
+#[derive(Default)]
+struct IdCache {
+    systems: HashMap<String, i64>,
+    environments: HashMap<String, i64>,
+}
+
+/// A filter with names turned into ids, so queries use the (system_id, deployed_at) and
+/// (environment_id, deployed_at) indexes directly.
+#[derive(Clone, Debug, Default)]
+struct Resolved {
+    system_ids: Option<Vec<i64>>,
+    environment_ids: Option<Vec<i64>>,
 }
 
 impl Store {
@@ -155,7 +171,11 @@ impl Store {
             counter.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(target: "shiplog::sql", elapsed = ?info.elapsed, statement = %info.statement.sql);
         });
-        Ok(Self { db, statements })
+        Ok(Self {
+            db,
+            statements,
+            ids: Arc::default(),
+        })
     }
 
     /// Brings the schema up to date. On PostgreSQL an advisory lock makes replicas that start
@@ -228,12 +248,163 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid(format!("setting {key} vanished")))
     }
 
+    /// The SELECT for a filter; None when a named system or environment does not exist (so
+    /// nothing can match).
+    async fn select(
+        &self,
+        filter: &DeploymentFilter,
+    ) -> Result<Option<sea_orm::Select<deployments::Entity>>, StoreError> {
+        let resolved = Resolved {
+            system_ids: self.resolve(true, &filter.systems).await?,
+            environment_ids: self.resolve(false, &filter.environments).await?,
+        };
+        if resolved.system_ids.as_ref().is_some_and(Vec::is_empty)
+            || resolved.environment_ids.as_ref().is_some_and(Vec::is_empty)
+        {
+            return Ok(None);
+        }
+        let mut select = deployments::Entity::find();
+        if let Some(ids) = resolved.system_ids {
+            select = select.filter(deployments::Column::SystemId.is_in(ids));
+        }
+        if let Some(ids) = resolved.environment_ids {
+            select = select.filter(deployments::Column::EnvironmentId.is_in(ids));
+        }
+        if !filter.statuses.is_empty() {
+            select = select.filter(
+                deployments::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str().to_string())),
+            );
+        }
+        if !filter.sources.is_empty() {
+            select = select.filter(deployments::Column::Source.is_in(filter.sources.iter().cloned()));
+        }
+        if let Some(from) = filter.from {
+            select = select.filter(deployments::Column::DeployedAt.gte(from));
+        }
+        if let Some(to) = filter.to {
+            select = select.filter(deployments::Column::DeployedAt.lte(to));
+        }
+        if let Some(sha) = &filter.commit_sha {
+            // A short sha matches the full one it abbreviates.
+            let sha = sha.trim().to_lowercase();
+            select = select.filter(deployments::Column::CommitSha.starts_with(sha));
+        }
+        Ok(Some(select))
+    }
+
+    /// Ids of the named systems (or environments); None when no names were given.
+    async fn resolve(&self, systems: bool, names: &[String]) -> Result<Option<Vec<i64>>, StoreError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut ids = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.ids.read() {
+            let map = if systems {
+                &cache.systems
+            } else {
+                &cache.environments
+            };
+            for name in names {
+                match map.get(name) {
+                    Some(id) => ids.push(*id),
+                    None => missing.push(name.clone()),
+                }
+            }
+        } else {
+            missing = names.to_vec();
+        }
+        if !missing.is_empty() {
+            let found: Vec<(i64, String)> = if systems {
+                systems::Entity::find()
+                    .select_only()
+                    .columns([systems::Column::Id, systems::Column::Name])
+                    .filter(systems::Column::Name.is_in(missing))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?
+            } else {
+                environments::Entity::find()
+                    .select_only()
+                    .columns([environments::Column::Id, environments::Column::Name])
+                    .filter(environments::Column::Name.is_in(missing))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?
+            };
+            if let Ok(mut cache) = self.ids.write() {
+                let map = if systems {
+                    &mut cache.systems
+                } else {
+                    &mut cache.environments
+                };
+                for (id, name) in &found {
+                    map.insert(name.clone(), *id);
+                }
+            }
+            ids.extend(found.into_iter().map(|(id, _)| id));
+        }
+        Ok(Some(ids))
+    }
+
+    /// The database's plan for one deployments page (EXPLAIN on PostgreSQL, EXPLAIN QUERY PLAN
+    /// on SQLite), for tests and operators checking that lists use the indexes.
+    pub async fn explain_page(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest,
+    ) -> Result<String, StoreError> {
+        let Some(select) = self.page_select(filter, page).await? else {
+            return Ok(String::from("no rows can match"));
+        };
+        let statement = sea_orm::QueryTrait::build(&select, self.backend());
+        let prefix = match self.backend() {
+            DatabaseBackend::Postgres => "EXPLAIN ",
+            _ => "EXPLAIN QUERY PLAN ",
+        };
+        let explain = Statement {
+            sql: format!("{prefix}{}", statement.sql),
+            ..statement
+        };
+        let rows = self.db.query_all_raw(explain).await?;
+        let mut plan = Vec::new();
+        for row in rows {
+            let column = if self.backend() == DatabaseBackend::Postgres {
+                "QUERY PLAN"
+            } else {
+                "detail"
+            };
+            plan.push(row.try_get::<String>("", column)?);
+        }
+        Ok(plan.join("\n"))
+    }
+
     /// One page of deployments matching a filter, newest first.
     pub async fn deployments_page(
         &self,
         filter: &DeploymentFilter,
         page: PageRequest,
     ) -> Result<Page, StoreError> {
+        let Some(select) = self.page_select(filter, page).await? else {
+            return Ok(Page {
+                rows: Vec::new(),
+                has_more: false,
+            });
+        };
+        let mut rows = select.all(&self.db).await?;
+        let has_more = rows.len() as u64 > page.limit;
+        rows.truncate(page.limit as usize);
+        if page.from_end {
+            rows.reverse();
+        }
+        Ok(Page { rows, has_more })
+    }
+
+    async fn page_select(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest,
+    ) -> Result<Option<sea_orm::Select<deployments::Entity>>, StoreError> {
         let position = |p: Position| Expr::tuple([Expr::val(p.deployed_at), Expr::val(p.id)]);
         let key = || {
             Expr::tuple([
@@ -241,38 +412,35 @@ impl Store {
                 Expr::col((deployments::Entity, deployments::Column::Id)),
             ])
         };
-        let mut select = apply_filter(deployments::Entity::find(), filter);
+        let Some(mut select) = self.select(filter).await? else {
+            return Ok(None);
+        };
         if let Some(after) = page.after {
             select = select.filter(key().lt(position(after)));
         }
         if let Some(before) = page.before {
             select = select.filter(key().gt(position(before)));
         }
-        let (order, reverse) = if page.from_end {
-            (sea_orm::Order::Asc, true)
+        let order = if page.from_end {
+            sea_orm::Order::Asc
         } else {
-            (sea_orm::Order::Desc, false)
+            sea_orm::Order::Desc
         };
-        let mut rows = select
-            .order_by(deployments::Column::DeployedAt, order.clone())
-            .order_by(deployments::Column::Id, order)
-            .limit(page.limit + 1)
-            .all(&self.db)
-            .await?;
-        let has_more = rows.len() as u64 > page.limit;
-        rows.truncate(page.limit as usize);
-        if reverse {
-            rows.reverse();
-        }
-        Ok(Page { rows, has_more })
+        Ok(Some(
+            select
+                .order_by(deployments::Column::DeployedAt, order.clone())
+                .order_by(deployments::Column::Id, order)
+                .limit(page.limit + 1),
+        ))
     }
 
     /// How many deployments match a filter.
     pub async fn count_deployments(&self, filter: &DeploymentFilter) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
-        Ok(apply_filter(deployments::Entity::find(), filter)
-            .count(&self.db)
-            .await?)
+        match self.select(filter).await? {
+            Some(select) => Ok(select.count(&self.db).await?),
+            None => Ok(0),
+        }
     }
 
     /// One deployment by id.
@@ -290,7 +458,10 @@ impl Store {
             environments: environment.map(|e| vec![e.to_string()]).unwrap_or_default(),
             ..DeploymentFilter::default()
         };
-        Ok(apply_filter(deployments::Entity::find(), &filter)
+        let Some(select) = self.select(&filter).await? else {
+            return Ok(None);
+        };
+        Ok(select
             .filter(deployments::Column::SystemId.eq(system_id))
             .order_by_desc(deployments::Column::DeployedAt)
             .order_by_desc(deployments::Column::Id)
@@ -415,50 +586,58 @@ impl Store {
     }
 }
 
+/// The id of a system, created when new (safe against concurrent creators).
+pub(crate) async fn ensure_system<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let row = systems::ActiveModel {
+        id: sea_orm::NotSet,
+        name: sea_orm::Set(name.to_string()),
+        created_at: sea_orm::Set(now),
+    };
+    systems::Entity::insert(row)
+        .on_conflict_do_nothing_on([systems::Column::Name])
+        .exec(conn)
+        .await?;
+    systems::Entity::find()
+        .select_only()
+        .column(systems::Column::Id)
+        .filter(systems::Column::Name.eq(name))
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("system {name} vanished")))
+}
+
+/// The id of an environment, created when new (safe against concurrent creators).
+pub(crate) async fn ensure_environment<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let row = environments::ActiveModel {
+        id: sea_orm::NotSet,
+        name: sea_orm::Set(name.to_string()),
+        created_at: sea_orm::Set(now),
+    };
+    environments::Entity::insert(row)
+        .on_conflict_do_nothing_on([environments::Column::Name])
+        .exec(conn)
+        .await?;
+    environments::Entity::find()
+        .select_only()
+        .column(environments::Column::Id)
+        .filter(environments::Column::Name.eq(name))
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("environment {name} vanished")))
+}
+
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
 const MIGRATION_LOCK: i64 = 0x0073_6869_706c_6f67;
-
-fn apply_filter(
-    mut select: sea_orm::Select<deployments::Entity>,
-    filter: &DeploymentFilter,
-) -> sea_orm::Select<deployments::Entity> {
-    if !filter.systems.is_empty() {
-        let ids = Query::select()
-            .column(systems::Column::Id)
-            .from(systems::Entity)
-            .and_where(Expr::col(systems::Column::Name).is_in(filter.systems.iter().cloned()))
-            .to_owned();
-        select = select.filter(deployments::Column::SystemId.in_subquery(ids));
-    }
-    if !filter.environments.is_empty() {
-        let ids = Query::select()
-            .column(environments::Column::Id)
-            .from(environments::Entity)
-            .and_where(Expr::col(environments::Column::Name).is_in(filter.environments.iter().cloned()))
-            .to_owned();
-        select = select.filter(deployments::Column::EnvironmentId.in_subquery(ids));
-    }
-    if !filter.statuses.is_empty() {
-        select = select.filter(
-            deployments::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str().to_string())),
-        );
-    }
-    if !filter.sources.is_empty() {
-        select = select.filter(deployments::Column::Source.is_in(filter.sources.iter().cloned()));
-    }
-    if let Some(from) = filter.from {
-        select = select.filter(deployments::Column::DeployedAt.gte(from));
-    }
-    if let Some(to) = filter.to {
-        select = select.filter(deployments::Column::DeployedAt.lte(to));
-    }
-    if let Some(sha) = &filter.commit_sha {
-        // A short sha matches the full one it abbreviates.
-        let sha = sha.trim().to_lowercase();
-        select = select.filter(deployments::Column::CommitSha.starts_with(sha));
-    }
-    select
-}
 
 impl DeploymentFilter {
     /// Whether a deployment matches, in memory (for live events); the same rules as the SQL.

@@ -6,6 +6,8 @@ mod helpers;
 mod graphql;
 mod ingest;
 mod pagination;
+mod replicas;
+mod scale;
 mod schema;
 mod server;
 mod subscriptions;
