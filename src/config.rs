@@ -102,6 +102,9 @@ pub struct FileSettings {
     /// Environment and system aliases (`[mapping.environment_aliases]`, ...).
     #[serde(default)]
     pub mapping: RulesConfig,
+    /// `[jenkins]`: which builds are deployments.
+    #[serde(default)]
+    pub jenkins: crate::sources::jenkins::JenkinsConfig,
 }
 
 /// The resolved settings the server runs with.
@@ -115,6 +118,7 @@ pub struct Settings {
     /// `generic`, which gets a generated secret on first start.
     pub secrets: BTreeMap<String, String>,
     pub mapping: RulesConfig,
+    pub sources: crate::sources::SourcesConfig,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -196,6 +200,9 @@ impl Settings {
             database_url,
             secrets,
             mapping: file.mapping,
+            sources: crate::sources::SourcesConfig {
+                jenkins: file.jenkins,
+            },
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         }

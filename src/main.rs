@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Secrets => {
             let store = open(&settings).await?;
-            for source in shiplog::sources::Registry::builtin().names() {
+            for source in shiplog::sources::SOURCE_NAMES.iter().copied() {
                 let configured = settings.secrets.contains_key(source);
                 match store.setting(&generated_secret_key(source)).await? {
                     Some(secret) if !configured => {

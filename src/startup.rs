@@ -62,6 +62,7 @@ impl Application {
                 source,
             })?;
         store.migrate().await.map_err(StartupError::Migrate)?;
+        let sources = Registry::new(&settings.sources).map_err(|e| StartupError::Other(e.to_string()))?;
         let secrets = resolve_secrets(&store, &settings).await?;
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);
@@ -91,7 +92,7 @@ impl Application {
             schema: crate::graphql::schema(store.clone(), hub),
             store: store.clone(),
             writer,
-            sources: Registry::builtin(),
+            sources,
             secrets: Arc::new(secrets),
             rules: Arc::new(MappingRules::new(&settings.mapping)),
             max_body_bytes: settings.max_body_bytes,

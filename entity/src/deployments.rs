@@ -17,6 +17,8 @@ pub struct Model {
     pub raw_status: String,
     pub raw_system: String,
     pub raw_environment: String,
+    /// The tool's tier or stage for the environment (GitLab `deployment_tier`, Heroku stage).
+    pub environment_tier: Option<String>,
     /// When the event that set `status` happened; decides out-of-order merges.
     pub status_at: i64,
     pub started_at: Option<i64>,

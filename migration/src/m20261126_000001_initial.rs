@@ -50,6 +50,7 @@ enum Deployments {
     RawStatus,
     RawSystem,
     RawEnvironment,
+    EnvironmentTier,
     StatusAt,
     StartedAt,
     FinishedAt,
@@ -164,6 +165,7 @@ impl MigrationTrait for Migration {
                     .col(string(Deployments::RawStatus))
                     .col(string(Deployments::RawSystem))
                     .col(string(Deployments::RawEnvironment))
+                    .col(string_null(Deployments::EnvironmentTier))
                     .col(big_integer(Deployments::StatusAt))
                     .col(big_integer_null(Deployments::StartedAt))
                     .col(big_integer_null(Deployments::FinishedAt))

@@ -25,6 +25,8 @@ pub struct Observation {
     pub system: String,
     /// The environment as the tool names it.
     pub environment: String,
+    /// The tool's tier for that environment (production, staging, ...), when it has one.
+    pub environment_tier: Option<String>,
     pub status: DeploymentStatus,
     /// The tool's own status word.
     pub raw_status: String,

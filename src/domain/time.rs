@@ -55,6 +55,10 @@ pub fn parse_instant_str(text: &str) -> Result<i64, InstantError> {
         let millis = trimmed.parse::<i64>().map_err(|_| error())?;
         return checked(millis, text);
     }
+    // GitLab writes `2016-08-12 15:23:28 UTC` in pipeline and older job events.
+    if let Some(naive) = trimmed.strip_suffix(" UTC") {
+        return parse_instant_str(naive);
+    }
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(time.timestamp_millis());
     }
@@ -112,6 +116,7 @@ mod tests {
         assert_eq!(parse_instant_str("2025-11-26 16:03:00 +0200"), Ok(T));
         assert_eq!(parse_instant_str("2025-11-26T14:03:00"), Ok(T));
         assert_eq!(parse_instant_str("2025-11-26T14:03:00.1234567Z"), Ok(T + 123));
+        assert_eq!(parse_instant_str("2025-11-26 14:03:00 UTC"), Ok(T));
     }
 
     #[test]

@@ -266,6 +266,10 @@ impl Deployment {
     async fn raw_environment(&self) -> &str {
         &self.row.raw_environment
     }
+    /// The tool's tier for the environment (GitLab's `deployment_tier`, Heroku's pipeline stage).
+    async fn environment_tier(&self) -> Option<&str> {
+        self.row.environment_tier.as_deref()
+    }
     /// The earliest start we were told about.
     async fn started_at(&self) -> Option<Instant> {
         self.row.started_at.map(Instant)

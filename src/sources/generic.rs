@@ -128,6 +128,7 @@ impl Source for Generic {
                     external_id,
                     system,
                     environment,
+                    environment_tier: None,
                     status,
                     raw_status,
                     occurred_at,

@@ -13,6 +13,8 @@ use subtle::ConstantTimeEq;
 use crate::domain::Observation;
 
 pub mod generic;
+pub mod gitlab;
+pub mod jenkins;
 
 /// One webhook request as a source sees it.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +28,8 @@ pub struct Delivery<'a> {
 }
 
 /// What a delivery turned out to be.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Parsed {
     /// Observations of one or more deployments.
     Deployments(Vec<Observation>),
@@ -98,12 +101,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every built-in source. A new tool adds one line here.
-    pub fn builtin() -> Self {
-        let sources: Vec<Arc<dyn Source>> = vec![Arc::new(generic::Generic)];
-        Self {
+    /// Every built-in source, with its configuration. A new tool adds one line here.
+    pub fn new(config: &SourcesConfig) -> Result<Self, jenkins::RuleError> {
+        let sources: Vec<Arc<dyn Source>> = vec![
+            Arc::new(generic::Generic),
+            Arc::new(gitlab::Gitlab),
+            Arc::new(jenkins::Jenkins::new(config.jenkins.clone())?),
+        ];
+        Ok(Self {
             sources: sources.into_iter().map(|s| (s.name(), s)).collect(),
-        }
+        })
     }
 
     /// The source behind a route name.
@@ -116,6 +123,16 @@ impl Registry {
         self.sources.keys().copied()
     }
 }
+
+/// Per-source settings from the TOML file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct SourcesConfig {
+    /// `[jenkins]`: which builds are deployments, and of what.
+    pub jenkins: jenkins::JenkinsConfig,
+}
+
+/// The route names of every built-in source.
+pub const SOURCE_NAMES: &[&str] = &["generic", "gitlab", "jenkins"];
 
 /// The environment variable that holds a source's secret.
 pub fn secret_setting(source: &str) -> String {

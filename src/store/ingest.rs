@@ -406,6 +406,7 @@ fn active(model: &deployments::Model) -> deployments::ActiveModel {
         raw_status: Set(model.raw_status.clone()),
         raw_system: Set(model.raw_system.clone()),
         raw_environment: Set(model.raw_environment.clone()),
+        environment_tier: Set(model.environment_tier.clone()),
         status_at: Set(model.status_at),
         started_at: Set(model.started_at),
         finished_at: Set(model.finished_at),

@@ -37,6 +37,7 @@ pub fn new_deployment(
         raw_status: observation.raw_status.clone(),
         raw_system: observation.system.clone(),
         raw_environment: observation.environment.clone(),
+        environment_tier: observation.environment_tier.clone(),
         status_at: observation.occurred_at,
         started_at,
         finished_at,
@@ -77,14 +78,23 @@ pub fn merge(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    if newest {
+    let same_end = observation.status.is_terminal() && observation.status.as_str() == current.status;
+    if same_end {
+        // The same ending reported again (Jenkins COMPLETED then FINALIZED, a GitLab job and
+        // its deployment): the deployment ended at the earliest report of it.
+        let reported = observation.finished_at.unwrap_or(observation.occurred_at);
+        next.finished_at = Some(current.finished_at.map_or(reported, |f| f.min(reported)));
+    }
+    if newest && !same_end {
         next.status = observation.status.as_str().to_string();
-        next.raw_status = observation.raw_status.clone();
-        next.status_at = observation.occurred_at;
         next.finished_at = observation
             .status
             .is_terminal()
             .then(|| observation.finished_at.unwrap_or(observation.occurred_at));
+    }
+    if newest {
+        next.raw_status = observation.raw_status.clone();
+        next.status_at = observation.occurred_at;
         next.system_id = system_id;
         next.environment_id = environment_id;
         next.raw_system = observation.system.clone();
@@ -102,6 +112,7 @@ pub fn merge(
     next.version = pick(&current.version, &observation.version);
     next.url = pick(&current.url, &observation.url);
     next.actor = pick(&current.actor, &observation.actor);
+    next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
     if let (Some(start), Some(finish)) = (next.started_at, next.finished_at) {
         next.started_at = Some(start.min(finish));
     }
@@ -119,6 +130,7 @@ mod tests {
             external_id: "1".into(),
             system: "billing".into(),
             environment: "prod".into(),
+            environment_tier: None,
             status,
             raw_status: status.as_str().into(),
             occurred_at,
@@ -165,6 +177,40 @@ mod tests {
         assert_eq!(third.finished_at, Some(400));
         assert_eq!(third.commit_sha.as_deref(), Some("abc1"));
         assert_eq!(third.first_seen_at, 210);
+    }
+
+    #[test]
+    fn the_same_ending_reported_twice_keeps_the_first_finish() {
+        let completed = new_deployment(
+            "jenkins",
+            &observation(DeploymentStatus::Succeeded, 300),
+            1,
+            1,
+            300,
+        );
+        let finalized = merge(
+            &completed,
+            &observation(DeploymentStatus::Succeeded, 310),
+            1,
+            1,
+            320,
+        );
+        assert_eq!(finalized.finished_at, Some(300));
+        let late_first = new_deployment(
+            "jenkins",
+            &observation(DeploymentStatus::Succeeded, 310),
+            1,
+            1,
+            320,
+        );
+        let merged = merge(
+            &late_first,
+            &observation(DeploymentStatus::Succeeded, 300),
+            1,
+            1,
+            330,
+        );
+        assert_eq!(merged.finished_at, Some(300));
     }
 
     #[test]

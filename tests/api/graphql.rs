@@ -205,6 +205,7 @@ async fn a_page_of_100_with_nested_fields_costs_a_constant_number_of_statements(
     let query = "query($n: Int) { deployments(first: $n) { edges { node { id system { name }
         environment { name } events { status deployment { id } } } } } }";
     let mut costs = Vec::new();
+    app.settle().await;
     for n in [10, 100] {
         let before = app.store.statements();
         let data = app.data(query, json!({ "n": n })).await;

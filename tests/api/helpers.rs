@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub const SECRET: &str = "test-generic-secret";
+pub const GITLAB_SECRET: &str = "test-gitlab-token";
+pub const JENKINS_SECRET: &str = "test-jenkins-secret";
 
 static TRACING: Once = Once::new();
 
@@ -113,6 +115,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::resolve(&args, FileSettings::default());
     // Tests must not pick up secrets from the developer's environment.
     settings.secrets.retain(|source, _| source == "generic");
+    settings.secrets.insert("gitlab".into(), GITLAB_SECRET.into());
+    settings.secrets.insert("jenkins".into(), JENKINS_SECRET.into());
     settings
 }
 
@@ -200,6 +204,20 @@ impl TestApp {
         let response = self.graphql(query, variables).await;
         assert!(response.get("errors").is_none(), "GraphQL errors: {response}");
         response["data"].clone()
+    }
+
+    /// Waits until no background task (the PostgreSQL fan-out listener's catch-up) is running
+    /// statements, so a statement count measures one request alone.
+    pub async fn settle(&self) {
+        let mut last = self.store.statements();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.store.statements();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
     }
 
     /// Stops the server gracefully and waits for it.

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod contract;
+mod fixtures;
 mod graphql;
 mod ingest;
 mod pagination;
@@ -10,4 +12,5 @@ mod replicas;
 mod scale;
 mod schema;
 mod server;
+mod sources;
 mod subscriptions;

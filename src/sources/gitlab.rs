@@ -1,0 +1,379 @@
+//! GitLab (`POST /webhooks/gitlab`): Deployment, Job and Pipeline hooks.
+//!
+//! One GitLab deployment is one job. The three hook kinds describe it differently and arrive
+//! in any order, so each becomes an observation keyed by the job id (`deployable_id` in
+//! deployment events, `build_id` in job events, `builds[].id` in pipeline events), and the
+//! store merges them into one deployment.
+//!
+//! Quirks kept from GitLab's payloads:
+//! - times come as `2021-04-28 21:50:00 +0200` (deployment), `2016-08-12 15:23:28 UTC`
+//!   (pipeline, older job events) and ISO-8601 with milliseconds (newer job events);
+//! - job events name the project `project_name: "John Smith / release-tools-fake"` (display
+//!   names) and only newer versions add `project.path_with_namespace`; older ones have only
+//!   `repository.homepage`, whose path is the same `namespace/project`;
+//! - deployment events carry only `short_sha`, but their `commit_url` ends in the full sha.
+
+use serde_json::Value;
+
+use super::{Delivery, Parsed, Secret, Source, SourceError, body_hash, idempotency_key};
+use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
+
+/// The GitLab source.
+pub struct Gitlab;
+
+/// GitLab's job and deployment status words, each mapped deliberately.
+pub fn status(word: &str) -> DeploymentStatus {
+    match word {
+        // Not started yet: waiting for a runner, a resource, a schedule, a click or an approval.
+        "created" | "pending" | "waiting_for_resource" | "preparing" | "scheduled" | "manual" | "blocked" => {
+            DeploymentStatus::Queued
+        }
+        "running" => DeploymentStatus::Running,
+        "success" => DeploymentStatus::Succeeded,
+        "failed" => DeploymentStatus::Failed,
+        // Skipped jobs never ran: nothing was deployed.
+        "canceled" | "canceling" | "skipped" => DeploymentStatus::Cancelled,
+        _ => DeploymentStatus::Unknown,
+    }
+}
+
+impl Source for Gitlab {
+    fn name(&self) -> &'static str {
+        "gitlab"
+    }
+
+    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
+        match delivery.headers.get("x-gitlab-token") {
+            Some(token) if secret.matches(token.as_bytes()) => Ok(()),
+            Some(_) => Err(SourceError::Unauthorized(
+                "the X-Gitlab-Token header does not match SHIPLOG_GITLAB_SECRET".into(),
+            )),
+            None => Err(SourceError::Unauthorized(
+                "set the webhook's secret token in GitLab to SHIPLOG_GITLAB_SECRET (sent as X-Gitlab-Token)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+        // Idempotency-Key (GitLab 17.4+) is stable when GitLab re-sends a delivery; older
+        // versions re-send the same body. X-Gitlab-Webhook-UUID is new on every request.
+        idempotency_key(delivery.headers).unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+    }
+
+    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
+        let value: Value = serde_json::from_slice(delivery.body)
+            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(SourceError::InvalidPayload(
+                "the body must be a JSON object (a GitLab webhook event)".into(),
+            ));
+        }
+        match value.get("object_kind").and_then(Value::as_str) {
+            Some("deployment") => deployment_event(&value, delivery.received_at).map(|o| Parsed::Deployments(vec![o])),
+            Some("build") => job_event(&value, delivery.received_at),
+            Some("pipeline") => pipeline_event(&value, delivery.received_at),
+            Some(kind) => Ok(Parsed::Ignored(format!("`{}` events describe no deployment", truncate(kind)))),
+            None => Ok(Parsed::Ignored(
+                "no `object_kind`: not a GitLab event shiplog reads (custom webhook templates are not supported)".into(),
+            )),
+        }
+    }
+
+    fn journaled_headers(&self) -> &'static [&'static str] {
+        &[
+            "content-type",
+            "user-agent",
+            "idempotency-key",
+            "x-gitlab-event",
+            "x-gitlab-instance",
+            "x-gitlab-event-uuid",
+            "x-gitlab-webhook-uuid",
+        ]
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn text(value: &Value, pointer: &str) -> Option<String> {
+    match value.pointer(pointer)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A GitLab id: a number (string ids are accepted, as some proxies re-encode them).
+fn id(value: &Value, pointer: &str, what: &str) -> Result<String, SourceError> {
+    match value.pointer(pointer) {
+        Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Ok(s.clone()),
+        _ => Err(SourceError::InvalidPayload(format!(
+            "`{what}` must be a job id (a number)"
+        ))),
+    }
+}
+
+fn time(value: &Value, pointer: &str) -> Result<Option<i64>, SourceError> {
+    match value.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(raw) => parse_instant(raw)
+            .map(Some)
+            .map_err(|e| SourceError::InvalidPayload(format!("`{}`: {e}", pointer.trim_start_matches('/')))),
+    }
+}
+
+fn name(raw: Option<String>, what: &str) -> Result<String, SourceError> {
+    match raw {
+        Some(name) if name.len() <= MAX_NAME_LEN => Ok(name),
+        Some(_) => Err(SourceError::InvalidPayload(format!(
+            "`{what}` is longer than {MAX_NAME_LEN} bytes"
+        ))),
+        None => Err(SourceError::InvalidPayload(format!("`{what}` is missing"))),
+    }
+}
+
+/// `namespace/project` from a project URL (`https://gitlab.com/group/sub/project`).
+fn path_from_url(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+    let (_, path) = rest.split_once('/')?;
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    (!path.is_empty()).then(|| path.to_string())
+}
+
+/// A full 40-hex sha at the end of a commit URL.
+fn sha_from_commit_url(url: &str) -> Option<String> {
+    let last = url.rsplit('/').next()?;
+    (last.len() == 40 && last.bytes().all(|b| b.is_ascii_hexdigit())).then(|| last.to_lowercase())
+}
+
+fn sha(raw: Option<String>) -> Option<String> {
+    raw.filter(|s| s.len() >= 7 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|s| s.to_lowercase())
+        .filter(|s| s.bytes().any(|b| b != b'0'))
+}
+
+/// When a status happened: the terminal time for terminal statuses, the start for running,
+/// else the creation time.
+fn occurred(
+    status: DeploymentStatus,
+    created: Option<i64>,
+    started: Option<i64>,
+    finished: Option<i64>,
+) -> Option<i64> {
+    match status {
+        s if s.is_terminal() => finished.or(started).or(created),
+        DeploymentStatus::Running => started.or(created),
+        _ => created,
+    }
+}
+
+/// `object_kind: deployment`.
+fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, SourceError> {
+    let job = id(event, "/deployable_id", "deployable_id")?;
+    let raw_status = name(text(event, "/status"), "status")?;
+    let status = status(&raw_status);
+    let changed = time(event, "/status_changed_at")?;
+    let system = name(
+        text(event, "/project/path_with_namespace")
+            .or_else(|| text(event, "/project/web_url").and_then(|u| path_from_url(&u))),
+        "project.path_with_namespace",
+    )?;
+    let environment = name(text(event, "/environment"), "environment")?;
+    let commit_sha = text(event, "/commit_url")
+        .and_then(|url| sha_from_commit_url(&url))
+        .or_else(|| sha(text(event, "/short_sha")));
+    Ok(Observation {
+        external_id: job,
+        system,
+        environment,
+        environment_tier: text(event, "/environment_tier"),
+        status,
+        raw_status,
+        occurred_at: changed.unwrap_or(received_at),
+        started_at: None,
+        finished_at: status.is_terminal().then_some(changed).flatten(),
+        commit_sha,
+        git_ref: text(event, "/ref"),
+        version: None,
+        url: text(event, "/deployable_url"),
+        actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
+    })
+}
+
+/// The project path of a job event, wherever this GitLab version put it.
+fn job_project(event: &Value) -> Option<String> {
+    text(event, "/project/path_with_namespace")
+        .or_else(|| text(event, "/project/web_url").and_then(|u| path_from_url(&u)))
+        .or_else(|| text(event, "/repository/homepage").and_then(|u| path_from_url(&u)))
+        .or_else(|| text(event, "/repository/git_http_url").and_then(|u| path_from_url(&u)))
+}
+
+fn project_web_url(event: &Value) -> Option<String> {
+    text(event, "/project/web_url").or_else(|| text(event, "/repository/homepage"))
+}
+
+/// Environments are deployments only when the job starts one (not `stop`, `prepare`, ...).
+fn deploys(environment: &Value) -> Result<bool, String> {
+    match environment.get("action").and_then(Value::as_str) {
+        None | Some("start") => Ok(true),
+        Some(action) => Err(format!(
+            "the job's environment action is `{}`, not a deployment",
+            truncate(action)
+        )),
+    }
+}
+
+/// `object_kind: build` (a Job Hook).
+fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
+    let environment = match event.get("environment") {
+        Some(env @ Value::Object(_)) => env,
+        _ => {
+            return Ok(Parsed::Ignored(
+                "the job has no environment: not a deployment".into(),
+            ));
+        }
+    };
+    if let Err(reason) = deploys(environment) {
+        return Ok(Parsed::Ignored(reason));
+    }
+    let job = id(event, "/build_id", "build_id")?;
+    let raw_status = name(text(event, "/build_status"), "build_status")?;
+    let status = status(&raw_status);
+    let created = time(event, "/build_created_at")?;
+    let started = time(event, "/build_started_at")?;
+    let finished = time(event, "/build_finished_at")?;
+    let tag = event.get("tag").and_then(Value::as_bool).unwrap_or(false);
+    let git_ref = text(event, "/ref");
+    Ok(Parsed::Deployments(vec![Observation {
+        url: project_web_url(event).map(|web| format!("{}/-/jobs/{job}", web.trim_end_matches('/'))),
+        external_id: job,
+        system: name(job_project(event), "project.path_with_namespace")?,
+        environment: name(text(environment, "/name"), "environment.name")?,
+        environment_tier: text(environment, "/deployment_tier"),
+        status,
+        raw_status,
+        occurred_at: occurred(status, created, started, finished).unwrap_or(received_at),
+        started_at: started,
+        finished_at: if status.is_terminal() { finished } else { None },
+        commit_sha: sha(text(event, "/sha")),
+        version: if tag { git_ref.clone() } else { None },
+        git_ref,
+        actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
+    }]))
+}
+
+/// `object_kind: pipeline`: one observation per job with an environment.
+fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
+    let builds = event
+        .get("builds")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let system = job_project(event);
+    let web = project_web_url(event);
+    let tag = event
+        .pointer("/object_attributes/tag")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let git_ref = text(event, "/object_attributes/ref");
+    let commit_sha = sha(text(event, "/object_attributes/sha"));
+    let mut observations = Vec::new();
+    for (index, build) in builds.iter().enumerate() {
+        let Some(environment @ Value::Object(_)) = build.get("environment") else {
+            continue;
+        };
+        if deploys(environment).is_err() {
+            continue;
+        }
+        let at = |field: &str| -> Result<Option<i64>, SourceError> {
+            time(build, &format!("/{field}")).map_err(|e| match e {
+                SourceError::InvalidPayload(m) => SourceError::InvalidPayload(format!("builds[{index}].{m}")),
+                other => other,
+            })
+        };
+        let job = id(build, "/id", &format!("builds[{index}].id"))?;
+        let raw_status = name(text(build, "/status"), &format!("builds[{index}].status"))?;
+        let status = status(&raw_status);
+        let (created, started, finished) = (at("created_at")?, at("started_at")?, at("finished_at")?);
+        observations.push(Observation {
+            url: web
+                .as_ref()
+                .map(|web| format!("{}/-/jobs/{job}", web.trim_end_matches('/'))),
+            external_id: job,
+            system: name(system.clone(), "project.path_with_namespace")?,
+            environment: name(
+                text(environment, "/name"),
+                &format!("builds[{index}].environment.name"),
+            )?,
+            environment_tier: text(environment, "/deployment_tier"),
+            status,
+            raw_status,
+            occurred_at: occurred(status, created, started, finished)
+                .or(time(event, "/object_attributes/created_at")?)
+                .unwrap_or(received_at),
+            started_at: started,
+            finished_at: if status.is_terminal() { finished } else { None },
+            commit_sha: commit_sha.clone(),
+            git_ref: git_ref.clone(),
+            version: if tag { git_ref.clone() } else { None },
+            actor: text(build, "/user/username")
+                .or_else(|| text(event, "/user/username"))
+                .or_else(|| text(build, "/user/name")),
+        });
+    }
+    if observations.is_empty() {
+        Ok(Parsed::Ignored(
+            "the pipeline has no job with an environment".into(),
+        ))
+    } else {
+        Ok(Parsed::Deployments(observations))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_status_word_is_mapped_deliberately() {
+        let words = [
+            ("created", DeploymentStatus::Queued),
+            ("pending", DeploymentStatus::Queued),
+            ("waiting_for_resource", DeploymentStatus::Queued),
+            ("preparing", DeploymentStatus::Queued),
+            ("scheduled", DeploymentStatus::Queued),
+            ("manual", DeploymentStatus::Queued),
+            ("blocked", DeploymentStatus::Queued),
+            ("running", DeploymentStatus::Running),
+            ("success", DeploymentStatus::Succeeded),
+            ("failed", DeploymentStatus::Failed),
+            ("canceled", DeploymentStatus::Cancelled),
+            ("skipped", DeploymentStatus::Cancelled),
+            ("exploded", DeploymentStatus::Unknown),
+        ];
+        for (word, expected) in words {
+            assert_eq!(status(word), expected, "{word}");
+        }
+    }
+
+    #[test]
+    fn project_paths_come_out_of_urls() {
+        assert_eq!(
+            path_from_url("https://gitlab.com/jsmithy2/release-tools-fake").as_deref(),
+            Some("jsmithy2/release-tools-fake")
+        );
+        assert_eq!(
+            path_from_url("http://192.168.64.1:3005/gitlab-org/sub/x.git").as_deref(),
+            Some("gitlab-org/sub/x")
+        );
+        assert_eq!(
+            sha_from_commit_url("http://h/root/p/-/commit/279484c09fbe69ededfced8c1bb6e6d24616b468")
+                .as_deref(),
+            Some("279484c09fbe69ededfced8c1bb6e6d24616b468")
+        );
+        assert_eq!(sha(Some("0000000000000000000000000000000000000000".into())), None);
+    }
+}

@@ -1,0 +1,366 @@
+//! Jenkins (`POST /webhooks/jenkins`), through the Notification plugin's JSON.
+//!
+//! The plugin sends one message per build phase (QUEUED, STARTED, COMPLETED, FINALIZED);
+//! `build.status` is absent until the build completes; `timestamp` and `duration` are epoch
+//! milliseconds (STARTED: the build's start; COMPLETED: start + duration; FINALIZED: the time
+//! of sending). It cannot sign: the secret travels as the Basic-auth password (credentials in
+//! the endpoint URL) or as a `token` query parameter, and is never journaled or logged.
+//!
+//! Which builds are deployments, and of which system to which environment, is configuration
+//! (`[jenkins]` in the TOML file) with defaults that fit common job layouts.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use regex::Regex;
+use serde_json::Value;
+
+use super::{Delivery, Parsed, Secret, Source, SourceError};
+use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation};
+
+/// The `[jenkins]` table of the TOML file.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JenkinsConfig {
+    /// Build parameters that name the environment, first found wins.
+    pub environment_parameters: Vec<String>,
+    /// Build parameters that name the system, first found wins (else the job's full name).
+    pub system_parameters: Vec<String>,
+    /// Build parameters that carry the version.
+    pub version_parameters: Vec<String>,
+    /// A regex with an `environment` capture group, tried on the job name when no parameter
+    /// names the environment.
+    pub environment_from_job: String,
+    /// A regex with a `system` capture group tried on the job name (else the full job name).
+    pub system_from_job: Option<String>,
+    /// Jobs whose name matches count as deployments even without an environment.
+    pub deployment_jobs: String,
+    /// The environment of such builds when nothing names one.
+    pub default_environment: String,
+}
+
+impl Default for JenkinsConfig {
+    fn default() -> Self {
+        Self {
+            environment_parameters: ["ENVIRONMENT", "ENV", "DEPLOY_ENV", "TARGET_ENV", "STAGE"]
+                .map(String::from)
+                .to_vec(),
+            system_parameters: ["APP", "SERVICE", "SYSTEM"].map(String::from).to_vec(),
+            version_parameters: ["VERSION", "RELEASE_VERSION", "TAG"].map(String::from).to_vec(),
+            environment_from_job: r"(?i)(?:^|[-_./ ])(?P<environment>prod|production|staging|stage|stg|dev|development|qa|test|uat|preprod)(?:$|[-_./ ])".into(),
+            system_from_job: None,
+            deployment_jobs: r"(?i)deploy|release".into(),
+            default_environment: "unknown".into(),
+        }
+    }
+}
+
+/// The Jenkins source, with its compiled rules.
+pub struct Jenkins {
+    config: JenkinsConfig,
+    environment_from_job: Regex,
+    system_from_job: Option<Regex>,
+    deployment_jobs: Regex,
+}
+
+/// Why the `[jenkins]` rules do not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("[jenkins] {field}: {source}")]
+pub struct RuleError {
+    field: &'static str,
+    source: regex::Error,
+}
+
+impl Jenkins {
+    /// Compiles the rules.
+    pub fn new(config: JenkinsConfig) -> Result<Self, RuleError> {
+        let compile = |field: &'static str, pattern: &str| {
+            Regex::new(pattern).map_err(|source| RuleError { field, source })
+        };
+        Ok(Self {
+            environment_from_job: compile("environment_from_job", &config.environment_from_job)?,
+            system_from_job: config
+                .system_from_job
+                .as_deref()
+                .map(|p| compile("system_from_job", p))
+                .transpose()?,
+            deployment_jobs: compile("deployment_jobs", &config.deployment_jobs)?,
+            config,
+        })
+    }
+}
+
+/// A Jenkins `Result` (or, before completion, the phase) as a status.
+pub fn status(phase: &str, result: Option<&str>) -> DeploymentStatus {
+    match (phase, result) {
+        (_, Some("SUCCESS")) => DeploymentStatus::Succeeded,
+        // Completed with test failures: the build (and its deploy steps) ran to the end.
+        (_, Some("UNSTABLE")) => DeploymentStatus::Succeeded,
+        (_, Some("FAILURE")) => DeploymentStatus::Failed,
+        (_, Some("ABORTED" | "NOT_BUILT")) => DeploymentStatus::Cancelled,
+        (_, Some(_)) => DeploymentStatus::Unknown,
+        ("QUEUED", None) => DeploymentStatus::Queued,
+        ("STARTED", None) => DeploymentStatus::Running,
+        _ => DeploymentStatus::Unknown,
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn basic_password(delivery: &Delivery<'_>) -> Option<Vec<u8>> {
+    let value = delivery
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .as_bytes();
+    value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value[6..].trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
+impl Source for Jenkins {
+    fn name(&self) -> &'static str {
+        "jenkins"
+    }
+
+    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
+        let presented =
+            basic_password(delivery).or_else(|| query_token(delivery.query).map(String::into_bytes));
+        match presented {
+            Some(value) if secret.matches(&value) => Ok(()),
+            Some(_) => Err(SourceError::Unauthorized(
+                "the Basic-auth password or `token` parameter does not match SHIPLOG_JENKINS_SECRET".into(),
+            )),
+            None => Err(SourceError::Unauthorized(
+                "put SHIPLOG_JENKINS_SECRET in the notification URL: https://jenkins:SECRET@shiplog/webhooks/jenkins or ?token=SECRET".into(),
+            )),
+        }
+    }
+
+    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+        // No delivery id: a build's phase is sent once (retries re-send the same message).
+        let value: Value = serde_json::from_slice(delivery.body).unwrap_or(Value::Null);
+        let field = |p: &str| value.pointer(p).map(|v| v.to_string()).unwrap_or_default();
+        format!(
+            "{}#{}#{}",
+            field("/name"),
+            field("/build/number"),
+            field("/build/phase")
+        )
+    }
+
+    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
+        let value: Value = serde_json::from_slice(delivery.body)
+            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+        let job = match value.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= MAX_NAME_LEN => {
+                name.trim().to_string()
+            }
+            Some(Value::String(name)) if name.len() > MAX_NAME_LEN => {
+                return Err(SourceError::InvalidPayload(format!(
+                    "`name` is longer than {MAX_NAME_LEN} bytes"
+                )));
+            }
+            _ => {
+                return Err(SourceError::InvalidPayload(
+                    "`name` (the job's full name) is required: send the Notification plugin's JSON format"
+                        .into(),
+                ));
+            }
+        };
+        let build = value
+            .get("build")
+            .filter(|b| b.is_object())
+            .ok_or_else(|| SourceError::InvalidPayload("`build` is required (an object)".into()))?;
+        let number = match build.get("number") {
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
+            _ => {
+                return Err(SourceError::InvalidPayload(
+                    "`build.number` is required (a number)".into(),
+                ));
+            }
+        };
+        let phase = build.get("phase").and_then(Value::as_str).ok_or_else(|| {
+            SourceError::InvalidPayload(
+                "`build.phase` is required (QUEUED, STARTED, COMPLETED, FINALIZED)".into(),
+            )
+        })?;
+        let result = build.get("status").and_then(Value::as_str);
+        let parameters: BTreeMap<String, String> = build
+            .get("parameters")
+            .and_then(Value::as_object)
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(k, v)| {
+                        let text = match v {
+                            Value::String(s) => s.trim().to_string(),
+                            Value::Number(n) => n.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            _ => return None,
+                        };
+                        (!text.is_empty() && text.len() <= MAX_TEXT_LEN).then(|| (k.to_uppercase(), text))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let parameter = |names: &[String]| {
+            names
+                .iter()
+                .find_map(|n| parameters.get(&n.to_uppercase()).cloned())
+        };
+        let environment = parameter(&self.config.environment_parameters).or_else(|| {
+            self.environment_from_job
+                .captures(&job)
+                .and_then(|c| c.name("environment"))
+                .map(|m| m.as_str().to_string())
+        });
+        let counts = environment.is_some() || self.deployment_jobs.is_match(&job);
+        if !counts {
+            return Ok(Parsed::Ignored(format!(
+                "job `{}` names no environment and does not look like a deployment ([jenkins] rules)",
+                job.chars().take(64).collect::<String>()
+            )));
+        }
+        let system = parameter(&self.config.system_parameters)
+            .or_else(|| {
+                self.system_from_job
+                    .as_ref()
+                    .and_then(|r| r.captures(&job))
+                    .and_then(|c| c.name("system"))
+                    .map(|m| m.as_str().to_string())
+            })
+            .unwrap_or_else(|| job.clone());
+        let status = status(phase, result);
+        let raw_status = result.unwrap_or(phase).to_string();
+        let timestamp = build.get("timestamp").and_then(Value::as_i64);
+        let duration = build.get("duration").and_then(Value::as_i64).filter(|d| *d >= 0);
+        let (started_at, finished_at) = match (phase, timestamp, duration) {
+            ("STARTED", Some(t), _) => (Some(t), None),
+            ("COMPLETED", Some(t), Some(d)) => (Some(t - d), Some(t)),
+            ("COMPLETED", Some(t), None) => (None, Some(t)),
+            // FINALIZED's timestamp is the time of sending, after post-build steps.
+            ("FINALIZED", Some(t), _) => (None, Some(t)),
+            _ => (None, None),
+        };
+        let occurred_at = finished_at
+            .or(started_at)
+            .or(timestamp)
+            .unwrap_or(delivery.received_at);
+        let scm = build.get("scm");
+        let scm_text = |field: &str| {
+            scm.and_then(|s| s.get(field))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let commit_sha = scm_text("commit")
+            .filter(|s| s.len() >= 7 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|s| s.to_lowercase());
+        // Jenkins reports remote branches (`origin/master`).
+        let git_ref = scm_text("branch").map(|b| b.strip_prefix("origin/").map(str::to_string).unwrap_or(b));
+        Ok(Parsed::Deployments(vec![Observation {
+            external_id: format!("{job}#{number}"),
+            system: system.chars().take(MAX_NAME_LEN).collect(),
+            environment: environment
+                .unwrap_or_else(|| self.config.default_environment.clone())
+                .chars()
+                .take(MAX_NAME_LEN)
+                .collect(),
+            environment_tier: None,
+            status,
+            raw_status,
+            occurred_at,
+            started_at,
+            finished_at: if status.is_terminal() { finished_at } else { None },
+            commit_sha,
+            git_ref,
+            version: parameter(&self.config.version_parameters),
+            url: build.get("full_url").and_then(Value::as_str).map(str::to_string),
+            actor: parameter(&["BUILD_USER_ID".to_string(), "BUILD_USER".to_string()]),
+        }]))
+    }
+
+    fn journaled_headers(&self) -> &'static [&'static str] {
+        &["content-type", "user-agent"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_phase_until_a_result_exists() {
+        assert_eq!(status("QUEUED", None), DeploymentStatus::Queued);
+        assert_eq!(status("STARTED", None), DeploymentStatus::Running);
+        assert_eq!(status("COMPLETED", Some("SUCCESS")), DeploymentStatus::Succeeded);
+        assert_eq!(status("COMPLETED", Some("UNSTABLE")), DeploymentStatus::Succeeded);
+        assert_eq!(status("COMPLETED", Some("FAILURE")), DeploymentStatus::Failed);
+        assert_eq!(status("FINALIZED", Some("ABORTED")), DeploymentStatus::Cancelled);
+        assert_eq!(
+            status("COMPLETED", Some("NOT_BUILT")),
+            DeploymentStatus::Cancelled
+        );
+        assert_eq!(status("COMPLETED", None), DeploymentStatus::Unknown);
+    }
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(query_token(Some("a=1&token=s%2Fx+y")).as_deref(), Some("s/x y"));
+        assert_eq!(query_token(Some("token=%zz")).as_deref(), Some("%zz"));
+        assert_eq!(query_token(None), None);
+    }
+
+    #[test]
+    fn the_default_job_rules_capture_environments() {
+        let jenkins = Jenkins::new(JenkinsConfig::default()).unwrap();
+        let env = |job: &str| {
+            jenkins
+                .environment_from_job
+                .captures(job)
+                .and_then(|c| c.name("environment"))
+                .map(|m| m.as_str().to_string())
+        };
+        assert_eq!(env("billing-deploy-prod").as_deref(), Some("prod"));
+        assert_eq!(env("team/billing/deploy_staging").as_deref(), Some("staging"));
+        assert_eq!(env("production-smoke").as_deref(), Some("production"));
+        assert_eq!(env("asgard"), None);
+        assert_eq!(env("protest"), None);
+    }
+}
