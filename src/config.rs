@@ -70,6 +70,12 @@ pub struct SettingsArgs {
     /// Secret for POST /webhooks/generic (Authorization: Bearer) [default: generated on first start and stored]
     #[arg(long, env = "SHIPLOG_GENERIC_SECRET", hide_env_values = true, global = true)]
     pub generic_secret: Option<String>,
+    /// Secret for POST /webhooks/gitlab (the webhook's secret token, sent as X-Gitlab-Token)
+    #[arg(long, env = "SHIPLOG_GITLAB_SECRET", hide_env_values = true, global = true)]
+    pub gitlab_secret: Option<String>,
+    /// Secret for POST /webhooks/jenkins (Basic-auth password or ?token= in the notification URL)
+    #[arg(long, env = "SHIPLOG_JENKINS_SECRET", hide_env_values = true, global = true)]
+    pub jenkins_secret: Option<String>,
     /// Largest accepted request body in bytes [default: 1048576]
     #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -169,8 +175,14 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
         let is_sqlite = database_url.starts_with("sqlite:");
         let mut secrets = file.secrets;
-        if let Some(secret) = &args.generic_secret {
-            secrets.insert("generic".into(), secret.clone());
+        for (source, secret) in [
+            ("generic", &args.generic_secret),
+            ("gitlab", &args.gitlab_secret),
+            ("jenkins", &args.jenkins_secret),
+        ] {
+            if let Some(secret) = secret {
+                secrets.insert(source.into(), secret.clone());
+            }
         }
         // Every source's secret can come from SHIPLOG_<SOURCE>_SECRET, including sources
         // added after this list of flags was written.

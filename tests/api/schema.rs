@@ -21,3 +21,21 @@ fn schema_graphql_matches_what_the_server_serves() {
         );
     }
 }
+
+#[test]
+fn every_toml_example_in_the_readme_is_a_valid_settings_file() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = 0;
+    for block in readme.split("```toml").skip(1) {
+        let toml_text = block.split("```").next().unwrap();
+        let parsed: Result<shiplog::config::FileSettings, _> = toml::from_str(toml_text);
+        assert!(
+            parsed.is_ok(),
+            "README example does not parse: {parsed:?}\n{toml_text}"
+        );
+        let settings = shiplog::config::Settings::resolve(&Default::default(), parsed.unwrap());
+        shiplog::sources::Registry::new(&settings.sources).expect("the example's rules compile");
+        blocks += 1;
+    }
+    assert!(blocks >= 2, "found {blocks} TOML examples");
+}
