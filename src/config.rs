@@ -34,6 +34,12 @@ pub enum Command {
     PrintSchema,
     /// Print the webhook secrets shiplog generated and stored in its database.
     Secrets,
+    /// Put failed deliveries back to pending; the running server's workers retry them at once.
+    Reprocess {
+        /// Only these delivery ids (default: every failed delivery).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
     /// Fill the database with realistic deployments (benchmarks, demos).
     Seed(crate::seed::SeedOptions),
 }
@@ -76,6 +82,27 @@ pub struct SettingsArgs {
     /// Secret for POST /webhooks/jenkins (Basic-auth password or ?token= in the notification URL)
     #[arg(long, env = "SHIPLOG_JENKINS_SECRET", hide_env_values = true, global = true)]
     pub jenkins_secret: Option<String>,
+    /// Secret for POST /webhooks/heroku (the webhook's HMAC secret)
+    #[arg(long, env = "SHIPLOG_HEROKU_SECRET", hide_env_values = true, global = true)]
+    pub heroku_secret: Option<String>,
+    /// Heroku Platform API key (read access), to find each app's pipeline and stage
+    #[arg(long, env = "SHIPLOG_HEROKU_API_KEY", hide_env_values = true, global = true)]
+    pub heroku_api_key: Option<String>,
+    /// Heroku Platform API base URL [default: https://api.heroku.com]
+    #[arg(long, env = "SHIPLOG_HEROKU_API_URL", global = true)]
+    pub heroku_api_url: Option<String>,
+    /// Secret for POST /webhooks/octopus (header X-Shiplog-Secret, or Authorization: Bearer)
+    #[arg(long, env = "SHIPLOG_OCTOPUS_SECRET", hide_env_values = true, global = true)]
+    pub octopus_secret: Option<String>,
+    /// Octopus API key (X-Octopus-ApiKey), for precise times, users and commits
+    #[arg(long, env = "SHIPLOG_OCTOPUS_API_KEY", hide_env_values = true, global = true)]
+    pub octopus_api_key: Option<String>,
+    /// Octopus server URL for API calls [default: the payload's ServerUri]
+    #[arg(long, env = "SHIPLOG_OCTOPUS_API_URL", global = true)]
+    pub octopus_api_url: Option<String>,
+    /// Attempts at enriching a delivery before it is marked failed [default: 25]
+    #[arg(long, env = "SHIPLOG_RETRY_MAX_ATTEMPTS", global = true)]
+    pub retry_max_attempts: Option<i32>,
     /// Largest accepted request body in bytes [default: 1048576]
     #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -111,6 +138,23 @@ pub struct FileSettings {
     /// `[jenkins]`: which builds are deployments.
     #[serde(default)]
     pub jenkins: crate::sources::jenkins::JenkinsConfig,
+    /// `[heroku]`: environments of apps in no pipeline.
+    #[serde(default)]
+    pub heroku: crate::sources::heroku::HerokuConfig,
+    /// API access for enrichment (`[api] heroku_key = ...`).
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// API keys and URLs of the tools shiplog asks for what webhooks do not carry.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub heroku_key: Option<String>,
+    pub heroku_url: Option<String>,
+    pub octopus_key: Option<String>,
+    pub octopus_url: Option<String>,
+    pub retry_max_attempts: Option<i32>,
 }
 
 /// The resolved settings the server runs with.
@@ -125,6 +169,10 @@ pub struct Settings {
     pub secrets: BTreeMap<String, String>,
     pub mapping: RulesConfig,
     pub sources: crate::sources::SourcesConfig,
+    /// Resolved API access for enrichment.
+    pub api: ApiSettings,
+    /// How pending deliveries are retried.
+    pub retry: crate::enrich::RetryPolicy,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -179,6 +227,8 @@ impl Settings {
             ("generic", &args.generic_secret),
             ("gitlab", &args.gitlab_secret),
             ("jenkins", &args.jenkins_secret),
+            ("heroku", &args.heroku_secret),
+            ("octopus", &args.octopus_secret),
         ] {
             if let Some(secret) = secret {
                 secrets.insert(source.into(), secret.clone());
@@ -214,6 +264,30 @@ impl Settings {
             mapping: file.mapping,
             sources: crate::sources::SourcesConfig {
                 jenkins: file.jenkins,
+                heroku: file.heroku,
+            },
+            api: ApiSettings {
+                heroku_key: args
+                    .heroku_api_key
+                    .clone()
+                    .or(file.api.heroku_key)
+                    .filter(|k| !k.is_empty()),
+                heroku_url: args.heroku_api_url.clone().or(file.api.heroku_url),
+                octopus_key: args
+                    .octopus_api_key
+                    .clone()
+                    .or(file.api.octopus_key)
+                    .filter(|k| !k.is_empty()),
+                octopus_url: args.octopus_api_url.clone().or(file.api.octopus_url),
+                retry_max_attempts: args.retry_max_attempts.or(file.api.retry_max_attempts),
+            },
+            retry: crate::enrich::RetryPolicy {
+                max_attempts: args
+                    .retry_max_attempts
+                    .or(file.api.retry_max_attempts)
+                    .unwrap_or(25)
+                    .max(1),
+                ..crate::enrich::RetryPolicy::default()
             },
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod enrich;
 pub mod events;
 pub mod graphql;
 pub mod http;

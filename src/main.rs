@@ -23,6 +23,13 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Reprocess { ids } => {
+            let store = open(&settings).await?;
+            let count = store.requeue_failed(&ids, shiplog::domain::now_millis()).await?;
+            println!(
+                "{count} failed deliveries are pending again; a running shiplog retries them within a second"
+            );
+        }
         Command::Secrets => {
             let store = open(&settings).await?;
             for source in shiplog::sources::SOURCE_NAMES.iter().copied() {

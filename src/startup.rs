@@ -12,6 +12,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::domain::MappingRules;
+use crate::enrich::Enrichers;
+use crate::enrich::heroku::HerokuApi;
+use crate::enrich::octopus::OctopusApi;
+use crate::enrich::worker::Processor;
 use crate::events::Hub;
 use crate::http::{AppState, router};
 use crate::sources::{Registry, Secret};
@@ -78,6 +82,19 @@ impl Application {
                 stopping.clone(),
             )));
         }
+        let enrichers = enrichers(&settings);
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let rules = Arc::new(MappingRules::new(&settings.mapping));
+        let processor = Processor {
+            store: store.clone(),
+            writer: writer.clone(),
+            sources: sources.clone(),
+            enrichers: enrichers.clone(),
+            rules: rules.clone(),
+            retry: settings.retry,
+            kick: kick.clone(),
+        };
+        tasks.push(tokio::spawn(processor.run(stopping.clone())));
         let listener = TcpListener::bind(&settings.listen)
             .await
             .map_err(|source| StartupError::Listen {
@@ -94,8 +111,10 @@ impl Application {
             writer,
             sources,
             secrets: Arc::new(secrets),
-            rules: Arc::new(MappingRules::new(&settings.mapping)),
+            rules,
             max_body_bytes: settings.max_body_bytes,
+            enrichers,
+            kick,
             shutdown: stopping,
         };
         tracing::info!(%address, database = %redact_url(&settings.database_url), replica, "shiplog is ready");
@@ -156,6 +175,28 @@ impl Application {
         tracing::info!("shiplog stopped");
         result
     }
+}
+
+/// The API clients configured for enrichment. Without a key, a source's deliveries are
+/// applied straight from the webhook.
+fn enrichers(settings: &Settings) -> Enrichers {
+    let mut enrichers = Enrichers::default();
+    if let Some(key) = &settings.api.heroku_key {
+        let base = settings
+            .api
+            .heroku_url
+            .as_deref()
+            .unwrap_or(crate::enrich::heroku::DEFAULT_API_URL);
+        let ttl = std::time::Duration::from_secs(settings.sources.heroku.coupling_cache_seconds);
+        enrichers = enrichers.with(Arc::new(HerokuApi::new(base, key, ttl)));
+    }
+    if let Some(key) = &settings.api.octopus_key {
+        enrichers = enrichers.with(Arc::new(OctopusApi::new(
+            settings.api.octopus_url.as_deref(),
+            key,
+        )));
+    }
+    enrichers
 }
 
 /// The secret of each source: configured, or for `generic` generated once and stored in the

@@ -19,6 +19,8 @@ pub struct Model {
     pub raw_environment: String,
     /// The tool's tier or stage for the environment (GitLab `deployment_tier`, Heroku stage).
     pub environment_tier: Option<String>,
+    /// The tenant deployed for, in multi-tenant tools (Octopus).
+    pub tenant: Option<String>,
     /// When the event that set `status` happened; decides out-of-order merges.
     pub status_at: i64,
     pub started_at: Option<i64>,

@@ -51,6 +51,7 @@ enum Deployments {
     RawSystem,
     RawEnvironment,
     EnvironmentTier,
+    Tenant,
     StatusAt,
     StartedAt,
     FinishedAt,
@@ -166,6 +167,7 @@ impl MigrationTrait for Migration {
                     .col(string(Deployments::RawSystem))
                     .col(string(Deployments::RawEnvironment))
                     .col(string_null(Deployments::EnvironmentTier))
+                    .col(string_null(Deployments::Tenant))
                     .col(big_integer(Deployments::StatusAt))
                     .col(big_integer_null(Deployments::StartedAt))
                     .col(big_integer_null(Deployments::FinishedAt))

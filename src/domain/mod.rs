@@ -39,6 +39,8 @@ pub struct Observation {
     pub version: Option<String>,
     pub url: Option<String>,
     pub actor: Option<String>,
+    /// The tenant deployed for (Octopus multi-tenant deployments).
+    pub tenant: Option<String>,
 }
 
 /// An observation after the map step: canonical system and environment names beside the raw ones.

@@ -63,6 +63,15 @@ impl MappingRules {
         }
     }
 
+    /// Maps an observation's system and environment words to shiplog's names.
+    pub fn map(&self, observation: super::Observation) -> super::MappedObservation {
+        super::MappedObservation {
+            system: self.system(&observation.system),
+            environment: self.environment(&observation.environment),
+            observation,
+        }
+    }
+
     /// The canonical environment name: an alias when one matches, else the name trimmed and
     /// lower-cased (`Production` and `production` are one environment).
     pub fn environment(&self, raw: &str) -> String {

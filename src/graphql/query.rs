@@ -3,8 +3,8 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    Deployment, DeploymentConnection, DeploymentFilterInput, Environment, System, deployments_connection,
-    internal, user_error,
+    Delivery, DeliveryState, Deployment, DeploymentConnection, DeploymentFilterInput, Environment, System,
+    deployments_connection, internal, user_error,
 };
 use crate::store::Store;
 
@@ -38,6 +38,25 @@ impl QueryRoot {
         })?;
         let store = ctx.data::<Store>()?;
         Ok(store.deployment(id).await.map_err(internal)?.map(Deployment::new))
+    }
+
+    /// Journaled deliveries in a state, newest first: `FAILED` ones gave up after their last
+    /// enrichment attempt (put them back with `shiplog reprocess`), `PENDING` ones wait for one.
+    async fn deliveries(
+        &self,
+        ctx: &Context<'_>,
+        state: DeliveryState,
+        #[graphql(default = 50)] first: i32,
+    ) -> Result<Vec<Delivery>> {
+        let store = ctx.data::<Store>()?;
+        let limit = first.clamp(0, 500) as u64;
+        Ok(store
+            .deliveries_in(state.as_str(), limit)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(Delivery)
+            .collect())
     }
 
     /// Every system, by name.

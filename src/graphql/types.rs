@@ -270,6 +270,10 @@ impl Deployment {
     async fn environment_tier(&self) -> Option<&str> {
         self.row.environment_tier.as_deref()
     }
+    /// The tenant deployed for (Octopus multi-tenant deployments).
+    async fn tenant(&self) -> Option<&str> {
+        self.row.tenant.as_deref()
+    }
     /// The earliest start we were told about.
     async fn started_at(&self) -> Option<Instant> {
         self.row.started_at.map(Instant)
@@ -466,5 +470,63 @@ impl Environment {
             .into_iter()
             .map(System)
             .collect())
+    }
+}
+
+/// Where a journaled delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum DeliveryState {
+    Pending,
+    Processed,
+    Ignored,
+    Failed,
+}
+
+impl DeliveryState {
+    /// The word stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One webhook delivery as journaled (secrets never stored).
+pub struct Delivery(pub entity::deliveries::Model);
+
+#[Object]
+impl Delivery {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn source(&self) -> &str {
+        &self.0.source
+    }
+    /// What redeliveries are recognised by (a delivery id, an idempotency key or a body hash).
+    async fn delivery_key(&self) -> &str {
+        &self.0.delivery_key
+    }
+    async fn received_at(&self) -> Instant {
+        Instant(self.0.received_at)
+    }
+    async fn state(&self) -> &str {
+        &self.0.state
+    }
+    /// Why it is ignored, or why its last attempt failed.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    async fn next_attempt_at(&self) -> Option<Instant> {
+        self.0.next_attempt_at.map(Instant)
+    }
+    /// The raw body.
+    async fn body(&self) -> &str {
+        &self.0.body
     }
 }

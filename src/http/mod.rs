@@ -30,6 +30,10 @@ pub struct AppState {
     pub secrets: Arc<BTreeMap<String, Secret>>,
     pub rules: Arc<MappingRules>,
     pub max_body_bytes: usize,
+    /// Sources whose deliveries are enriched through an API before they are applied.
+    pub enrichers: crate::enrich::Enrichers,
+    /// Wakes the enrichment worker.
+    pub kick: Arc<tokio::sync::Notify>,
     /// Turns true when the server starts shutting down; WebSocket connections close on it.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{MappedObservation, now_millis};
+use crate::domain::now_millis;
 use crate::sources::{Delivery, Parsed, secret_setting};
 use crate::store::ingest::{NewDelivery, Outcome, Work};
 
@@ -63,16 +63,11 @@ pub async fn receive(
         message: "the body is not UTF-8 text".into(),
     })?;
     let work = match source.parse(&delivery)? {
-        Parsed::Deployments(observations) => Work::Apply(
-            observations
-                .into_iter()
-                .map(|observation| MappedObservation {
-                    system: state.rules.system(&observation.system),
-                    environment: state.rules.environment(&observation.environment),
-                    observation,
-                })
-                .collect(),
-        ),
+        // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
+        Parsed::Deployments(_) if state.enrichers.get(source.name()).is_some() => Work::Pending,
+        Parsed::Deployments(observations) => {
+            Work::Apply(observations.into_iter().map(|o| state.rules.map(o)).collect())
+        }
         Parsed::Ignored(reason) => Work::Ignore(reason),
     };
     let journaled: Map<String, Value> = source
@@ -87,16 +82,26 @@ pub async fn receive(
         source: source.name().to_string(),
         delivery_key: source.delivery_key(&delivery),
         received_at: delivery.received_at,
-        body: text.to_string(),
+        // Tools that echo our secret back in the body get it removed before it is stored.
+        body: match source.redact(&body) {
+            Some(redacted) => String::from_utf8_lossy(&redacted).into_owned(),
+            None => text.to_string(),
+        },
         headers: Value::Object(journaled).to_string(),
     };
     let outcome = state.writer.submit(new, work).await?;
+    if matches!(outcome, Outcome::Pending { .. }) {
+        state.kick.notify_one();
+    }
     tracing::info!(?outcome, "delivery stored");
     Ok(Json(match outcome {
         Outcome::Duplicate { delivery_id } => {
             json!({ "status": "duplicate", "deliveryId": delivery_id, "message": "this delivery was received before; nothing changed" })
         }
         Outcome::Ignored { delivery_id } => json!({ "status": "ignored", "deliveryId": delivery_id }),
+        Outcome::Pending { delivery_id } => {
+            json!({ "status": "accepted", "deliveryId": delivery_id, "pending": true })
+        }
         Outcome::Applied {
             delivery_id,
             deployment_ids,

@@ -139,6 +139,7 @@ impl Source for Generic {
                     version,
                     url,
                     actor,
+                    tenant: None,
                 }]))
             }
             _ => Err(SourceError::InvalidPayload(problems.join("; "))),

@@ -200,6 +200,7 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         version: None,
         url: text(event, "/deployable_url"),
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
+        tenant: None,
     })
 }
 
@@ -262,6 +263,7 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         version: if tag { git_ref.clone() } else { None },
         git_ref,
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
+        tenant: None,
     }]))
 }
 
@@ -322,6 +324,7 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
             actor: text(build, "/user/username")
                 .or_else(|| text(event, "/user/username"))
                 .or_else(|| text(build, "/user/name")),
+            tenant: None,
         });
     }
     if observations.is_empty() {

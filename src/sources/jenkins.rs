@@ -65,10 +65,10 @@ pub struct Jenkins {
 
 /// Why the `[jenkins]` rules do not compile.
 #[derive(Debug, thiserror::Error)]
-#[error("[jenkins] {field}: {source}")]
+#[error("[{field}]: {source}")]
 pub struct RuleError {
-    field: &'static str,
-    source: regex::Error,
+    pub field: &'static str,
+    pub source: regex::Error,
 }
 
 impl Jenkins {
@@ -78,13 +78,13 @@ impl Jenkins {
             Regex::new(pattern).map_err(|source| RuleError { field, source })
         };
         Ok(Self {
-            environment_from_job: compile("environment_from_job", &config.environment_from_job)?,
+            environment_from_job: compile("jenkins.environment_from_job", &config.environment_from_job)?,
             system_from_job: config
                 .system_from_job
                 .as_deref()
-                .map(|p| compile("system_from_job", p))
+                .map(|p| compile("jenkins.system_from_job", p))
                 .transpose()?,
-            deployment_jobs: compile("deployment_jobs", &config.deployment_jobs)?,
+            deployment_jobs: compile("jenkins.deployment_jobs", &config.deployment_jobs)?,
             config,
         })
     }
@@ -313,6 +313,7 @@ impl Source for Jenkins {
             version: parameter(&self.config.version_parameters),
             url: build.get("full_url").and_then(Value::as_str).map(str::to_string),
             actor: parameter(&["BUILD_USER_ID".to_string(), "BUILD_USER".to_string()]),
+            tenant: None,
         }]))
     }
 

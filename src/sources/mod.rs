@@ -14,7 +14,9 @@ use crate::domain::Observation;
 
 pub mod generic;
 pub mod gitlab;
+pub mod heroku;
 pub mod jenkins;
+pub mod octopus;
 
 /// One webhook request as a source sees it.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +60,11 @@ pub trait Source: Send + Sync + 'static {
     fn delivery_key(&self, delivery: &Delivery<'_>) -> String;
     /// Parses the body into observations.
     fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError>;
+    /// The body as it may be journaled: tools that echo our secret back get it removed here.
+    /// None keeps the body as received.
+    fn redact(&self, _body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
     /// Request headers worth keeping in the journal (lower-case names; never secrets).
     fn journaled_headers(&self) -> &'static [&'static str] {
         &["content-type", "user-agent", "idempotency-key"]
@@ -82,10 +89,14 @@ impl Secret {
     /// Compares a presented value with the secret in constant time. Both sides are hashed
     /// first, so not even the secret's length leaks through timing.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        let expected = Sha256::digest(self.0.as_bytes());
-        let presented = Sha256::digest(presented);
-        expected.ct_eq(&presented).into()
+        constant_time_eq(self.0.as_bytes(), presented)
     }
+}
+
+/// Compares two byte strings in constant time; both are hashed first so their lengths do not
+/// leak through timing either.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 impl std::fmt::Debug for Secret {
@@ -107,6 +118,13 @@ impl Registry {
             Arc::new(generic::Generic),
             Arc::new(gitlab::Gitlab),
             Arc::new(jenkins::Jenkins::new(config.jenkins.clone())?),
+            Arc::new(
+                heroku::Heroku::new(config.heroku.clone()).map_err(|source| jenkins::RuleError {
+                    field: "heroku.environment_from_app",
+                    source,
+                })?,
+            ),
+            Arc::new(octopus::Octopus),
         ];
         Ok(Self {
             sources: sources.into_iter().map(|s| (s.name(), s)).collect(),
@@ -129,10 +147,12 @@ impl Registry {
 pub struct SourcesConfig {
     /// `[jenkins]`: which builds are deployments, and of what.
     pub jenkins: jenkins::JenkinsConfig,
+    /// `[heroku]`: environments of apps in no pipeline.
+    pub heroku: heroku::HerokuConfig,
 }
 
 /// The route names of every built-in source.
-pub const SOURCE_NAMES: &[&str] = &["generic", "gitlab", "jenkins"];
+pub const SOURCE_NAMES: &[&str] = &["generic", "gitlab", "heroku", "jenkins", "octopus"];
 
 /// The environment variable that holds a source's secret.
 pub fn secret_setting(source: &str) -> String {

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use entity::{deliveries, deployment_events, deployments, environments, systems};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
@@ -40,6 +41,17 @@ pub enum Work {
     Apply(Vec<MappedObservation>),
     /// Journal as ignored, with the reason.
     Ignore(String),
+    /// Journal as pending: the enrichment worker finishes it (after API calls).
+    Pending,
+}
+
+/// Which journal row a job writes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A delivery just received.
+    New(NewDelivery),
+    /// A pending delivery the worker has finished enriching.
+    Pending(i64),
 }
 
 /// What happened to a delivery.
@@ -54,10 +66,12 @@ pub enum Outcome {
         delivery_id: i64,
         deployment_ids: Vec<i64>,
     },
+    /// Journaled as pending, to be finished by the enrichment worker.
+    Pending { delivery_id: i64 },
 }
 
 struct Job {
-    delivery: NewDelivery,
+    target: Target,
     work: Work,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
@@ -79,13 +93,20 @@ impl Writer {
 
     /// Journals and applies one delivery; returns once it is committed.
     pub async fn submit(&self, delivery: NewDelivery, work: Work) -> Result<Outcome, StoreError> {
+        self.write(Target::New(delivery), work).await
+    }
+
+    /// Finishes a pending delivery: marks it processed (or ignored) and applies its
+    /// observations in one transaction. A delivery that is no longer pending (another replica
+    /// finished it) is left alone and answered `Duplicate`, so a retry never applies twice.
+    pub async fn finish(&self, delivery_id: i64, work: Work) -> Result<Outcome, StoreError> {
+        self.write(Target::Pending(delivery_id), work).await
+    }
+
+    async fn write(&self, target: Target, work: Work) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
-                delivery,
-                work,
-                reply,
-            })
+            .send(Job { target, work, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -137,18 +158,16 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
     let mut batch_names = NameCache::default();
     for job in batch {
         let result = match txn.begin().await {
-            Ok(savepoint) => {
-                match write_one(&savepoint, cache, &batch_names, &job.delivery, &job.work).await {
-                    Ok(done) => match savepoint.commit().await {
-                        Ok(()) => Ok(done),
-                        Err(error) => Err(StoreError::Database(error)),
-                    },
-                    Err(error) => {
-                        let _ = savepoint.rollback().await;
-                        Err(error)
-                    }
+            Ok(savepoint) => match write_one(&savepoint, cache, &batch_names, &job.target, &job.work).await {
+                Ok(done) => match savepoint.commit().await {
+                    Ok(()) => Ok(done),
+                    Err(error) => Err(StoreError::Database(error)),
+                },
+                Err(error) => {
+                    let _ = savepoint.rollback().await;
+                    Err(error)
                 }
-            }
+            },
             Err(error) => Err(StoreError::Database(error)),
         };
         if let Ok(done) = &result {
@@ -225,57 +244,66 @@ async fn write_one(
     txn: &DatabaseTransaction,
     cache: &NameCache,
     batch_names: &NameCache,
-    delivery: &NewDelivery,
+    target: &Target,
     work: &Work,
 ) -> Result<Done, StoreError> {
     let now = now_millis();
     let (state, error) = match work {
         Work::Apply(_) => ("processed", None),
         Work::Ignore(reason) => ("ignored", Some(reason.clone())),
+        Work::Pending => ("pending", None),
     };
-    let row = deliveries::ActiveModel {
-        id: NotSet,
-        source: Set(delivery.source.clone()),
-        delivery_key: Set(delivery.delivery_key.clone()),
-        received_at: Set(delivery.received_at),
-        body: Set(delivery.body.clone()),
-        headers: Set(delivery.headers.clone()),
-        state: Set(state.to_string()),
-        error: Set(error),
-        attempts: Set(1),
-        next_attempt_at: Set(None),
-        processed_at: Set(Some(now)),
+    let nothing = |outcome| Done {
+        outcome,
+        events: Vec::new(),
+        names: NameCache::default(),
     };
-    let inserted = deliveries::Entity::insert(row)
-        .on_conflict_do_nothing_on([deliveries::Column::Source, deliveries::Column::DeliveryKey])
-        .exec(txn)
-        .await?;
-    let delivery_id = match inserted {
-        TryInsertResult::Inserted(result) => result.last_insert_id,
-        TryInsertResult::Conflicted | TryInsertResult::Empty => {
-            let existing = deliveries::Entity::find()
-                .select_only()
-                .column(deliveries::Column::Id)
-                .filter(deliveries::Column::Source.eq(delivery.source.as_str()))
-                .filter(deliveries::Column::DeliveryKey.eq(delivery.delivery_key.as_str()))
-                .into_tuple::<i64>()
-                .one(txn)
-                .await?;
-            return Ok(Done {
-                outcome: Outcome::Duplicate {
+    let (delivery_id, received_at, source) = match target {
+        Target::New(delivery) => match journal(txn, delivery, state, error, now).await? {
+            Some(id) => (id, delivery.received_at, delivery.source.clone()),
+            None => {
+                let existing = deliveries::Entity::find()
+                    .select_only()
+                    .column(deliveries::Column::Id)
+                    .filter(deliveries::Column::Source.eq(delivery.source.as_str()))
+                    .filter(deliveries::Column::DeliveryKey.eq(delivery.delivery_key.as_str()))
+                    .into_tuple::<i64>()
+                    .one(txn)
+                    .await?;
+                return Ok(nothing(Outcome::Duplicate {
                     delivery_id: existing,
-                },
-                events: Vec::new(),
-                names: NameCache::default(),
-            });
+                }));
+            }
+        },
+        Target::Pending(id) => {
+            let updated = deliveries::Entity::update_many()
+                .col_expr(deliveries::Column::State, Expr::value(state))
+                .col_expr(deliveries::Column::Error, Expr::value(error))
+                .col_expr(deliveries::Column::ProcessedAt, Expr::value(Some(now)))
+                .col_expr(
+                    deliveries::Column::NextAttemptAt,
+                    Expr::value(Option::<i64>::None),
+                )
+                .filter(deliveries::Column::Id.eq(*id))
+                .filter(deliveries::Column::State.eq("pending"))
+                .exec(txn)
+                .await?;
+            if updated.rows_affected == 0 {
+                return Ok(nothing(Outcome::Duplicate {
+                    delivery_id: Some(*id),
+                }));
+            }
+            let row = deliveries::Entity::find_by_id(*id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| StoreError::Invalid(format!("delivery {id} vanished")))?;
+            (*id, row.received_at, row.source)
         }
     };
-    let Work::Apply(observations) = work else {
-        return Ok(Done {
-            outcome: Outcome::Ignored { delivery_id },
-            events: Vec::new(),
-            names: NameCache::default(),
-        });
+    let observations = match work {
+        Work::Apply(observations) => observations,
+        Work::Ignore(_) => return Ok(nothing(Outcome::Ignored { delivery_id })),
+        Work::Pending => return Ok(nothing(Outcome::Pending { delivery_id })),
     };
     let mut names = NameCache::default();
     let mut events = Vec::with_capacity(observations.len());
@@ -286,12 +314,12 @@ async fn write_one(
             ensure_environment(txn, &mapped.environment, cache, batch_names, &mut names, now).await?;
         let event = apply(
             txn,
-            &delivery.source,
+            &source,
             delivery_id,
             mapped,
             &system,
             &environment,
-            delivery.received_at,
+            received_at,
             now,
         )
         .await?;
@@ -305,6 +333,38 @@ async fn write_one(
         },
         events,
         names,
+    })
+}
+
+/// Inserts a new journal row; None when the same delivery key is already there.
+async fn journal(
+    txn: &DatabaseTransaction,
+    delivery: &NewDelivery,
+    state: &str,
+    error: Option<String>,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let pending = state == "pending";
+    let row = deliveries::ActiveModel {
+        id: NotSet,
+        source: Set(delivery.source.clone()),
+        delivery_key: Set(delivery.delivery_key.clone()),
+        received_at: Set(delivery.received_at),
+        body: Set(delivery.body.clone()),
+        headers: Set(delivery.headers.clone()),
+        state: Set(state.to_string()),
+        error: Set(error),
+        attempts: Set(if pending { 0 } else { 1 }),
+        next_attempt_at: Set(pending.then_some(now)),
+        processed_at: Set((!pending).then_some(now)),
+    };
+    let inserted = deliveries::Entity::insert(row)
+        .on_conflict_do_nothing_on([deliveries::Column::Source, deliveries::Column::DeliveryKey])
+        .exec(txn)
+        .await?;
+    Ok(match inserted {
+        TryInsertResult::Inserted(result) => Some(result.last_insert_id),
+        TryInsertResult::Conflicted | TryInsertResult::Empty => None,
     })
 }
 
@@ -407,6 +467,7 @@ fn active(model: &deployments::Model) -> deployments::ActiveModel {
         raw_system: Set(model.raw_system.clone()),
         raw_environment: Set(model.raw_environment.clone()),
         environment_tier: Set(model.environment_tier.clone()),
+        tenant: Set(model.tenant.clone()),
         status_at: Set(model.status_at),
         started_at: Set(model.started_at),
         finished_at: Set(model.finished_at),

@@ -38,6 +38,7 @@ pub fn new_deployment(
         raw_system: observation.system.clone(),
         raw_environment: observation.environment.clone(),
         environment_tier: observation.environment_tier.clone(),
+        tenant: observation.tenant.clone(),
         status_at: observation.occurred_at,
         started_at,
         finished_at,
@@ -113,6 +114,7 @@ pub fn merge(
     next.url = pick(&current.url, &observation.url);
     next.actor = pick(&current.actor, &observation.actor);
     next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
+    next.tenant = pick(&current.tenant, &observation.tenant);
     if let (Some(start), Some(finish)) = (next.started_at, next.finished_at) {
         next.started_at = Some(start.min(finish));
     }
@@ -141,6 +143,7 @@ mod tests {
             version: None,
             url: None,
             actor: None,
+            tenant: None,
         }
     }
 

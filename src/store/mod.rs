@@ -21,6 +21,7 @@ use crate::domain::DeploymentStatus;
 pub mod fanout;
 pub mod ingest;
 pub mod merge;
+pub mod pending;
 
 /// Why the store could not do something. Callers turn these into opaque 5xx answers.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::fixtures::{fixture_dir, fixture_headers};
-use crate::helpers::{GITLAB_SECRET, JENKINS_SECRET, SECRET, TestApp, spawn_app};
+use crate::helpers::{
+    GITLAB_SECRET, HEROKU_SECRET, JENKINS_SECRET, OCTOPUS_SECRET, SECRET, TestApp, spawn_app,
+};
 
 /// How each source is told its secret.
 #[derive(Clone, Copy)]
@@ -14,6 +16,8 @@ pub enum Auth {
     GitlabToken,
     Basic,
     QueryToken,
+    HerokuHmac,
+    OctopusHeader,
 }
 
 struct Case {
@@ -48,7 +52,28 @@ const CASES: &[Case] = &[
         auth: Auth::QueryToken,
         secret: JENKINS_SECRET,
     },
+    Case {
+        source: "heroku",
+        fixture: "release_update_succeeded.real-redacted.json",
+        auth: Auth::HerokuHmac,
+        secret: HEROKU_SECRET,
+    },
+    Case {
+        source: "octopus",
+        fixture: "deployment_started.json",
+        auth: Auth::OctopusHeader,
+        secret: OCTOPUS_SECRET,
+    },
 ];
+
+/// Heroku's signature: base64 of HMAC-SHA256 of the raw body.
+pub fn heroku_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
 
 pub async fn send(
     app: &TestApp,
@@ -74,6 +99,8 @@ pub async fn send(
                 url = format!("{url}?token={secret}");
                 app.client.post(&url).header("content-type", "application/json")
             }
+            Auth::HerokuHmac => request.header("Heroku-Webhook-Hmac-SHA256", heroku_signature(secret, &body)),
+            Auth::OctopusHeader => request.header("X-Shiplog-Secret", secret),
         };
     }
     request.body(body).send().await.unwrap()

@@ -45,7 +45,7 @@ pub fn fixtures(source: &str) -> Vec<std::path::PathBuf> {
 fn every_fixture_has_a_reviewed_snapshot_of_its_normalised_output() {
     let registry = Registry::new(&SourcesConfig::default()).unwrap();
     let mut count = 0;
-    for source in ["generic", "gitlab", "jenkins"] {
+    for source in ["generic", "gitlab", "heroku", "jenkins", "octopus"] {
         let parser = registry.get(source).unwrap();
         for path in fixtures(source) {
             let body = std::fs::read(&path).unwrap();
@@ -70,5 +70,5 @@ fn every_fixture_has_a_reviewed_snapshot_of_its_normalised_output() {
             count += 1;
         }
     }
-    assert!(count >= 24, "fixtures found: {count}");
+    assert!(count >= 37, "fixtures found: {count}");
 }

@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub const SECRET: &str = "test-generic-secret";
 pub const GITLAB_SECRET: &str = "test-gitlab-token";
 pub const JENKINS_SECRET: &str = "test-jenkins-secret";
+pub const HEROKU_SECRET: &str = "test-heroku-secret";
+pub const OCTOPUS_SECRET: &str = "test-octopus-secret";
 
 static TRACING: Once = Once::new();
 
@@ -117,6 +119,17 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.secrets.retain(|source, _| source == "generic");
     settings.secrets.insert("gitlab".into(), GITLAB_SECRET.into());
     settings.secrets.insert("jenkins".into(), JENKINS_SECRET.into());
+    settings.secrets.insert("heroku".into(), HEROKU_SECRET.into());
+    settings.secrets.insert("octopus".into(), OCTOPUS_SECRET.into());
+    // No API enrichment unless a test asks for it, whatever the environment says.
+    settings.api = shiplog::config::ApiSettings::default();
+    // Retries fast enough for tests.
+    settings.retry = shiplog::enrich::RetryPolicy {
+        first_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(1),
+        max_attempts: 10,
+        lease: Duration::from_secs(30),
+    };
     settings
 }
 
@@ -217,6 +230,18 @@ impl TestApp {
                 return;
             }
             last = now;
+        }
+    }
+
+    /// Polls a query until `done` holds for its data (at most 10 s); returns the last data.
+    pub async fn eventually(&self, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let data = self.data(query, json!({})).await;
+            if done(&data) || std::time::Instant::now() > deadline {
+                return data;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod contract;
+mod enrichment;
 mod fixtures;
 mod graphql;
 mod ingest;

@@ -1,0 +1,253 @@
+//! Octopus Deploy (`POST /webhooks/octopus`): subscription webhooks.
+//!
+//! Payload: `{Timestamp, EventType, Payload: {ServerUri, Subscription, Event}}`. Deployment
+//! events are `Event.Category` DeploymentQueued / Started / Resumed / Succeeded / Failed /
+//! Canceled; other categories are journaled as ignored. The deployment is `Deployments-N`
+//! in `RelatedDocumentIds`, within the event's space. Project, release version, environment
+//! and tenant names are read from `Event.Message` at the spans `MessageReferences` gives, so
+//! shiplog needs no API key; with one, `enrich/octopus.rs` adds precise times, the user and
+//! commits.
+//!
+//! Quirks kept: .NET timestamps with seven fractional digits; numbers that are sometimes
+//! strings (`"TotalEventsInBatch": "3"`, span offsets); enums that were numbers in older
+//! versions (`"Type": 0`) and strings later (`"Type": "Event"`); spans count UTF-16 code
+//! units, as .NET strings do. Octopus echoes the subscription's custom header, our secret,
+//! inside `Subscription.EventNotificationSubscription.WebhookHeaderValue`: [`Source::redact`]
+//! removes it before the body is journaled.
+
+use serde_json::Value;
+
+use super::{Delivery, Parsed, Secret, Source, SourceError, bearer_token, body_hash};
+use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
+
+/// The Octopus source.
+pub struct Octopus;
+
+/// What replaces the echoed secret in the journal.
+pub const REDACTED: &str = "[redacted by shiplog]";
+
+/// Deployment event categories and their statuses; None for categories that are not about a
+/// deployment's progress.
+pub fn status(category: &str) -> Option<DeploymentStatus> {
+    Some(match category {
+        "DeploymentQueued" => DeploymentStatus::Queued,
+        "DeploymentStarted" | "DeploymentResumed" => DeploymentStatus::Running,
+        "DeploymentSucceeded" => DeploymentStatus::Succeeded,
+        "DeploymentFailed" => DeploymentStatus::Failed,
+        "DeploymentCanceled" | "DeploymentCancelled" => DeploymentStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+/// A number or a numeric string.
+fn number(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The text of `message` at a span counted in UTF-16 code units.
+fn span(message: &[u16], start: i64, length: i64) -> Option<String> {
+    let start = usize::try_from(start).ok()?;
+    let end = start.checked_add(usize::try_from(length).ok()?)?;
+    let text = String::from_utf16(message.get(start..end)?).ok()?;
+    let text = text.trim().to_string();
+    (!text.is_empty() && text.len() <= MAX_NAME_LEN).then_some(text)
+}
+
+impl Source for Octopus {
+    fn name(&self) -> &'static str {
+        "octopus"
+    }
+
+    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
+        let presented = delivery
+            .headers
+            .get("x-shiplog-secret")
+            .map(|v| v.as_bytes().trim_ascii())
+            .or_else(|| bearer_token(delivery.headers));
+        match presented {
+            Some(value) if secret.matches(value) => Ok(()),
+            Some(_) => Err(SourceError::Unauthorized(
+                "the X-Shiplog-Secret (or bearer) header does not match SHIPLOG_OCTOPUS_SECRET".into(),
+            )),
+            None => Err(SourceError::Unauthorized(
+                "set the subscription's header X-Shiplog-Secret to SHIPLOG_OCTOPUS_SECRET".into(),
+            )),
+        }
+    }
+
+    fn redact(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        let echoed = value
+            .pointer("/Payload/Subscription/EventNotificationSubscription/WebhookHeaderValue")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())?;
+        // Replace the JSON string literal in place, so the rest of the body stays byte for byte.
+        let literal = serde_json::to_string(echoed).ok()?;
+        let text = std::str::from_utf8(body).ok()?;
+        let replacement = serde_json::to_string(REDACTED).ok()?;
+        if text.contains(&literal) {
+            return Some(text.replace(&literal, &replacement).into_bytes());
+        }
+        // Escaped differently than serde would: rewrite the whole document instead.
+        let mut value = value;
+        if let Some(slot) =
+            value.pointer_mut("/Payload/Subscription/EventNotificationSubscription/WebhookHeaderValue")
+        {
+            *slot = Value::String(REDACTED.into());
+        }
+        serde_json::to_vec(&value).ok()
+    }
+
+    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+        // Octopus may send an event more than once: the event id is the key.
+        let value: Value = serde_json::from_slice(delivery.body).unwrap_or(Value::Null);
+        value
+            .pointer("/Payload/Event/Id")
+            .and_then(Value::as_str)
+            .map(|id| format!("event:{id}"))
+            .unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+    }
+
+    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
+        let body: Value = serde_json::from_slice(delivery.body)
+            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+        let event = body
+            .pointer("/Payload/Event")
+            .filter(|e| e.is_object())
+            .ok_or_else(|| {
+                SourceError::InvalidPayload(
+                    "`Payload.Event` is required: send Octopus's subscription webhook payload".into(),
+                )
+            })?;
+        let category = event.get("Category").and_then(Value::as_str).unwrap_or_default();
+        let Some(status) = status(category) else {
+            return Ok(Parsed::Ignored(format!(
+                "`{}` events describe no deployment",
+                category.chars().take(64).collect::<String>()
+            )));
+        };
+        let related: Vec<&str> = event
+            .get("RelatedDocumentIds")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let deployment = related
+            .iter()
+            .find(|id| id.starts_with("Deployments-"))
+            .ok_or_else(|| {
+                SourceError::InvalidPayload("`RelatedDocumentIds` names no `Deployments-N`".into())
+            })?;
+        let space = event
+            .get("SpaceId")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                body.pointer("/Payload/Subscription/SpaceId")
+                    .and_then(Value::as_str)
+            })
+            .unwrap_or("Spaces-1");
+        let message: Vec<u16> = event
+            .get("Message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .encode_utf16()
+            .collect();
+        let mut names = std::collections::HashMap::new();
+        for reference in event
+            .get("MessageReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = reference.get("ReferencedDocumentId").and_then(Value::as_str) else {
+                continue;
+            };
+            let (Some(start), Some(length)) = (
+                number(reference.get("StartIndex")),
+                number(reference.get("Length")),
+            ) else {
+                continue;
+            };
+            if let (Some(kind), Some(text)) = (id.split('-').next(), span(&message, start, length)) {
+                names.entry(kind.to_string()).or_insert(text);
+            }
+        }
+        let project = names.get("Projects").cloned().or_else(|| {
+            related
+                .iter()
+                .find(|id| id.starts_with("Projects-"))
+                .map(|s| s.to_string())
+        });
+        let environment = names.get("Environments").cloned().or_else(|| {
+            related
+                .iter()
+                .find(|id| id.starts_with("Environments-"))
+                .map(|s| s.to_string())
+        });
+        let occurred = match event.get("Occurred").or(body.get("Timestamp")) {
+            Some(value) => parse_instant(value)
+                .map_err(|e| SourceError::InvalidPayload(format!("`Event.Occurred`: {e}")))?,
+            None => delivery.received_at,
+        };
+        let server = body
+            .pointer("/Payload/ServerUri")
+            .and_then(Value::as_str)
+            .map(|s| s.trim_end_matches('/').to_string());
+        Ok(Parsed::Deployments(vec![Observation {
+            external_id: format!("{space}/{deployment}"),
+            system: project
+                .ok_or_else(|| SourceError::InvalidPayload("the event names no project".into()))?,
+            environment: environment
+                .ok_or_else(|| SourceError::InvalidPayload("the event names no environment".into()))?,
+            environment_tier: None,
+            status,
+            raw_status: category.to_string(),
+            occurred_at: occurred,
+            started_at: (status == DeploymentStatus::Running).then_some(occurred),
+            finished_at: status.is_terminal().then_some(occurred),
+            commit_sha: None,
+            git_ref: None,
+            version: names.get("Releases").cloned(),
+            url: server.map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
+            actor: event.get("Username").and_then(Value::as_str).map(str::to_string),
+            tenant: names.get("Tenants").cloned(),
+        }]))
+    }
+
+    fn journaled_headers(&self) -> &'static [&'static str] {
+        &["content-type", "user-agent"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_count_utf16_code_units() {
+        let message: Vec<u16> = "Déploy 😀 to Prod".encode_utf16().collect();
+        // "😀" is two UTF-16 units, so "to" starts at 10.
+        assert_eq!(span(&message, 10, 2).as_deref(), Some("to"));
+        assert_eq!(span(&message, 13, 4).as_deref(), Some("Prod"));
+        assert_eq!(span(&message, 15, 40), None);
+        assert_eq!(span(&message, -1, 2), None);
+    }
+
+    #[test]
+    fn deployment_categories_are_mapped_and_others_are_not() {
+        assert_eq!(status("DeploymentQueued"), Some(DeploymentStatus::Queued));
+        assert_eq!(status("DeploymentSucceeded"), Some(DeploymentStatus::Succeeded));
+        assert_eq!(status("DeploymentCanceled"), Some(DeploymentStatus::Cancelled));
+        assert_eq!(status("Created"), None);
+    }
+
+    #[test]
+    fn numbers_may_be_strings() {
+        assert_eq!(number(Some(&serde_json::json!("33"))), Some(33));
+        assert_eq!(number(Some(&serde_json::json!(33))), Some(33));
+        assert_eq!(number(Some(&serde_json::json!(null))), None);
+    }
+}
