@@ -529,3 +529,58 @@ async fn octopus_with_an_api_key_adds_precise_times_the_user_and_the_commit() {
             .all(|(_, headers)| headers["x-octopus-apikey"] == "API-TESTKEY")
     );
 }
+
+#[tokio::test]
+async fn workers_on_two_replicas_finish_each_pending_delivery_once() {
+    let db = Arc::new(TestDb::new().await);
+    if !db.is_postgres() {
+        eprintln!("skipped: replicas share a PostgreSQL database (set SHIPLOG_TEST_DATABASE_URL)");
+        return;
+    }
+    let fake = Arc::new(Fake::default());
+    fake.set(Mode::Failing(2)); // both workers see failures and retries
+    let url = fake_heroku(fake.clone()).await;
+    let with_api = |url: String| {
+        move |settings: &mut shiplog::config::Settings| {
+            settings.api.heroku_key = Some("test-heroku-api-key".into());
+            settings.api.heroku_url = Some(url);
+        }
+    };
+    let (a, b) = tokio::join!(
+        spawn_app_on(db.clone(), with_api(url.clone())),
+        spawn_app_on(db.clone(), with_api(url))
+    );
+    for (i, fixture) in [
+        "release_myapp-staging_v101.derived.json",
+        "release_myapp-staging_v102.derived.json",
+        "release_myapp-prod_v55.derived.json",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        send_fixture(replica, "heroku", fixture).await;
+    }
+    let data = b
+        .eventually(
+            "{ deployments { totalCount edges { node { events { id } } } } }",
+            |d| count(d) == 3,
+        )
+        .await;
+    assert_eq!(count(&data), 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let data = a
+        .data(
+            "{ deployments { edges { node { events { id } } } } deliveries(state: PROCESSED) { id } }",
+            json!({}),
+        )
+        .await;
+    for edge in data["deployments"]["edges"].as_array().unwrap() {
+        assert_eq!(
+            edge["node"]["events"].as_array().unwrap().len(),
+            1,
+            "applied exactly once"
+        );
+    }
+    assert_eq!(data["deliveries"].as_array().unwrap().len(), 3);
+}
