@@ -141,6 +141,9 @@ pub struct FileSettings {
     /// `[heroku]`: environments of apps in no pipeline.
     #[serde(default)]
     pub heroku: crate::sources::heroku::HerokuConfig,
+    /// `[dora]`: which environments count as production.
+    #[serde(default)]
+    pub dora: crate::graphql::grafana::DoraConfig,
     /// API access for enrichment (`[api] heroku_key = ...`).
     #[serde(default)]
     pub api: ApiSettings,
@@ -173,6 +176,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// How pending deliveries are retried.
     pub retry: crate::enrich::RetryPolicy,
+    /// Which environments DORA counts as production.
+    pub dora: crate::graphql::grafana::DoraConfig,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -289,6 +294,7 @@ impl Settings {
                     .max(1),
                 ..crate::enrich::RetryPolicy::default()
             },
+            dora: file.dora,
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         }

@@ -21,6 +21,8 @@ pub struct Model {
     pub environment_tier: Option<String>,
     /// The tenant deployed for, in multi-tenant tools (Octopus).
     pub tenant: Option<String>,
+    /// When the deployed commit was made, where the tool says (lead time for changes).
+    pub committed_at: Option<i64>,
     /// When the event that set `status` happened; decides out-of-order merges.
     pub status_at: i64,
     pub started_at: Option<i64>,

@@ -52,6 +52,7 @@ enum Deployments {
     RawEnvironment,
     EnvironmentTier,
     Tenant,
+    CommittedAt,
     StatusAt,
     StartedAt,
     FinishedAt,
@@ -168,6 +169,7 @@ impl MigrationTrait for Migration {
                     .col(string(Deployments::RawEnvironment))
                     .col(string_null(Deployments::EnvironmentTier))
                     .col(string_null(Deployments::Tenant))
+                    .col(big_integer_null(Deployments::CommittedAt))
                     .col(big_integer(Deployments::StatusAt))
                     .col(big_integer_null(Deployments::StartedAt))
                     .col(big_integer_null(Deployments::FinishedAt))

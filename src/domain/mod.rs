@@ -41,6 +41,8 @@ pub struct Observation {
     pub actor: Option<String>,
     /// The tenant deployed for (Octopus multi-tenant deployments).
     pub tenant: Option<String>,
+    /// When the deployed commit was made, epoch ms, where the tool says.
+    pub committed_at: Option<i64>,
 }
 
 /// An observation after the map step: canonical system and environment names beside the raw ones.

@@ -1,5 +1,6 @@
 //! The GraphQL API: schema, root types and loaders. Resolvers read only through `store`.
 
+pub mod grafana;
 pub mod loaders;
 pub mod query;
 pub mod scalars;
@@ -12,23 +13,28 @@ use crate::events::Hub;
 use crate::store::Store;
 
 /// shiplog's schema type.
-pub type ShiplogSchema = Schema<query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot>;
+pub type ShiplogSchema = Schema<Query, EmptyMutation, subscription::SubscriptionRoot>;
+
+/// The query root: the API's own fields and the Grafana-shaped ones.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(query::QueryRoot, grafana::GrafanaQuery);
 
 /// GraphiQL's introspection query needs depth 13; leave room for real queries above it.
 pub const MAX_DEPTH: usize = 16;
 
 /// Builds the schema with the shared store and hub in its data.
-pub fn schema(store: Store, hub: Hub) -> ShiplogSchema {
-    Schema::build(query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot)
+pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig) -> ShiplogSchema {
+    Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
         .data(store)
         .data(hub)
+        .data(dora)
         .limit_depth(MAX_DEPTH)
         .finish()
 }
 
 /// The SDL that `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot)
+    Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -9,6 +9,7 @@ use super::types::{
 use crate::store::Store;
 
 /// The root of every read.
+#[derive(Default)]
 pub struct QueryRoot;
 
 #[Object]

@@ -7,7 +7,7 @@
 //!   "version": "1.4.2", "url": "https://ci.example.com/build/1234", "actor": "ada" }
 //! ```
 //! `id`, `system`, `environment` and `status` are required. Times are ISO-8601 or epoch
-//! milliseconds. The secret travels as `Authorization: Bearer <secret>`.
+//! milliseconds. `committedAt` (when the deployed commit was made) feeds DORA's lead time. The secret travels as `Authorization: Bearer <secret>`.
 
 use serde_json::{Map, Value};
 
@@ -40,6 +40,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "version",
     "url",
     "actor",
+    "committedAt",
 ];
 
 impl Source for Generic {
@@ -91,6 +92,7 @@ impl Source for Generic {
         });
         let started_at = instant(&object, "startedAt", &mut problems);
         let finished_at = instant(&object, "finishedAt", &mut problems);
+        let committed_at = instant(&object, "committedAt", &mut problems);
         let commit_sha = optional_text(&object, "commitSha", &mut problems);
         let git_ref = optional_text(&object, "ref", &mut problems);
         let version = optional_text(&object, "version", &mut problems);
@@ -140,6 +142,7 @@ impl Source for Generic {
                     url,
                     actor,
                     tenant: None,
+                    committed_at,
                 }]))
             }
             _ => Err(SourceError::InvalidPayload(problems.join("; "))),

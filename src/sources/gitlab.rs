@@ -201,6 +201,7 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         url: text(event, "/deployable_url"),
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
         tenant: None,
+        committed_at: None,
     })
 }
 
@@ -264,6 +265,7 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         git_ref,
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
         tenant: None,
+        committed_at: None,
     }]))
 }
 
@@ -282,6 +284,8 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
         .unwrap_or(false);
     let git_ref = text(event, "/object_attributes/ref");
     let commit_sha = sha(text(event, "/object_attributes/sha"));
+    // The pipeline's commit carries its time (the other kinds do not).
+    let committed_at = time(event, "/commit/timestamp")?;
     let mut observations = Vec::new();
     for (index, build) in builds.iter().enumerate() {
         let Some(environment @ Value::Object(_)) = build.get("environment") else {
@@ -325,6 +329,7 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
                 .or_else(|| text(event, "/user/username"))
                 .or_else(|| text(build, "/user/name")),
             tenant: None,
+            committed_at,
         });
     }
     if observations.is_empty() {

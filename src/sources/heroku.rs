@@ -177,6 +177,7 @@ impl Source for Heroku {
             url: Some(format!("https://dashboard.heroku.com/apps/{app}/activity")),
             actor: text("/data/user/email"),
             tenant: None,
+            committed_at: None,
         }]))
     }
 

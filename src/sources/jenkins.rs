@@ -314,6 +314,7 @@ impl Source for Jenkins {
             url: build.get("full_url").and_then(Value::as_str).map(str::to_string),
             actor: parameter(&["BUILD_USER_ID".to_string(), "BUILD_USER".to_string()]),
             tenant: None,
+            committed_at: None,
         }]))
     }
 

@@ -214,6 +214,7 @@ impl Source for Octopus {
             url: server.map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
             actor: event.get("Username").and_then(Value::as_str).map(str::to_string),
             tenant: names.get("Tenants").cloned(),
+            committed_at: None,
         }]))
     }
 

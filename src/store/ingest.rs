@@ -468,6 +468,7 @@ fn active(model: &deployments::Model) -> deployments::ActiveModel {
         raw_environment: Set(model.raw_environment.clone()),
         environment_tier: Set(model.environment_tier.clone()),
         tenant: Set(model.tenant.clone()),
+        committed_at: Set(model.committed_at),
         status_at: Set(model.status_at),
         started_at: Set(model.started_at),
         finished_at: Set(model.finished_at),

@@ -39,6 +39,7 @@ pub fn new_deployment(
         raw_environment: observation.environment.clone(),
         environment_tier: observation.environment_tier.clone(),
         tenant: observation.tenant.clone(),
+        committed_at: observation.committed_at,
         status_at: observation.occurred_at,
         started_at,
         finished_at,
@@ -115,6 +116,11 @@ pub fn merge(
     next.actor = pick(&current.actor, &observation.actor);
     next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
     next.tenant = pick(&current.tenant, &observation.tenant);
+    next.committed_at = if newest {
+        observation.committed_at.or(current.committed_at)
+    } else {
+        current.committed_at.or(observation.committed_at)
+    };
     if let (Some(start), Some(finish)) = (next.started_at, next.finished_at) {
         next.started_at = Some(start.min(finish));
     }
@@ -144,6 +150,7 @@ mod tests {
             url: None,
             actor: None,
             tenant: None,
+            committed_at: None,
         }
     }
 

@@ -18,6 +18,7 @@ use sea_orm::{
 
 use crate::domain::DeploymentStatus;
 
+pub mod analytics;
 pub mod fanout;
 pub mod ingest;
 pub mod merge;

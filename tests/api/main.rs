@@ -4,8 +4,10 @@
 mod helpers;
 
 mod contract;
+mod dashboard;
 mod enrichment;
 mod fixtures;
+mod grafana;
 mod graphql;
 mod ingest;
 mod pagination;

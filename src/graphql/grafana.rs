@@ -1,0 +1,536 @@
+//! Fields shaped for Grafana's GraphQL datasources (Infinity, Wild GraphQL): plain lists, flat
+//! rows, every filter a list where null, [], "*" and "$__all" mean all, times as `Instant`
+//! (ISO strings or epoch milliseconds, as Grafana's macros give them). And DORA metrics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+
+use super::scalars::Instant;
+use super::types::{internal, user_error};
+use crate::domain::DeploymentStatus;
+use crate::store::analytics::{Bucket, Dimension, Width};
+use crate::store::{DeploymentFilter, Named, PageRequest, Store};
+
+/// The most rows a Grafana list returns.
+pub const MAX_ROWS: i32 = 10_000;
+/// The most buckets a frequency query fills (a year of hours is 8,784).
+pub const MAX_BUCKETS: i64 = 20_000;
+
+/// Bucket width of a frequency series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+pub enum Interval {
+    Hour,
+    Day,
+    Week,
+}
+
+/// What a frequency series is split by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enum)]
+pub enum GroupBy {
+    System,
+    Environment,
+    Status,
+    Source,
+}
+
+/// DORA metrics are per system, and optionally per environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enum)]
+#[graphql(name = "DoraGroupBy")]
+pub enum DoraGroupBy {
+    System,
+    Environment,
+}
+
+/// Which environments count as production for DORA.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoraConfig {
+    /// Environment names (after aliases) that are production.
+    pub production_environments: Vec<String>,
+    /// Environments whose deployments carry this tier count too (GitLab's tier, Heroku's stage).
+    pub production_tier: String,
+}
+
+impl Default for DoraConfig {
+    fn default() -> Self {
+        Self {
+            production_environments: vec!["production".into()],
+            production_tier: "production".into(),
+        }
+    }
+}
+
+/// A filter list as Grafana sends it: null, [], "*" or "$__all" mean everything.
+fn list(values: Option<Vec<String>>) -> Vec<String> {
+    let values = values.unwrap_or_default();
+    if values.iter().any(|v| v == "*" || v == "$__all" || v == "All") {
+        Vec::new()
+    } else {
+        values.into_iter().filter(|v| !v.trim().is_empty()).collect()
+    }
+}
+
+fn window(from: Instant, to: Instant) -> Result<(i64, i64)> {
+    if to.0 < from.0 {
+        return Err(user_error("BAD_USER_INPUT", "`to` is before `from`"));
+    }
+    Ok((from.0, to.0))
+}
+
+/// One deployment as a flat table row.
+#[derive(SimpleObject)]
+pub struct DeploymentRow {
+    /// The deployment's own time (finished, else started, else first seen).
+    pub time: Instant,
+    pub id: String,
+    pub system: String,
+    pub environment: String,
+    pub status: DeploymentStatus,
+    pub raw_status: String,
+    pub source: String,
+    pub version: Option<String>,
+    pub commit_sha: Option<String>,
+    pub started_at: Option<Instant>,
+    pub finished_at: Option<Instant>,
+    pub duration_seconds: Option<f64>,
+    pub actor: Option<String>,
+    pub url: Option<String>,
+}
+
+/// One bucket of a frequency series, in long format.
+#[derive(SimpleObject)]
+pub struct FrequencyPoint {
+    /// The bucket's start.
+    pub time: Instant,
+    pub count: i64,
+    pub system: Option<String>,
+    pub environment: Option<String>,
+    pub status: Option<DeploymentStatus>,
+    pub source: Option<String>,
+}
+
+/// A deployment as a Grafana annotation.
+#[derive(SimpleObject)]
+pub struct DeploymentAnnotation {
+    /// When it started (or its own time when the start is unknown).
+    pub time: Instant,
+    /// When it finished; null while in progress.
+    pub time_end: Option<Instant>,
+    pub title: String,
+    pub text: String,
+    /// Comma-joined: system, environment, status, source.
+    pub tags: String,
+}
+
+/// DORA's four keys for one system (and environment) over a window.
+#[derive(SimpleObject, Default)]
+pub struct DoraMetrics {
+    pub system: Option<String>,
+    pub environment: Option<String>,
+    /// Production deployments that finished (succeeded or failed) in the window.
+    pub deployments: i64,
+    /// Distinct UTC days with at least one successful production deployment.
+    pub deployment_days: i64,
+    /// Successful production deployments per day of the window.
+    pub deployments_per_day: f64,
+    pub succeeded_deployments: i64,
+    pub failed_deployments: i64,
+    /// failed ÷ (succeeded + failed); null without finished deployments.
+    pub change_failure_rate: Option<f64>,
+    /// Failures followed by a success of the same system in the same environment.
+    pub recoveries: i64,
+    /// Mean time from a failed deployment to the next successful one (seconds).
+    pub mean_time_to_recovery_seconds: Option<f64>,
+    pub median_time_to_recovery_seconds: Option<f64>,
+    /// Median commit-to-production time of successful deployments whose commit time is known.
+    pub median_lead_time_seconds: Option<f64>,
+    /// How many successful deployments had a commit time.
+    pub lead_time_sample_size: i64,
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+async fn names(store: &Store) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
+    let systems = store.systems().await.map_err(internal)?;
+    let environments = store.environments().await.map_err(internal)?;
+    let map = |rows: Vec<Named>| rows.into_iter().map(|n| (n.id, n.name)).collect();
+    Ok((map(systems), map(environments)))
+}
+
+/// The Grafana root fields, merged into `Query`.
+#[derive(Default)]
+pub struct GrafanaQuery;
+
+#[Object]
+impl GrafanaQuery {
+    /// Deployments in a time range as flat rows, newest first (tables). `limit` is at most 10,000.
+    #[allow(clippy::too_many_arguments)]
+    async fn deployment_list(
+        &self,
+        ctx: &Context<'_>,
+        from: Instant,
+        to: Instant,
+        systems: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+        statuses: Option<Vec<DeploymentStatus>>,
+        sources: Option<Vec<String>>,
+        #[graphql(default = 1000)] limit: i32,
+    ) -> Result<Vec<DeploymentRow>> {
+        let store = ctx.data::<Store>()?;
+        let (from, to) = window(from, to)?;
+        let filter = DeploymentFilter {
+            systems: list(systems),
+            environments: list(environments),
+            statuses: statuses.unwrap_or_default(),
+            sources: list(sources),
+            from: Some(from),
+            to: Some(to),
+            commit_sha: None,
+        };
+        let limit = limit.clamp(0, MAX_ROWS) as u64;
+        let page = store
+            .deployments_page(
+                &filter,
+                PageRequest {
+                    after: None,
+                    before: None,
+                    limit,
+                    from_end: false,
+                },
+            )
+            .await
+            .map_err(internal)?;
+        let (system_names, environment_names) = names(store).await?;
+        Ok(page
+            .rows
+            .into_iter()
+            .map(|row| DeploymentRow {
+                time: Instant(row.deployed_at),
+                id: row.id.to_string(),
+                system: system_names.get(&row.system_id).cloned().unwrap_or_default(),
+                environment: environment_names
+                    .get(&row.environment_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                status: DeploymentStatus::from_stored(&row.status),
+                duration_seconds: match (row.started_at, row.finished_at) {
+                    (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
+                    _ => None,
+                },
+                raw_status: row.raw_status,
+                source: row.source,
+                version: row.version,
+                commit_sha: row.commit_sha,
+                started_at: row.started_at.map(Instant),
+                finished_at: row.finished_at.map(Instant),
+                actor: row.actor,
+                url: row.url,
+            })
+            .collect())
+    }
+
+    /// Deployment counts per time bucket and group, long format, ascending by time, with
+    /// empty buckets filled with zero for every group present. `utcOffsetMinutes` moves day
+    /// and week boundaries to local midnight (weeks start on Monday).
+    #[allow(clippy::too_many_arguments)]
+    async fn deployment_frequency(
+        &self,
+        ctx: &Context<'_>,
+        from: Instant,
+        to: Instant,
+        #[graphql(default_with = "Interval::Day")] interval: Interval,
+        group_by: Option<Vec<GroupBy>>,
+        systems: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+        statuses: Option<Vec<DeploymentStatus>>,
+        sources: Option<Vec<String>>,
+        #[graphql(default = 0)] utc_offset_minutes: i32,
+    ) -> Result<Vec<FrequencyPoint>> {
+        let store = ctx.data::<Store>()?;
+        let (from, to) = window(from, to)?;
+        if !(-14 * 60..=14 * 60).contains(&utc_offset_minutes) {
+            return Err(user_error(
+                "BAD_USER_INPUT",
+                "`utcOffsetMinutes` must be between -840 and 840",
+            ));
+        }
+        let width = match interval {
+            Interval::Hour => Width::Hour,
+            Interval::Day => Width::Day,
+            Interval::Week => Width::Week,
+        };
+        let offset = i64::from(utc_offset_minutes) * 60_000;
+        let first = width.floor(from, offset);
+        let buckets = (to - first) / width.millis() + 1;
+        if buckets > MAX_BUCKETS {
+            return Err(user_error(
+                "BAD_USER_INPUT",
+                &format!("{buckets} buckets is too many (at most {MAX_BUCKETS}): use a wider interval"),
+            ));
+        }
+        let dimensions: Vec<Dimension> = group_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| match g {
+                GroupBy::System => Dimension::System,
+                GroupBy::Environment => Dimension::Environment,
+                GroupBy::Status => Dimension::Status,
+                GroupBy::Source => Dimension::Source,
+            })
+            .collect();
+        let filter = DeploymentFilter {
+            systems: list(systems),
+            environments: list(environments),
+            statuses: statuses.unwrap_or_default(),
+            sources: list(sources),
+            from: Some(from),
+            to: Some(to),
+            commit_sha: None,
+        };
+        let counted = store
+            .count_buckets(&filter, width, offset, &dimensions)
+            .await
+            .map_err(internal)?;
+        let (system_names, environment_names) = names(store).await?;
+        // Fill: every group seen gets every bucket, zero where it had none.
+        let mut counts: BTreeMap<Bucket, i64> = BTreeMap::new();
+        let mut groups: BTreeSet<Bucket> = BTreeSet::new();
+        for (bucket, count) in counted {
+            groups.insert(Bucket {
+                start: 0,
+                ..bucket.clone()
+            });
+            counts.insert(bucket, count);
+        }
+        if groups.is_empty() && dimensions.is_empty() {
+            groups.insert(Bucket {
+                start: 0,
+                system_id: None,
+                environment_id: None,
+                status: None,
+                source: None,
+            });
+        }
+        let mut points = Vec::new();
+        let mut start = first;
+        while start <= to {
+            for group in &groups {
+                let key = Bucket {
+                    start,
+                    ..group.clone()
+                };
+                points.push(FrequencyPoint {
+                    time: Instant(start),
+                    count: counts.get(&key).copied().unwrap_or(0),
+                    system: group.system_id.and_then(|id| system_names.get(&id).cloned()),
+                    environment: group
+                        .environment_id
+                        .and_then(|id| environment_names.get(&id).cloned()),
+                    status: group.status.as_deref().map(DeploymentStatus::from_stored),
+                    source: group.source.clone(),
+                });
+            }
+            start += width.millis();
+        }
+        Ok(points)
+    }
+
+    /// Deployments as annotations (time, timeEnd, title, text, tags) to overlay any panel.
+    #[allow(clippy::too_many_arguments)]
+    async fn deployment_annotations(
+        &self,
+        ctx: &Context<'_>,
+        from: Instant,
+        to: Instant,
+        systems: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+        statuses: Option<Vec<DeploymentStatus>>,
+        sources: Option<Vec<String>>,
+        #[graphql(default = 1000)] limit: i32,
+    ) -> Result<Vec<DeploymentAnnotation>> {
+        let rows = self
+            .deployment_list(ctx, from, to, systems, environments, statuses, sources, limit)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let status = format!("{:?}", row.status).to_lowercase();
+                let what = row
+                    .version
+                    .clone()
+                    .or_else(|| row.commit_sha.as_ref().map(|s| s.chars().take(8).collect()));
+                DeploymentAnnotation {
+                    time: row.started_at.unwrap_or(row.time),
+                    time_end: row.finished_at,
+                    title: match &what {
+                        Some(what) => format!("{} {} → {} ({status})", row.system, what, row.environment),
+                        None => format!("{} → {} ({status})", row.system, row.environment),
+                    },
+                    text: [
+                        Some(format!("{} deployment from {}", status, row.source)),
+                        row.actor.as_ref().map(|a| format!("by {a}")),
+                        row.commit_sha.as_ref().map(|s| format!("commit {s}")),
+                        row.url.clone(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                    tags: ["shiplog", &row.system, &row.environment, &status, &row.source].join(","),
+                }
+            })
+            .collect())
+    }
+
+    /// System names, for a template variable.
+    async fn system_names(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        let store = ctx.data::<Store>()?;
+        Ok(store
+            .systems()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    }
+
+    /// Environment names, for a template variable; only those the given systems deployed to.
+    async fn environment_names(
+        &self,
+        ctx: &Context<'_>,
+        systems: Option<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let store = ctx.data::<Store>()?;
+        let systems = list(systems);
+        if systems.is_empty() {
+            return Ok(store
+                .environments()
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|n| n.name)
+                .collect());
+        }
+        let mut names = BTreeSet::new();
+        for name in systems {
+            if let Some(system) = store.system(&name).await.map_err(internal)? {
+                for environment in store.environments_of_system(system.id).await.map_err(internal)? {
+                    names.insert(environment.name);
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// DORA's four keys over production deployments in a window, per system (and environment
+    /// with `groupBy: [SYSTEM, ENVIRONMENT]`). Production means the environments listed in
+    /// `[dora] production_environments` plus those whose deployments carry the production tier,
+    /// unless `environments` is given. See the README for each definition.
+    async fn dora_metrics(
+        &self,
+        ctx: &Context<'_>,
+        from: Instant,
+        to: Instant,
+        systems: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+        group_by: Option<Vec<DoraGroupBy>>,
+    ) -> Result<Vec<DoraMetrics>> {
+        let store = ctx.data::<Store>()?;
+        let config = ctx.data::<DoraConfig>()?;
+        let (from, to) = window(from, to)?;
+        let mut environments = list(environments);
+        if environments.is_empty() {
+            environments = config.production_environments.clone();
+            environments.extend(
+                store
+                    .environments_with_tier(&config.production_tier)
+                    .await
+                    .map_err(internal)?,
+            );
+        }
+        let group_by = group_by.unwrap_or_else(|| vec![DoraGroupBy::System]);
+        let by_system = group_by.contains(&DoraGroupBy::System);
+        let by_environment = group_by.contains(&DoraGroupBy::Environment);
+        let filter = DeploymentFilter {
+            systems: list(systems),
+            environments,
+            from: Some(from),
+            to: Some(to),
+            ..DeploymentFilter::default()
+        };
+        let outcomes = store.finished_outcomes(&filter).await.map_err(internal)?;
+        let (system_names, environment_names) = names(store).await?;
+        #[derive(Default)]
+        struct Acc {
+            succeeded: i64,
+            failed: i64,
+            days: BTreeSet<i64>,
+            recoveries: Vec<f64>,
+            lead_times: Vec<f64>,
+        }
+        let mut groups: BTreeMap<(Option<i64>, Option<i64>), Acc> = BTreeMap::new();
+        // The open failure of each system in each environment, for recovery times.
+        let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
+        for outcome in &outcomes {
+            let key = (
+                by_system.then_some(outcome.system_id),
+                by_environment.then_some(outcome.environment_id),
+            );
+            let acc = groups.entry(key).or_default();
+            let stream = (outcome.system_id, outcome.environment_id);
+            match outcome.status {
+                DeploymentStatus::Failed => {
+                    acc.failed += 1;
+                    open_failures.entry(stream).or_insert(outcome.deployed_at);
+                }
+                _ => {
+                    acc.succeeded += 1;
+                    acc.days.insert(outcome.deployed_at.div_euclid(86_400_000));
+                    if let Some(failed_at) = open_failures.remove(&stream) {
+                        acc.recoveries
+                            .push((outcome.deployed_at - failed_at) as f64 / 1000.0);
+                    }
+                    if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
+                        acc.lead_times
+                            .push((outcome.deployed_at - committed) as f64 / 1000.0);
+                    }
+                }
+            }
+        }
+        let days = ((to - from) as f64 / 86_400_000.0).max(1.0 / 24.0);
+        Ok(groups
+            .into_iter()
+            .map(|((system, environment), mut acc)| {
+                let finished = acc.succeeded + acc.failed;
+                DoraMetrics {
+                    system: system.and_then(|id| system_names.get(&id).cloned()),
+                    environment: environment.and_then(|id| environment_names.get(&id).cloned()),
+                    deployments: finished,
+                    deployment_days: acc.days.len() as i64,
+                    deployments_per_day: acc.succeeded as f64 / days,
+                    succeeded_deployments: acc.succeeded,
+                    failed_deployments: acc.failed,
+                    change_failure_rate: (finished > 0).then(|| acc.failed as f64 / finished as f64),
+                    recoveries: acc.recoveries.len() as i64,
+                    mean_time_to_recovery_seconds: (!acc.recoveries.is_empty())
+                        .then(|| acc.recoveries.iter().sum::<f64>() / acc.recoveries.len() as f64),
+                    median_time_to_recovery_seconds: median(&mut acc.recoveries),
+                    lead_time_sample_size: acc.lead_times.len() as i64,
+                    median_lead_time_seconds: median(&mut acc.lead_times),
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,219 @@
+//! Aggregations for Grafana and DORA, computed in the database: bucketed counts with GROUP BY
+//! over the same filtered, indexed deployments the lists use. Buckets are integer arithmetic
+//! on epoch milliseconds, the same on SQLite and PostgreSQL.
+
+use std::collections::HashMap;
+
+use entity::deployments;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{DeploymentFilter, Store, StoreError};
+use crate::domain::DeploymentStatus;
+
+/// A dimension counts can be split by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    System,
+    Environment,
+    Status,
+    Source,
+}
+
+/// One bucket of one group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bucket {
+    pub start: i64,
+    pub system_id: Option<i64>,
+    pub environment_id: Option<i64>,
+    pub status: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Bucket widths: fixed milliseconds, weeks starting on Monday.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    Hour,
+    Day,
+    Week,
+}
+
+impl Width {
+    /// The bucket length in milliseconds.
+    pub fn millis(self) -> i64 {
+        match self {
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+            Self::Week => 7 * 86_400_000,
+        }
+    }
+
+    /// Where the bucket containing `t` starts, with local time at `offset` from UTC.
+    pub fn floor(self, t: i64, offset: i64) -> i64 {
+        let shift = self.shift(offset);
+        (t + shift).div_euclid(self.millis()) * self.millis() - shift
+    }
+
+    /// The epoch began on a Thursday: weeks start three days later (Monday).
+    fn shift(self, offset: i64) -> i64 {
+        match self {
+            Self::Week => offset + 3 * 86_400_000,
+            _ => offset,
+        }
+    }
+}
+
+/// One production deployment's facts, for DORA's sequential measures.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub system_id: i64,
+    pub environment_id: i64,
+    pub status: DeploymentStatus,
+    pub deployed_at: i64,
+    pub committed_at: Option<i64>,
+}
+
+impl Store {
+    /// Counts per bucket and group, ascending by time; only buckets with deployments.
+    pub async fn count_buckets(
+        &self,
+        filter: &DeploymentFilter,
+        width: Width,
+        offset_ms: i64,
+        dimensions: &[Dimension],
+    ) -> Result<Vec<(Bucket, i64)>, StoreError> {
+        let Some(select) = self.select(filter).await? else {
+            return Ok(Vec::new());
+        };
+        let (width_ms, shift) = (width.millis(), width.shift(offset_ms));
+        // Integers computed here, never user text, so formatting them into SQL is safe.
+        // Division truncates toward zero on both databases: fine for times after 1970.
+        let bucket = Expr::cust(format!(
+            "((\"deployed_at\" + {shift}) / {width_ms}) * {width_ms} - {shift}"
+        ));
+        let wants = |d: Dimension| dimensions.contains(&d);
+        let mut query = select.select_only().column_as(bucket, "bucket");
+        query = if wants(Dimension::System) {
+            query.column_as(deployments::Column::SystemId, "system_id")
+        } else {
+            query.column_as(Expr::val(-1i64), "system_id")
+        };
+        query = if wants(Dimension::Environment) {
+            query.column_as(deployments::Column::EnvironmentId, "environment_id")
+        } else {
+            query.column_as(Expr::val(-1i64), "environment_id")
+        };
+        query = if wants(Dimension::Status) {
+            query.column_as(deployments::Column::Status, "status")
+        } else {
+            query.column_as(Expr::val(""), "status")
+        };
+        query = if wants(Dimension::Source) {
+            query.column_as(deployments::Column::Source, "source")
+        } else {
+            query.column_as(Expr::val(""), "source")
+        };
+        query = query.column_as(Expr::col(deployments::Column::Id).count(), "count");
+        query = query.group_by(Expr::cust("1"));
+        for (dimension, column) in [
+            (Dimension::System, deployments::Column::SystemId),
+            (Dimension::Environment, deployments::Column::EnvironmentId),
+            (Dimension::Status, deployments::Column::Status),
+            (Dimension::Source, deployments::Column::Source),
+        ] {
+            if wants(dimension) {
+                query = query.group_by(column);
+            }
+        }
+        let rows: Vec<(i64, i64, i64, String, String, i64)> = query
+            .order_by(Expr::cust("1"), sea_orm::Order::Asc)
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(start, system, environment, status, source, count)| {
+                (
+                    Bucket {
+                        start,
+                        system_id: (system >= 0).then_some(system),
+                        environment_id: (environment >= 0).then_some(environment),
+                        status: (!status.is_empty()).then_some(status),
+                        source: (!source.is_empty()).then_some(source),
+                    },
+                    count,
+                )
+            })
+            .collect())
+    }
+
+    /// Finished deployments (succeeded or failed) matching a filter, oldest first, with only
+    /// the columns DORA's sequential measures need.
+    pub async fn finished_outcomes(&self, filter: &DeploymentFilter) -> Result<Vec<Outcome>, StoreError> {
+        let Some(select) = self.select(filter).await? else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, i64, String, i64, Option<i64>)> = select
+            .select_only()
+            .columns([
+                deployments::Column::SystemId,
+                deployments::Column::EnvironmentId,
+                deployments::Column::Status,
+                deployments::Column::DeployedAt,
+                deployments::Column::CommittedAt,
+            ])
+            .filter(deployments::Column::Status.is_in(["succeeded", "failed"]))
+            .order_by_asc(deployments::Column::DeployedAt)
+            .order_by_asc(deployments::Column::Id)
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(system_id, environment_id, status, deployed_at, committed_at)| Outcome {
+                    system_id,
+                    environment_id,
+                    status: DeploymentStatus::from_stored(&status),
+                    deployed_at,
+                    committed_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Names of environments whose deployments carry a tier (GitLab's `deployment_tier`,
+    /// Heroku's stage) equal to `tier`.
+    pub async fn environments_with_tier(&self, tier: &str) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<i64> = deployments::Entity::find()
+            .select_only()
+            .column(deployments::Column::EnvironmentId)
+            .distinct()
+            .filter(deployments::Column::EnvironmentTier.eq(tier))
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        let names: HashMap<i64, super::Named> = self.environments_by_ids(&ids).await?;
+        let mut names: Vec<String> = names.into_values().map(|n| n.name).collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_start_at_local_midnight_and_weeks_on_monday() {
+        let t = 1_764_165_780_000; // Wed 2025-11-26T14:03:00Z
+        assert_eq!(Width::Day.floor(t, 0), 1_764_115_200_000); // 2025-11-26T00:00Z
+        // UTC+02:00: local midnight is 22:00 UTC the day before.
+        assert_eq!(
+            Width::Day.floor(t, 2 * 3_600_000),
+            1_764_115_200_000 - 2 * 3_600_000
+        );
+        assert_eq!(Width::Week.floor(t, 0), 1_763_942_400_000); // Mon 2025-11-24T00:00Z
+        assert_eq!(Width::Hour.floor(t, 0), 1_764_165_600_000);
+    }
+}
