@@ -141,6 +141,9 @@ pub struct FileSettings {
     /// `[heroku]`: environments of apps in no pipeline.
     #[serde(default)]
     pub heroku: crate::sources::heroku::HerokuConfig,
+    /// `[board]`: the order of environments.
+    #[serde(default)]
+    pub board: crate::graphql::board::BoardConfig,
     /// `[dora]`: which environments count as production.
     #[serde(default)]
     pub dora: crate::graphql::grafana::DoraConfig,
@@ -178,6 +181,8 @@ pub struct Settings {
     pub retry: crate::enrich::RetryPolicy,
     /// Which environments DORA counts as production.
     pub dora: crate::graphql::grafana::DoraConfig,
+    /// The board's environment order.
+    pub board: crate::graphql::board::BoardConfig,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -295,6 +300,7 @@ impl Settings {
                 ..crate::enrich::RetryPolicy::default()
             },
             dora: file.dora,
+            board: file.board,
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         }

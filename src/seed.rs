@@ -241,6 +241,7 @@ pub async fn seed(store: &Store, options: &SeedOptions) -> Result<u64, StoreErro
         written += in_transaction;
         tracing::info!(written, total = options.deployments, "seeding");
     }
+    store.rebuild_board().await?;
     if store.backend() == sea_orm::DatabaseBackend::Postgres {
         db.execute_unprepared("ANALYZE deployments; ANALYZE deployment_events")
             .await?;

@@ -106,7 +106,7 @@ impl Application {
             source,
         })?;
         let state = AppState {
-            schema: crate::graphql::schema(store.clone(), hub, settings.dora.clone()),
+            schema: crate::graphql::schema(store.clone(), hub, settings.dora.clone(), settings.board.clone()),
             store: store.clone(),
             writer,
             sources,

@@ -1,6 +1,7 @@
 //! SeaORM entities for shiplog's tables. Only `src/store/` uses them; GraphQL and the
 //! sources see domain types. Times are epoch milliseconds (see the migration crate).
 
+pub mod board_cells;
 pub mod deliveries;
 pub mod deployment_events;
 pub mod deployments;

@@ -80,6 +80,20 @@ enum DeploymentEvents {
 }
 
 #[derive(DeriveIden)]
+enum BoardCells {
+    Table,
+    SystemId,
+    EnvironmentId,
+    CurrentId,
+    CurrentAt,
+    ProgressId,
+    ProgressAt,
+    FailureId,
+    FailureAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
 enum Settings {
     Table,
     Key,
@@ -268,6 +282,41 @@ impl MigrationTrait for Migration {
                     .table(DeploymentEvents::Table)
                     .col(DeploymentEvents::DeploymentId)
                     .col(DeploymentEvents::OccurredAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        // What runs where: one row per system and environment, kept up to date by the ingest
+        // transaction, so the board never scans deployments.
+        manager
+            .create_table(
+                Table::create()
+                    .table(BoardCells::Table)
+                    .if_not_exists()
+                    .col(big_integer(BoardCells::SystemId))
+                    .col(big_integer(BoardCells::EnvironmentId))
+                    .col(big_integer_null(BoardCells::CurrentId))
+                    .col(big_integer_null(BoardCells::CurrentAt))
+                    .col(big_integer_null(BoardCells::ProgressId))
+                    .col(big_integer_null(BoardCells::ProgressAt))
+                    .col(big_integer_null(BoardCells::FailureId))
+                    .col(big_integer_null(BoardCells::FailureAt))
+                    .col(big_integer(BoardCells::UpdatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(BoardCells::SystemId)
+                            .col(BoardCells::EnvironmentId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(BoardCells::Table, BoardCells::SystemId)
+                            .to(Systems::Table, Systems::Id),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(BoardCells::Table, BoardCells::EnvironmentId)
+                            .to(Environments::Table, Environments::Id),
+                    )
                     .to_owned(),
             )
             .await?;

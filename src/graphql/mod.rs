@@ -1,5 +1,6 @@
 //! The GraphQL API: schema, root types and loaders. Resolvers read only through `store`.
 
+pub mod board;
 pub mod grafana;
 pub mod loaders;
 pub mod query;
@@ -17,17 +18,18 @@ pub type ShiplogSchema = Schema<Query, EmptyMutation, subscription::Subscription
 
 /// The query root: the API's own fields and the Grafana-shaped ones.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(query::QueryRoot, grafana::GrafanaQuery);
+pub struct Query(query::QueryRoot, grafana::GrafanaQuery, board::BoardQuery);
 
 /// GraphiQL's introspection query needs depth 13; leave room for real queries above it.
 pub const MAX_DEPTH: usize = 16;
 
 /// Builds the schema with the shared store and hub in its data.
-pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig) -> ShiplogSchema {
+pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig, board: board::BoardConfig) -> ShiplogSchema {
     Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
         .data(store)
         .data(hub)
         .data(dora)
+        .data(board)
         .limit_depth(MAX_DEPTH)
         .finish()
 }

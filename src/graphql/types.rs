@@ -209,6 +209,15 @@ impl Deployment {
         }
     }
 
+    /// A deployment whose system and environment are already known.
+    pub fn with_names(row: deployments::Model, system: Option<Named>, environment: Option<Named>) -> Self {
+        Self {
+            row: Arc::new(row),
+            system,
+            environment,
+        }
+    }
+
     /// A deployment from a live event, with everything already at hand.
     pub fn from_live(event: &LiveEvent) -> Self {
         Self {

@@ -2,9 +2,7 @@
 
 use std::str::FromStr;
 
-use async_graphql::http::{
-    ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocket as GraphQLWs, WebSocketProtocols, WsMessage,
-};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphQLWs, WebSocketProtocols, WsMessage};
 use async_graphql::{BatchRequest, Data};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -47,14 +45,7 @@ pub async fn get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
             }
             .into_response(),
         },
-        None => Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("shiplog GraphiQL")
-                .finish(),
-        )
-        .into_response(),
+        None => Html(super::pages::GRAPHIQL).into_response(),
     }
 }
 

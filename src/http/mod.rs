@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod graphql;
+pub mod pages;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
@@ -42,7 +43,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/", get(|| async { Redirect::temporary("/graphql") }))
+        .route("/", get(pages::board))
+        .route("/assets/graphiql/{file}", get(pages::graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/webhooks/{source}", post(webhooks::receive))

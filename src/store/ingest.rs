@@ -412,6 +412,7 @@ async fn apply(
             (next, Some(current.status.clone()))
         }
     };
+    super::board::touch(txn, &deployment, now).await?;
     let event = deployment_events::ActiveModel {
         id: NotSet,
         deployment_id: Set(deployment.id),

@@ -19,6 +19,7 @@ use sea_orm::{
 use crate::domain::DeploymentStatus;
 
 pub mod analytics;
+pub mod board;
 pub mod fanout;
 pub mod ingest;
 pub mod merge;

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod board;
+mod browser;
 mod contract;
 mod dashboard;
 mod enrichment;

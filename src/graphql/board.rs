@@ -1,0 +1,191 @@
+//! `Query.board`: what runs where. One row per system, one cell per environment, columns
+//! ordered by tier. Reads the cells the ingest transaction keeps: four statements, however
+//! many deployments there are.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_graphql::{Context, Object, Result, SimpleObject};
+
+use super::types::{Deployment, Environment, System, internal};
+use crate::store::{Named, Store};
+
+/// The `[board]` table of the TOML file.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardConfig {
+    /// Environment names or tiers, left to right; others follow, alphabetically.
+    pub environment_order: Vec<String>,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        Self {
+            environment_order: [
+                "review",
+                "development",
+                "test",
+                "qa",
+                "staging",
+                "preprod",
+                "production",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// One system's environments.
+#[derive(SimpleObject)]
+pub struct BoardRow {
+    pub system: System,
+    /// One per column of `Board.environments`, in the same order.
+    pub cells: Vec<BoardCell>,
+}
+
+/// One system in one environment.
+#[derive(SimpleObject)]
+pub struct BoardCell {
+    pub environment: Environment,
+    /// What runs there: the last deployment that succeeded.
+    pub current: Option<Deployment>,
+    /// A deployment queued or running there now.
+    pub in_progress: Option<Deployment>,
+    /// The last failure, when it came after the current deployment.
+    pub last_failure: Option<Deployment>,
+}
+
+/// The board.
+#[derive(SimpleObject)]
+pub struct Board {
+    /// The columns, ordered by tier.
+    pub environments: Vec<Environment>,
+    pub rows: Vec<BoardRow>,
+}
+
+fn rank(order: &[String], name: &str, tier: Option<&str>) -> usize {
+    let position = |key: &str| order.iter().position(|o| o.eq_ignore_ascii_case(key));
+    position(name)
+        .or_else(|| tier.and_then(position))
+        .unwrap_or(order.len())
+}
+
+/// The board root field, merged into `Query`.
+#[derive(Default)]
+pub struct BoardQuery;
+
+#[Object]
+impl BoardQuery {
+    /// What runs where: per system and environment, the current deployment (the last that
+    /// succeeded), the one in progress, and the last failure if it came after the current one.
+    async fn board(
+        &self,
+        ctx: &Context<'_>,
+        systems: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+    ) -> Result<Board> {
+        let store = ctx.data::<Store>()?;
+        let config = ctx.data::<BoardConfig>()?;
+        let wanted = |names: &Option<Vec<String>>, row: &Named| {
+            names
+                .as_ref()
+                .is_none_or(|n| n.is_empty() || n.iter().any(|x| x == &row.name || x == "*"))
+        };
+        let all_systems: Vec<Named> = store
+            .systems()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|s| wanted(&systems, s))
+            .collect();
+        let all_environments: Vec<Named> = store
+            .environments()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|e| wanted(&environments, e))
+            .collect();
+        let system_ids: Vec<i64> = all_systems.iter().map(|s| s.id).collect();
+        let environment_ids: Vec<i64> = all_environments.iter().map(|e| e.id).collect();
+        let cells = if system_ids.is_empty() || environment_ids.is_empty() {
+            Vec::new()
+        } else {
+            store
+                .board_cells(&system_ids, &environment_ids)
+                .await
+                .map_err(internal)?
+        };
+        // Columns: environments that have a cell, ordered by configured name or tool tier.
+        let mut tiers: HashMap<i64, String> = HashMap::new();
+        for cell in &cells {
+            for deployment in [&cell.current, &cell.in_progress, &cell.last_failure]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(tier) = &deployment.environment_tier {
+                    tiers.entry(cell.environment_id).or_insert_with(|| tier.clone());
+                }
+            }
+        }
+        let mut columns: Vec<&Named> = all_environments
+            .iter()
+            .filter(|e| cells.iter().any(|c| c.environment_id == e.id))
+            .collect();
+        columns.sort_by_key(|e| {
+            (
+                rank(
+                    &config.environment_order,
+                    &e.name,
+                    tiers.get(&e.id).map(String::as_str),
+                ),
+                e.name.clone(),
+            )
+        });
+        let systems_by_id: HashMap<i64, &Named> = all_systems.iter().map(|s| (s.id, s)).collect();
+        let environments_by_id: HashMap<i64, &Named> = all_environments.iter().map(|e| (e.id, e)).collect();
+        let mut by_system: BTreeMap<String, (Named, HashMap<i64, crate::store::board::Cell>)> =
+            BTreeMap::new();
+        for cell in cells {
+            let Some(system) = systems_by_id.get(&cell.system_id) else {
+                continue;
+            };
+            by_system
+                .entry(system.name.clone())
+                .or_insert_with(|| ((*system).clone(), HashMap::new()))
+                .1
+                .insert(cell.environment_id, cell);
+        }
+        let deployment = |row: Option<entity::deployments::Model>, system: &Named| {
+            row.map(|row| {
+                let environment = environments_by_id.get(&row.environment_id).map(|e| (*e).clone());
+                Deployment::with_names(row, Some(system.clone()), environment)
+            })
+        };
+        let rows = by_system
+            .into_values()
+            .map(|(system, mut cells)| BoardRow {
+                cells: columns
+                    .iter()
+                    .map(|environment| {
+                        let cell = cells.remove(&environment.id);
+                        let (current, in_progress, last_failure) = match cell {
+                            Some(c) => (c.current, c.in_progress, c.last_failure),
+                            None => (None, None, None),
+                        };
+                        BoardCell {
+                            environment: Environment((*environment).clone()),
+                            current: deployment(current, &system),
+                            in_progress: deployment(in_progress, &system),
+                            last_failure: deployment(last_failure, &system),
+                        }
+                    })
+                    .collect(),
+                system: System(system),
+            })
+            .collect();
+        Ok(Board {
+            environments: columns.into_iter().map(|e| Environment(e.clone())).collect(),
+            rows,
+        })
+    }
+}
