@@ -103,6 +103,19 @@ pub struct SettingsArgs {
     /// Attempts at enriching a delivery before it is marked failed [default: 25]
     #[arg(long, env = "SHIPLOG_RETRY_MAX_ATTEMPTS", global = true)]
     pub retry_max_attempts: Option<i32>,
+    /// Tokens for reading the GraphQL API, comma-separated; when set, every query and
+    /// subscription needs one (Authorization: Bearer, or Basic with the token as password)
+    #[arg(
+        long,
+        env = "SHIPLOG_API_TOKENS",
+        hide_env_values = true,
+        global = true,
+        value_delimiter = ','
+    )]
+    pub api_tokens: Option<Vec<String>>,
+    /// Browser origins allowed to call the GraphQL API (CORS), comma-separated, or * [default: none]
+    #[arg(long, env = "SHIPLOG_CORS_ORIGINS", global = true, value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// Largest accepted request body in bytes [default: 1048576]
     #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -129,6 +142,12 @@ pub struct FileSettings {
     pub sqlite_synchronous: Option<SqliteSynchronous>,
     pub max_body_bytes: Option<usize>,
     pub log_format: Option<LogFormat>,
+    /// Tokens for reading the GraphQL API.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
+    /// Browser origins allowed to call the GraphQL API.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// source name -> secret (`[secrets] generic = "..."`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
@@ -185,6 +204,10 @@ pub struct Settings {
     pub board: crate::graphql::board::BoardConfig,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    /// Tokens for reading the GraphQL API (empty: open).
+    pub api_tokens: Vec<String>,
+    /// CORS origins (empty: same origin only).
+    pub cors_origins: Vec<String>,
 }
 
 /// Why settings could not be loaded.
@@ -303,6 +326,8 @@ impl Settings {
             board: file.board,
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            api_tokens: args.api_tokens.clone().unwrap_or(file.api_tokens),
+            cors_origins: args.cors_origins.clone().unwrap_or(file.cors_origins),
         }
     }
 }

@@ -115,6 +115,8 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             enrichers,
             kick,
+            tokens: crate::http::auth::ApiTokens::new(&settings.api_tokens),
+            cors_origins: settings.cors_origins.clone(),
             shutdown: stopping,
         };
         tracing::info!(%address, database = %redact_url(&settings.database_url), replica, "shiplog is ready");

@@ -22,6 +22,9 @@ pub struct Query(query::QueryRoot, grafana::GrafanaQuery, board::BoardQuery);
 
 /// GraphiQL's introspection query needs depth 13; leave room for real queries above it.
 pub const MAX_DEPTH: usize = 16;
+/// Fields per query (each field counts one): GraphiQL's introspection needs about 200; the
+/// board page with every deployment field, about 60.
+pub const MAX_COMPLEXITY: usize = 2_000;
 
 /// Builds the schema with the shared store and hub in its data.
 pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig, board: board::BoardConfig) -> ShiplogSchema {
@@ -31,6 +34,7 @@ pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig, board: board::B
         .data(dora)
         .data(board)
         .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }
 

@@ -7,18 +7,68 @@ use async_graphql::{BatchRequest, Data};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, header};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::AppState;
 use crate::graphql::loaders::{live_loader, request_loader};
 
-/// `POST /graphql`: queries (and batches of them).
-pub async fn post(State(state): State<AppState>, request: GraphQLBatchRequest) -> GraphQLResponse {
+/// The most requests one batch may carry.
+pub const MAX_BATCH: usize = 16;
+/// The longest a query may run.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn refused(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
+}
+
+fn unauthorized() -> Response {
+    let mut response = refused(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "send one of SHIPLOG_API_TOKENS as `Authorization: Bearer <token>`",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"shiplog\""),
+    );
+    response
+}
+
+async fn run(state: &AppState, request: BatchRequest) -> Response {
+    match tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await {
+        Ok(response) => GraphQLResponse::from(response).into_response(),
+        Err(_) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT",
+            "the query ran longer than 30 s; narrow the time range or the filters",
+        ),
+    }
+}
+
+/// `POST /graphql`: queries (and bounded batches of them).
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: GraphQLBatchRequest,
+) -> Response {
+    if !state.tokens.allows(&headers) {
+        return unauthorized();
+    }
     let request = match request.into_inner() {
         BatchRequest::Single(request) => {
             BatchRequest::Single(request.data(request_loader(state.store.clone())))
+        }
+        BatchRequest::Batch(requests) if requests.len() > MAX_BATCH => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "BATCH_TOO_LARGE",
+                &format!("a batch holds at most {MAX_BATCH} queries"),
+            );
         }
         BatchRequest::Batch(requests) => BatchRequest::Batch(
             requests
@@ -27,24 +77,30 @@ pub async fn post(State(state): State<AppState>, request: GraphQLBatchRequest) -
                 .collect(),
         ),
     };
-    state.schema.execute_batch(request).await.into()
+    run(&state, request).await
 }
 
-/// `GET /graphql`: GraphiQL in a browser; a query when the URL carries one.
-pub async fn get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+/// `GET /graphql`: GraphiQL in a browser; a query when the URL carries one (queries only:
+/// shiplog has no mutations, so nothing changes over GET).
+pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.filter(|q| q.split('&').any(|p| p.starts_with("query=")));
     match query {
-        Some(query) => match async_graphql::http::parse_query_string(&query) {
-            Ok(request) => {
-                let request = request.data(request_loader(state.store.clone()));
-                GraphQLResponse::from(state.schema.execute(request).await).into_response()
+        Some(query) => {
+            if !state.tokens.allows(&headers) {
+                return unauthorized();
             }
-            Err(error) => super::error::ApiError::BadRequest {
-                code: "bad_query_string",
-                message: format!("the query string is not a GraphQL request: {error}"),
+            match async_graphql::http::parse_query_string(&query) {
+                Ok(request) => {
+                    let request = request.data(request_loader(state.store.clone()));
+                    run(&state, BatchRequest::Single(request)).await
+                }
+                Err(error) => super::error::ApiError::BadRequest {
+                    code: "bad_query_string",
+                    message: format!("the query string is not a GraphQL request: {error}"),
+                }
+                .into_response(),
             }
-            .into_response(),
-        },
+        }
         None => Html(super::pages::GRAPHIQL).into_response(),
     }
 }
@@ -66,12 +122,15 @@ pub async fn websocket(
         .unwrap_or(WebSocketProtocols::SubscriptionsTransportWS);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, state, protocol))
+        .on_upgrade(move |socket| {
+            let authorized = state.tokens.allows(&headers);
+            serve(socket, state, protocol, authorized)
+        })
 }
 
 /// Runs one WebSocket connection until the client leaves or the server shuts down; on
 /// shutdown the client gets a proper close frame (1001, going away).
-async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtocols) {
+async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtocols, authorized: bool) {
     let (mut sink, stream) = socket.split();
     let input = stream
         .take_while(|message| futures_util::future::ready(message.is_ok()))
@@ -85,9 +144,20 @@ async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtocols)
     let mut data = Data::default();
     data.insert(live_loader(state.store.clone()));
     let executor = state.schema.clone();
+    let tokens = state.tokens.clone();
+    let header_ok = authorized;
     let mut output = std::pin::pin!(
         GraphQLWs::new(executor, input, protocol)
             .connection_data(data)
+            .on_connection_init(move |payload| async move {
+                if header_ok || tokens.allows_init(&payload) {
+                    Ok(Data::default())
+                } else {
+                    Err(async_graphql::Error::new(
+                        "send one of SHIPLOG_API_TOKENS in the connection_init payload: {\"Authorization\": \"Bearer <token>\"}",
+                    ))
+                }
+            })
             .keepalive_timeout(None)
     );
     let mut shutdown = std::pin::pin!(stopped(state.shutdown.clone()));

@@ -1,5 +1,6 @@
 //! Routes: webhooks in, GraphQL (HTTP, GraphiQL, WebSocket) out, health probes.
 
+pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod pages;
@@ -35,6 +36,10 @@ pub struct AppState {
     pub enrichers: crate::enrich::Enrichers,
     /// Wakes the enrichment worker.
     pub kick: Arc<tokio::sync::Notify>,
+    /// Read access to the GraphQL API.
+    pub tokens: auth::ApiTokens,
+    /// Browser origins allowed to call the API.
+    pub cors_origins: Vec<String>,
     /// Turns true when the server starts shutting down; WebSocket connections close on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -42,17 +47,39 @@ pub struct AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    let cors = cors(&state.cors_origins);
+    let api = Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql/ws", get(graphql::websocket))
+        .layer(cors);
     Router::new()
         .route("/", get(pages::board))
         .route("/assets/graphiql/{file}", get(pages::graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/webhooks/{source}", post(webhooks::receive))
-        .route("/graphql", get(graphql::get).post(graphql::post))
-        .route("/graphql/ws", get(graphql::websocket))
+        .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// CORS for the API: none by default (same origin only), the listed origins, or any with `*`.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<axum::http::HeaderValue> =
+            origins.iter().filter_map(|o| o.trim().parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -274,6 +274,17 @@ impl Subscriber {
         query: &str,
         variables: Value,
     ) -> Subscriber {
+        Self::connect_with(address, protocol, query, variables, json!({})).await
+    }
+
+    /// Connects with a connection-init payload (where API tokens travel).
+    pub async fn connect_with(
+        address: SocketAddr,
+        protocol: &'static str,
+        query: &str,
+        variables: Value,
+        init: Value,
+    ) -> Subscriber {
         let mut request = format!("ws://{address}/graphql/ws")
             .into_client_request()
             .expect("request");
@@ -292,7 +303,7 @@ impl Subscriber {
         );
         let mut subscriber = Subscriber { socket, protocol };
         subscriber
-            .send(json!({ "type": "connection_init", "payload": {} }))
+            .send(json!({ "type": "connection_init", "payload": init }))
             .await;
         let ack = subscriber.next_message().await.expect("ack");
         assert_eq!(ack["type"], "connection_ack", "{ack}");

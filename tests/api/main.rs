@@ -16,6 +16,7 @@ mod pagination;
 mod replicas;
 mod scale;
 mod schema;
+mod security;
 mod server;
 mod sources;
 mod subscriptions;

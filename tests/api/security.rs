@@ -1,0 +1,241 @@
+//! Read access tokens, CORS and GraphQL limits.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Subscriber, TestDb, generic, spawn_app, spawn_app_on};
+
+const TOKEN: &str = "read-token-1";
+
+async fn locked_app() -> crate::helpers::TestApp {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    spawn_app_on(db, |settings| {
+        settings.api_tokens = vec![TOKEN.into(), "read-token-2".into()];
+        settings.cors_origins = vec!["https://grafana.example.com".into()];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_api_tokens_nothing_is_readable_without_one() {
+    let app = locked_app().await;
+    app.deliver(generic("t-1", "succeeded")).await; // webhooks keep their own secrets
+    let query = json!({ "query": "{ deployments { totalCount } }" });
+    let anonymous = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SHIPLOG_API_TOKENS")
+    );
+    let wrong = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth("guess")
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let get = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ systemNames }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 401);
+
+    let bearer: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(TOKEN)
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bearer["data"]["deployments"]["totalCount"], 1);
+    let basic: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .basic_auth("grafana", Some("read-token-2"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        basic["data"]["deployments"]["totalCount"], 1,
+        "Basic with the token as password"
+    );
+
+    // Pages and probes hold no data and stay open.
+    for path in ["/", "/graphql", "/healthz", "/readyz"] {
+        assert_eq!(
+            app.client.get(app.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn websocket_clients_pass_the_token_in_connection_init() {
+    let app = locked_app().await;
+    let query = "subscription { deploymentEvents { status } }";
+    // Without a token the connection is refused at init.
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/graphql/ws", app.address),
+    )
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({ "type": "connection_init", "payload": {} })
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap();
+    let reason = match answer {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => frame.reason.to_string(),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    assert!(
+        reason.contains("SHIPLOG_API_TOKENS"),
+        "the close says what to send: {reason}"
+    );
+
+    let mut subscriber = Subscriber::connect_with(
+        app.address,
+        "graphql-transport-ws",
+        query,
+        json!({}),
+        json!({ "Authorization": format!("Bearer {TOKEN}") }),
+    )
+    .await;
+    app.deliver(generic("t-2", "running")).await;
+    let event = subscriber
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("an event with the token");
+    assert_eq!(event["deploymentEvents"]["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn cors_allows_the_configured_origins_only() {
+    let app = locked_app().await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization,content-type")
+            .send()
+    };
+    let allowed = preflight("https://grafana.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://grafana.example.com"
+    );
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// The introspection query GraphiQL and Grafana's editors send (depth 13 through `ofType`).
+const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name }
+  subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description
+  args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue }
+  interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+
+#[tokio::test]
+async fn limits_keep_introspection_working_and_refuse_abuse() {
+    let app = spawn_app().await;
+    let introspection = app.graphql(INTROSPECTION, json!({})).await;
+    assert!(
+        introspection.get("errors").is_none(),
+        "GraphiQL's introspection passes the limits: {introspection}"
+    );
+
+    let batch: Vec<Value> = (0..17).map(|_| json!({ "query": "{ systemNames }" })).collect();
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BATCH_TOO_LARGE");
+    let small: Vec<Value> = (0..3).map(|_| json!({ "query": "{ systemNames }" })).collect();
+    let answers: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&small)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answers.as_array().unwrap().len(), 3);
+
+    let deep = format!(
+        "{{ deployments {{ edges {{ node {{ {} }} }} }} }}",
+        "events { deployment { ".repeat(8) + "id" + &" } }".repeat(8)
+    );
+    let refused = app.graphql(&deep, json!({})).await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("nested"),
+        "{refused}"
+    );
+
+    let wide = format!(
+        "{{ {} }}",
+        (0..2100)
+            .map(|i| format!("a{i}: systemNames"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let refused = app.graphql(&wide, json!({})).await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("complex"),
+        "{refused}"
+    );
+}
