@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod enrichment;
 mod fixtures;
+mod fuzz;
 mod grafana;
 mod graphql;
 mod ingest;
