@@ -40,6 +40,9 @@ pub enum Command {
         #[arg(long = "id")]
         ids: Vec<i64>,
     },
+    /// Re-map every deployment's system and environment with the current rules (after editing
+    /// [mapping] in the settings file): in place, idempotent, with a summary.
+    Replay,
     /// Fill the database with realistic deployments (benchmarks, demos).
     Seed(crate::seed::SeedOptions),
 }

@@ -23,6 +23,37 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Replay => {
+            use std::io::{IsTerminal, Write};
+            let store = open(&settings).await?;
+            let rules = shiplog::domain::MappingRules::new(&settings.mapping);
+            let terminal = std::io::stderr().is_terminal();
+            let summary = store
+                .replay(&rules, |done, total| {
+                    if terminal {
+                        const WIDTH: u64 = 30;
+                        let filled = if total == 0 { WIDTH } else { done * WIDTH / total } as usize;
+                        let empty = WIDTH as usize - filled;
+                        eprint!(
+                            "\r[{}{}] {done}/{total} raw names",
+                            "#".repeat(filled),
+                            " ".repeat(empty)
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                })
+                .await?;
+            if terminal {
+                eprintln!();
+            }
+            println!(
+                "replayed {} raw system/environment names: {} deployments moved, {} systems and {} environments no longer used were removed",
+                summary.raw_names,
+                summary.deployments_moved,
+                summary.systems_removed,
+                summary.environments_removed
+            );
+        }
         Command::Reprocess { ids } => {
             let store = open(&settings).await?;
             let count = store.requeue_failed(&ids, shiplog::domain::now_millis()).await?;

@@ -24,6 +24,7 @@ pub mod fanout;
 pub mod ingest;
 pub mod merge;
 pub mod pending;
+pub mod replay;
 
 /// Why the store could not do something. Callers turn these into opaque 5xx answers.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ mod grafana;
 mod graphql;
 mod ingest;
 mod pagination;
+mod replay;
 mod replicas;
 mod scale;
 mod schema;
