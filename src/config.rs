@@ -119,6 +119,10 @@ pub struct SettingsArgs {
     /// Browser origins allowed to call the GraphQL API (CORS), comma-separated, or * [default: none]
     #[arg(long, env = "SHIPLOG_CORS_ORIGINS", global = true, value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Webhook deliveries per second per client address, with bursts of four times that;
+    /// 0 disables [default: 100]
+    #[arg(long, env = "SHIPLOG_WEBHOOK_RATE_LIMIT", global = true)]
+    pub webhook_rate_limit: Option<f64>,
     /// Largest accepted request body in bytes [default: 1048576]
     #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -148,6 +152,7 @@ pub struct FileSettings {
     /// Tokens for reading the GraphQL API.
     #[serde(default)]
     pub api_tokens: Vec<String>,
+    pub webhook_rate_limit: Option<f64>,
     /// Browser origins allowed to call the GraphQL API.
     #[serde(default)]
     pub cors_origins: Vec<String>,
@@ -211,6 +216,8 @@ pub struct Settings {
     pub api_tokens: Vec<String>,
     /// CORS origins (empty: same origin only).
     pub cors_origins: Vec<String>,
+    /// Webhook deliveries per second per client (0: no limit).
+    pub webhook_rate_limit: f64,
 }
 
 /// Why settings could not be loaded.
@@ -331,6 +338,11 @@ impl Settings {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             api_tokens: args.api_tokens.clone().unwrap_or(file.api_tokens),
             cors_origins: args.cors_origins.clone().unwrap_or(file.cors_origins),
+            webhook_rate_limit: args
+                .webhook_rate_limit
+                .or(file.webhook_rate_limit)
+                .unwrap_or(100.0)
+                .max(0.0),
         }
     }
 }

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
                 .replay(&rules, |done, total| {
                     if terminal {
                         const WIDTH: u64 = 30;
-                        let filled = if total == 0 { WIDTH } else { done * WIDTH / total } as usize;
+                        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
                         let empty = WIDTH as usize - filled;
                         eprint!(
                             "\r[{}{}] {done}/{total} raw names",

@@ -68,6 +68,7 @@ impl Application {
         store.migrate().await.map_err(StartupError::Migrate)?;
         let sources = Registry::new(&settings.sources).map_err(|e| StartupError::Other(e.to_string()))?;
         let secrets = resolve_secrets(&store, &settings).await?;
+        crate::telemetry::metrics();
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);
         let (writer, writer_task) = Writer::spawn(store.clone(), hub.clone(), replica.clone());
@@ -106,7 +107,17 @@ impl Application {
             source,
         })?;
         let state = AppState {
-            schema: crate::graphql::schema(store.clone(), hub, settings.dora.clone(), settings.board.clone()),
+            schema: crate::graphql::schema(
+                store.clone(),
+                hub.clone(),
+                settings.dora.clone(),
+                settings.board.clone(),
+            ),
+            hub,
+            limiter: Arc::new(crate::http::limits::RateLimiter::new(
+                settings.webhook_rate_limit,
+                settings.webhook_rate_limit * 4.0,
+            )),
             store: store.clone(),
             writer,
             sources,
@@ -160,7 +171,7 @@ impl Application {
         } = self;
         let app = router(state);
         let stopper = stop.clone();
-        let result = axum::serve(listener, app)
+        let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 signal.await;
                 tracing::info!("shutting down: finishing in-flight requests");

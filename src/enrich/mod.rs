@@ -131,6 +131,24 @@ pub(crate) async fn get_json(
     what: &str,
     request: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<Answer, EnrichError> {
+    let result = get_json_once(api, key_setting, what, request).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(EnrichError::RateLimited { .. }) => "rate_limited",
+        Err(EnrichError::Rejected(_)) => "rejected",
+        Err(EnrichError::Unavailable(_)) => "unavailable",
+    };
+    metrics::counter!("shiplog_enrichment_calls_total", "api" => api.to_lowercase(), "outcome" => outcome)
+        .increment(1);
+    result
+}
+
+async fn get_json_once(
+    api: &str,
+    key_setting: &str,
+    what: &str,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Answer, EnrichError> {
     use reqwest::StatusCode;
     let mut last = String::new();
     for attempt in 0..3u32 {

@@ -40,7 +40,10 @@ fn unauthorized() -> Response {
 }
 
 async fn run(state: &AppState, request: BatchRequest) -> Response {
-    match tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await;
+    metrics::histogram!("shiplog_graphql_seconds").record(started.elapsed().as_secs_f64());
+    match answer {
         Ok(response) => GraphQLResponse::from(response).into_response(),
         Err(_) => refused(
             StatusCode::SERVICE_UNAVAILABLE,

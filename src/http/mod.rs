@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod graphql;
+pub mod limits;
 pub mod pages;
 pub mod webhooks;
 
@@ -40,6 +41,10 @@ pub struct AppState {
     pub tokens: auth::ApiTokens,
     /// Browser origins allowed to call the API.
     pub cors_origins: Vec<String>,
+    /// Per-client rate limit on webhooks.
+    pub limiter: Arc<limits::RateLimiter>,
+    /// Live events, for the subscriber gauge.
+    pub hub: crate::events::Hub,
     /// Turns true when the server starts shutting down; WebSocket connections close on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -57,10 +62,26 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/graphiql/{file}", get(pages::graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/webhooks/{source}", post(webhooks::receive))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(RequestIds::default()))
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+                    }),
+                )
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
 }
 
@@ -79,6 +100,49 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         let list: Vec<axum::http::HeaderValue> =
             origins.iter().filter_map(|o| o.trim().parse().ok()).collect();
         layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter (kept when the client sends one).
+#[derive(Clone, Default)]
+struct RequestIds(Arc<std::sync::atomic::AtomicU64>);
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let prefix = PREFIX.get_or_init(|| crate::startup::random_token(4));
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        axum::http::HeaderValue::from_str(&format!("{prefix}-{n}"))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// `GET /metrics`: Prometheus text format. Needs an API token when tokens are configured.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if !state.tokens.allows(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "send one of SHIPLOG_API_TOKENS as `Authorization: Bearer <token>`\n",
+        )
+            .into_response();
+    }
+    if let Ok((pending, failed)) = state.store.backlog().await {
+        metrics::gauge!("shiplog_deliveries_pending").set(pending as f64);
+        metrics::gauge!("shiplog_deliveries_failed").set(failed as f64);
+    }
+    metrics::gauge!("shiplog_live_subscribers").set(state.hub.subscribers() as f64);
+    metrics::gauge!("shiplog_sql_statements").set(state.store.statements() as f64);
+    match crate::telemetry::metrics() {
+        Some(handle) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are not available\n").into_response(),
     }
 }
 

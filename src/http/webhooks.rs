@@ -14,9 +14,50 @@ use crate::domain::now_millis;
 use crate::sources::{Delivery, Parsed, secret_setting};
 use crate::store::ingest::{NewDelivery, Outcome, Work};
 
-/// Receives one webhook delivery.
-#[tracing::instrument(skip_all, fields(source = %source_name))]
+/// Receives one webhook delivery, counting outcomes and latency for `/metrics`.
 pub async fn receive(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    state: State<AppState>,
+    source: Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let name = if state.sources.get(&source.0).is_some() {
+        source.0.clone()
+    } else {
+        "unknown".to_string()
+    };
+    let result = if state.limiter.allow(peer.ip()) {
+        handle(state, source, query, headers, body).await
+    } else {
+        Err(ApiError::TooManyRequests(format!(
+            "more than {} deliveries per second from {}: retry after a second (SHIPLOG_WEBHOOK_RATE_LIMIT)",
+            state.limiter.rate(),
+            peer.ip()
+        )))
+    };
+    let outcome = match &result {
+        Ok(Json(answer)) => match (
+            answer.get("status").and_then(Value::as_str),
+            answer.get("pending"),
+        ) {
+            (Some("accepted"), Some(_)) => "pending",
+            (Some(status), _) => status,
+            (None, _) => "accepted",
+        }
+        .to_string(),
+        Err(error) => error.code().to_string(),
+    };
+    metrics::counter!("shiplog_deliveries_total", "source" => name.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("shiplog_delivery_seconds", "source" => name).record(started.elapsed().as_secs_f64());
+    result
+}
+
+#[tracing::instrument(skip_all, fields(source = %source_name))]
+async fn handle(
     State(state): State<AppState>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,

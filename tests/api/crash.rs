@@ -29,6 +29,8 @@ impl Server {
                 &format!("127.0.0.1:{port}"),
                 "--database-url",
                 db.url(),
+                "--webhook-rate-limit",
+                "0",
             ])
             .env("SHIPLOG_GENERIC_SECRET", SECRET)
             .env("RUST_LOG", "warn")

@@ -121,6 +121,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.secrets.insert("jenkins".into(), JENKINS_SECRET.into());
     settings.secrets.insert("heroku".into(), HEROKU_SECRET.into());
     settings.secrets.insert("octopus".into(), OCTOPUS_SECRET.into());
+    // Tests flood from one address; the rate-limit test turns the limit on.
+    settings.webhook_rate_limit = 0.0;
     // No API enrichment unless a test asks for it, whatever the environment says.
     settings.api = shiplog::config::ApiSettings::default();
     // Retries fast enough for tests.

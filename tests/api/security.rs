@@ -239,3 +239,100 @@ async fn limits_keep_introspection_working_and_refuse_abuse() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn one_noisy_sender_is_rate_limited_with_a_clear_429() {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db, |settings| settings.webhook_rate_limit = 2.0).await; // bursts of 8
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let response = app.post_generic(&generic(&format!("rl-{i}"), "running")).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "rate_limited");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("SHIPLOG_WEBHOOK_RATE_LIMIT")
+            );
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 8, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn metrics_and_request_ids_are_there_for_operators() {
+    let app = spawn_app().await;
+    app.deliver(generic("m-1", "running")).await;
+    let refused = app
+        .client
+        .post(app.url("/webhooks/generic"))
+        .json(&generic("m-2", "running"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        refused.headers().contains_key("x-request-id"),
+        "every answer carries a request id"
+    );
+    let echoed = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        echoed.headers()["x-request-id"],
+        "abc-123",
+        "a client's id is kept"
+    );
+    app.data("{ systemNames }", json!({})).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "shiplog_deliveries_total{source=\"generic\",outcome=\"accepted\"}",
+        "shiplog_deliveries_total{source=\"generic\",outcome=\"unauthorized\"}",
+        "shiplog_delivery_seconds_bucket",
+        "shiplog_graphql_seconds_bucket",
+        "shiplog_deliveries_pending",
+        "shiplog_deliveries_failed",
+        "shiplog_live_subscribers",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+    let locked = locked_app().await;
+    assert_eq!(
+        locked
+            .client
+            .get(locked.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        locked
+            .client
+            .get(locked.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
