@@ -56,6 +56,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(graphql::websocket))
+        // The GraphQL extractor ignores axum's DefaultBodyLimit: limit the body here.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(cors);
     Router::new()
         .route("/", get(pages::board))
@@ -63,7 +65,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/webhooks/{source}", post(webhooks::receive))
+        .route(
+            "/webhooks/{source}",
+            post(webhooks::receive).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                std::time::Duration::from_secs(30),
+            )),
+        )
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))

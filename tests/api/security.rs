@@ -336,3 +336,58 @@ async fn metrics_and_request_ids_are_there_for_operators() {
         200
     );
 }
+
+#[tokio::test]
+async fn hostile_bodies_get_a_4xx_never_a_500() {
+    let app = spawn_app().await;
+    let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let nested = app
+        .client
+        .post(app.url("/webhooks/generic"))
+        .bearer_auth(crate::helpers::SECRET)
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nested.status(), 400);
+    let huge_graphql = json!({ "query": format!("{{ systemNames }} #{}", "x".repeat(2 * 1024 * 1024)) });
+    let too_big = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&huge_graphql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    let wrong_type = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "text/plain")
+        .body("{ systemNames }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_type.status(),
+        400,
+        "a query must be sent as JSON (or in the URL)"
+    );
+    let garbage = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    let bad_utf8 = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(vec![0xff, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_utf8.status(), 400);
+}
