@@ -44,12 +44,37 @@ async fn run(state: &AppState, request: BatchRequest) -> Response {
     let answer = tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await;
     metrics::histogram!("shiplog_graphql_seconds").record(started.elapsed().as_secs_f64());
     match answer {
-        Ok(response) => GraphQLResponse::from(response).into_response(),
+        Ok(response) => GraphQLResponse::from(with_codes(response)).into_response(),
         Err(_) => refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "TIMEOUT",
             "the query ran longer than 30 s; narrow the time range or the filters",
         ),
+    }
+}
+
+/// Gives every error an `extensions.code`: resolvers set their own; errors without one come
+/// from parsing or validation (depth, complexity, unknown fields) or from input coercion.
+fn with_codes(response: async_graphql::BatchResponse) -> async_graphql::BatchResponse {
+    let fill = |mut response: async_graphql::Response| {
+        for error in &mut response.errors {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            if extensions.get("code").is_none() {
+                let code = if error.path.is_empty() {
+                    "GRAPHQL_VALIDATION_FAILED"
+                } else {
+                    "BAD_USER_INPUT"
+                };
+                extensions.set("code", code);
+            }
+        }
+        response
+    };
+    match response {
+        async_graphql::BatchResponse::Single(one) => async_graphql::BatchResponse::Single(fill(one)),
+        async_graphql::BatchResponse::Batch(many) => {
+            async_graphql::BatchResponse::Batch(many.into_iter().map(fill).collect())
+        }
     }
 }
 

@@ -221,6 +221,10 @@ async fn limits_keep_introspection_working_and_refuse_abuse() {
             .contains("nested"),
         "{refused}"
     );
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
 
     let wide = format!(
         "{{ {} }}",
