@@ -240,6 +240,17 @@ impl MigrationTrait for Migration {
                 ],
             ),
             ("deployments_commit_sha", vec![Deployments::CommitSha]),
+            // Aggregations (frequency, counts) over a time window read only this index.
+            (
+                "deployments_time_dimensions",
+                vec![
+                    Deployments::DeployedAt,
+                    Deployments::SystemId,
+                    Deployments::EnvironmentId,
+                    Deployments::Status,
+                    Deployments::Source,
+                ],
+            ),
         ] {
             let mut index = Index::create();
             index.name(name).table(Deployments::Table);
