@@ -89,7 +89,8 @@ fn set(value: &mut Value, pointer: &str, new: Value) {
 }
 
 fn secret(source: &str) -> String {
-    std::env::var(format!("SHIPLOG_{}_SECRET", source.to_uppercase())).unwrap_or_else(|_| format!("load-{source}"))
+    std::env::var(format!("SHIPLOG_{}_SECRET", source.to_uppercase()))
+        .unwrap_or_else(|_| format!("load-{source}"))
 }
 
 /// The 2-3 deliveries of deployment `n`, through the source `n` picks.
@@ -116,15 +117,19 @@ fn deliveries(n: u64, run: &str) -> Vec<(String, Value)> {
                 ("gitlab".to_string(), body)
             })
             .collect(),
-        2 => ["deploy_started.json", "deploy_completed_success.json", "deploy_finalized_success.json"]
-            .iter()
-            .map(|file| {
-                let mut body = fixture(&format!("jenkins/{file}"));
-                set(&mut body, "/name", json!(format!("load/{run}/deploy")));
-                set(&mut body, "/build/number", json!(n));
-                ("jenkins".to_string(), body)
-            })
-            .collect(),
+        2 => [
+            "deploy_started.json",
+            "deploy_completed_success.json",
+            "deploy_finalized_success.json",
+        ]
+        .iter()
+        .map(|file| {
+            let mut body = fixture(&format!("jenkins/{file}"));
+            set(&mut body, "/name", json!(format!("load/{run}/deploy")));
+            set(&mut body, "/build/number", json!(n));
+            ("jenkins".to_string(), body)
+        })
+        .collect(),
         3 => ["pending", "succeeded"]
             .iter()
             .enumerate()
@@ -132,7 +137,11 @@ fn deliveries(n: u64, run: &str) -> Vec<(String, Value)> {
                 let mut body = fixture("heroku/release_update_succeeded.real-redacted.json");
                 set(&mut body, "/data/id", json!(format!("{run}-release-{n}")));
                 set(&mut body, "/data/status", json!(status));
-                set(&mut body, "/webhook_metadata/delivery/id", json!(format!("{run}-delivery-{n}-{i}")));
+                set(
+                    &mut body,
+                    "/webhook_metadata/delivery/id",
+                    json!(format!("{run}-delivery-{n}-{i}")),
+                );
                 ("heroku".to_string(), body)
             })
             .collect(),
@@ -142,9 +151,21 @@ fn deliveries(n: u64, run: &str) -> Vec<(String, Value)> {
             .map(|(i, file)| {
                 let mut body = fixture(&format!("octopus/{file}"));
                 let deployment = format!("Deployments-{}{n}", run.len());
-                set(&mut body, "/Payload/Event/Id", json!(format!("Events-{run}-{n}-{i}")));
-                set(&mut body, "/Payload/Event/RelatedDocumentIds/0", json!(deployment));
-                set(&mut body, "/Payload/Event/SpaceId", json!(format!("Spaces-{run}")));
+                set(
+                    &mut body,
+                    "/Payload/Event/Id",
+                    json!(format!("Events-{run}-{n}-{i}")),
+                );
+                set(
+                    &mut body,
+                    "/Payload/Event/RelatedDocumentIds/0",
+                    json!(deployment),
+                );
+                set(
+                    &mut body,
+                    "/Payload/Event/SpaceId",
+                    json!(format!("Spaces-{run}")),
+                );
                 ("octopus".to_string(), body)
             })
             .collect(),
@@ -153,13 +174,17 @@ fn deliveries(n: u64, run: &str) -> Vec<(String, Value)> {
 
 /// A number unique to a run name.
 fn run_number(run: &str) -> u64 {
-    run.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 10_000_000
+    run.bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        % 10_000_000
 }
 
 async fn send(client: &reqwest::Client, url: &str, source: &str, body: &Value) -> bool {
     let bytes = serde_json::to_vec(body).unwrap();
     let secret = secret(source);
-    let mut request = client.post(format!("{url}/webhooks/{source}")).header("content-type", "application/json");
+    let mut request = client
+        .post(format!("{url}/webhooks/{source}"))
+        .header("content-type", "application/json");
     request = match source {
         "generic" => request.bearer_auth(&secret),
         "gitlab" => request.header("X-Gitlab-Token", &secret),
@@ -178,13 +203,24 @@ async fn send(client: &reqwest::Client, url: &str, source: &str, body: &Value) -
 }
 
 async fn graphql(client: &reqwest::Client, url: &str, query: &str) -> Value {
-    client.post(format!("{url}/graphql")).json(&json!({ "query": query })).send().await.unwrap().json().await.unwrap()
+    client
+        .post(format!("{url}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn ingest(args: &Args) {
     println!("| concurrency | webhooks/s | p50 ms | p99 ms | errors | deployments checked | RSS MiB |");
     println!("|---|---|---|---|---|---|---|");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     for &concurrency in &args.concurrency {
         let run = format!("c{concurrency}x{}", std::process::id());
         let before = graphql(&client, &args.url, "{ deployments { totalCount } }").await["data"]["deployments"]["totalCount"]
@@ -197,8 +233,14 @@ async fn ingest(args: &Args) {
         let started = Instant::now();
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, url, next, latencies, errors, run) =
-                    (client.clone(), args.url.clone(), next.clone(), latencies.clone(), errors.clone(), run.clone());
+                let (client, url, next, latencies, errors, run) = (
+                    client.clone(),
+                    args.url.clone(),
+                    next.clone(),
+                    latencies.clone(),
+                    errors.clone(),
+                    run.clone(),
+                );
                 tokio::spawn(async move {
                     let mut mine = Vec::new();
                     while Instant::now() < deadline {
@@ -224,10 +266,10 @@ async fn ingest(args: &Args) {
         latencies.sort_by(|a, b| a.total_cmp(b));
         let deployments = next.load(Ordering::Relaxed);
         // Every deployment must be there: the total grows by exactly this run's deployments.
-        let found = graphql(&client, &args.url, "{ deployments { totalCount } }").await["data"]["deployments"]["totalCount"]
+        let found = graphql(&client, &args.url, "{ deployments { totalCount } }").await["data"]["deployments"]
+            ["totalCount"]
             .as_u64()
-            .unwrap_or(0)
-            - before;
+            .unwrap_or(0) - before;
         println!(
             "| {concurrency} | {:.0} | {:.2} | {:.2} | {} | {} sent, {} new in the database | {} |",
             latencies.len() as f64 / elapsed,
@@ -262,7 +304,10 @@ async fn queries(args: &Args) {
     ];
     println!("| query | concurrency | req/s | p50 ms | p99 ms | errors | RSS MiB |");
     println!("|---|---|---|---|---|---|---|");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     for (name, query) in shapes {
         for &concurrency in &args.concurrency {
             let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -272,8 +317,13 @@ async fn queries(args: &Args) {
             let body = Arc::new(json!({ "query": query }));
             let workers: Vec<_> = (0..concurrency)
                 .map(|_| {
-                    let (client, url, latencies, errors, body) =
-                        (client.clone(), args.url.clone(), latencies.clone(), errors.clone(), body.clone());
+                    let (client, url, latencies, errors, body) = (
+                        client.clone(),
+                        args.url.clone(),
+                        latencies.clone(),
+                        errors.clone(),
+                        body.clone(),
+                    );
                     tokio::spawn(async move {
                         let mut mine = Vec::new();
                         while Instant::now() < deadline {
@@ -357,7 +407,13 @@ async fn live(args: &Args) {
         let id = format!("{run}-{n}");
         let body = json!({ "id": id, "system": run, "environment": "production", "status": "succeeded" });
         let t = Instant::now();
-        let response = client.post(format!("{}/webhooks/generic", args.url)).bearer_auth(secret("generic")).json(&body).send().await.unwrap();
+        let response = client
+            .post(format!("{}/webhooks/generic", args.url))
+            .bearer_auth(secret("generic"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(response.status().is_success());
         acknowledged.push((id, Instant::now()));
         let spent = t.elapsed();
@@ -372,11 +428,16 @@ async fn live(args: &Args) {
     let received = received.lock().await;
     let mut latencies: Vec<f64> = received
         .iter()
-        .filter_map(|(id, at)| acks.get(id).map(|ack| at.saturating_duration_since(*ack).as_secs_f64() * 1000.0))
+        .filter_map(|(id, at)| {
+            acks.get(id)
+                .map(|ack| at.saturating_duration_since(*ack).as_secs_f64() * 1000.0)
+        })
         .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let expected = total as usize * args.subscribers;
-    println!("| subscribers | events | deliveries expected | received | missing | p50 ms | p99 ms | max ms | RSS MiB |");
+    println!(
+        "| subscribers | events | deliveries expected | received | missing | p50 ms | p99 ms | max ms | RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {total} | {expected} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
@@ -397,6 +458,8 @@ async fn main() {
         "ingest" => ingest(&args).await,
         "queries" => queries(&args).await,
         "live" => live(&args).await,
-        _ => eprintln!("usage: load (ingest|queries|live) [--url URL] [--concurrency 1,8,32] [--seconds N] [--pid PID] [--subscribers N] [--rate N]"),
+        _ => eprintln!(
+            "usage: load (ingest|queries|live) [--url URL] [--concurrency 1,8,32] [--seconds N] [--pid PID] [--subscribers N] [--rate N]"
+        ),
     }
 }
