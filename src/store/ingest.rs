@@ -194,6 +194,11 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
     };
     match committed {
         Ok(()) => {
+            // A failed job may have met a cached id that no longer exists (`shiplog replay`
+            // removes unused systems and environments): forget them all, the next batch re-reads.
+            if results.iter().any(|(_, result)| result.is_err()) {
+                *cache = NameCache::default();
+            }
             cache.systems.extend(batch_names.systems);
             cache.environments.extend(batch_names.environments);
             let mut live = Vec::new();
@@ -213,6 +218,7 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
         }
         Err(error) => {
             tracing::error!(%error, size, "ingest commit failed; the batch is answered with 503");
+            *cache = NameCache::default();
             for (reply, _) in results {
                 let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {error}"))));
             }

@@ -80,3 +80,37 @@ async fn a_new_system_alias_is_replayed_over_history() {
         .collect();
     assert_eq!(rows, ["billing", "search"], "the board was rebuilt");
 }
+
+#[tokio::test]
+async fn a_replay_while_serving_costs_at_most_one_retry() {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let mut api = generic("w-1", "succeeded");
+    api["system"] = json!("billing-api");
+    app.deliver(api).await;
+    app.deliver(generic("w-2", "succeeded")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shiplog.toml");
+    std::fs::write(&config, "[mapping.system_aliases]\nbilling = [\"billing-api\"]\n").unwrap();
+    assert!(replay(&db, &config).contains("1 systems"));
+    // This server still runs without the alias: `billing-api` comes back as a system of its own.
+    let mut again = generic("w-3", "running");
+    again["system"] = json!("billing-api");
+    let first = app.post_generic(&again).await.status();
+    let status = if first == 200 {
+        first
+    } else {
+        app.post_generic(&again).await.status()
+    };
+    assert_eq!(
+        status, 200,
+        "accepted at the latest on the sender's retry (first answer {first})"
+    );
+    let data = app
+        .data(
+            "{ system(name: \"billing-api\") { deployments { totalCount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["system"]["deployments"]["totalCount"], 1);
+}
