@@ -2,7 +2,8 @@
 //! of the events it committed (inside its transaction, so only committed events are told);
 //! every replica LISTENs, re-reads those events and publishes them to its own subscribers.
 //! Notifications sent while a listener is reconnecting are lost, so after every reconnect
-//! the listener catches up on events newer than the last one it saw.
+//! the listener catches up on the events recorded since shortly before it lost its connection
+//! (by time, not by id: sequence ids can commit out of order); the hub drops the repeats.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -32,21 +33,9 @@ impl Store {
         self.complete(events).await
     }
 
-    /// The newest event id, the starting point of a listener.
-    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
-        Ok(deployment_events::Entity::find()
-            .select_only()
-            .column(deployment_events::Column::Id)
-            .order_by_desc(deployment_events::Column::Id)
-            .into_tuple::<i64>()
-            .one(self.connection())
-            .await?
-            .unwrap_or(0))
-    }
-
-    async fn events_after(&self, id: i64) -> Result<Vec<LiveEvent>, StoreError> {
+    async fn events_recorded_since(&self, since: i64) -> Result<Vec<LiveEvent>, StoreError> {
         let events = deployment_events::Entity::find()
-            .filter(deployment_events::Column::Id.gt(id))
+            .filter(deployment_events::Column::RecordedAt.gte(since))
             .order_by_asc(deployment_events::Column::Id)
             .limit(CATCH_UP_LIMIT)
             .all(self.connection())
@@ -87,13 +76,10 @@ impl Store {
 
 /// Listens for other replicas' events until `stop` turns true.
 pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut stop: watch::Receiver<bool>) {
-    let mut last_seen = match store.last_event_id().await {
-        Ok(id) => id,
-        Err(error) => {
-            tracing::error!(%error, "fan-out listener could not read the newest event id");
-            0
-        }
-    };
+    // Events recorded after this moment are the listener's to deliver; a margin covers
+    // transactions that were committing while the connection went down.
+    const MARGIN_MS: i64 = 5_000;
+    let mut connected_until = crate::domain::now_millis();
     loop {
         let mut listener = match connect(&url).await {
             Ok(listener) => listener,
@@ -106,11 +92,8 @@ pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut st
             }
         };
         // Whatever was committed while we were not listening.
-        match store.events_after(last_seen).await {
+        match store.events_recorded_since(connected_until - MARGIN_MS).await {
             Ok(missed) => {
-                if let Some(last) = missed.last() {
-                    last_seen = last_seen.max(last.event.id);
-                }
                 let count = missed.len();
                 hub.publish(missed);
                 if count > 0 {
@@ -126,25 +109,25 @@ pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut st
             };
             let notification = match message {
                 Ok(Some(notification)) => notification,
+                // The connection was good until now: catch up from here (less the margin).
                 Ok(None) => {
                     tracing::warn!("fan-out listener lost its connection; reconnecting");
+                    connected_until = crate::domain::now_millis();
                     break;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "fan-out listener failed; reconnecting");
+                    connected_until = crate::domain::now_millis();
                     break;
                 }
             };
             let Some((origin, ids)) = notification.payload().split_once(':') else {
                 continue;
             };
-            let ids: Vec<i64> = ids.split(',').filter_map(|id| id.parse().ok()).collect();
-            if let Some(max) = ids.iter().max() {
-                last_seen = last_seen.max(*max);
-            }
             if origin == replica {
                 continue; // published locally right after the commit
             }
+            let ids: Vec<i64> = ids.split(',').filter_map(|id| id.parse().ok()).collect();
             match store.live_events(&ids).await {
                 Ok(events) => hub.publish(events),
                 Err(error) => tracing::warn!(%error, "fan-out could not re-read events"),

@@ -93,3 +93,36 @@ async fn replicas_starting_together_migrate_once_and_agree_on_the_generated_secr
         assert_eq!(answer.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_listener_that_lost_its_connection_catches_up_on_what_it_missed() {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    if !db.is_postgres() {
+        eprintln!("skipped: replicas share a PostgreSQL database (set SHIPLOG_TEST_DATABASE_URL)");
+        return;
+    }
+    let (a, b) = tokio::join!(spawn_app_on(db.clone(), |_| {}), spawn_app_on(db.clone(), |_| {}));
+    let mut on_b = b.subscribe(EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cut every LISTEN connection of this database (both replicas' listeners), as a network
+    // blip or a failover would.
+    let admin = sea_orm::Database::connect(db.url()).await.unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    a.deliver(generic("gap-1", "succeeded")).await;
+    let event = on_b
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the event, by catch-up or notification");
+    assert_eq!(event["deploymentEvents"]["deployment"]["externalId"], "gap-1");
+    assert!(
+        on_b.next_event(Duration::from_millis(500)).await.is_none(),
+        "and only once"
+    );
+    let _ = admin.close().await;
+}
