@@ -152,6 +152,11 @@ impl Application {
         &self.store
     }
 
+    /// The live-event hub, for tests that wait for a subscription to be registered.
+    pub fn hub(&self) -> &Hub {
+        &self.state.hub
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.run_until(shutdown_signal()).await

@@ -169,8 +169,14 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
             .wait_for_text("#live", "live", Duration::from_secs(10))
             .await
             .is_some(),
-        "the page subscribed"
+        "the page connected"
     );
+    // graphql-transport-ws does not acknowledge a subscribe: wait until the server has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.hub.subscribers() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.hub.subscribers(), 1, "the page subscribed");
 
     app.deliver(
         json!({ "id": "b-2", "system": "billing", "environment": "production", "status": "running",

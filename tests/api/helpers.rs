@@ -140,6 +140,7 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub store: Store,
+    pub hub: shiplog::events::Hub,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     pub db: std::sync::Arc<TestDb>,
@@ -162,6 +163,7 @@ pub async fn spawn_app_on(db: std::sync::Arc<TestDb>, tweak: impl FnOnce(&mut Se
     let app = Application::build(settings).await.expect("build the app");
     let address = app.address();
     let store = app.store().clone();
+    let hub = app.hub().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -170,6 +172,7 @@ pub async fn spawn_app_on(db: std::sync::Arc<TestDb>, tweak: impl FnOnce(&mut Se
         address,
         client: reqwest::Client::new(),
         store,
+        hub,
         stop: Some(stop),
         task: Some(task),
         db,
@@ -257,9 +260,16 @@ impl TestApp {
         }
     }
 
-    /// Opens a subscription over `graphql-transport-ws`.
+    /// Opens a subscription over `graphql-transport-ws`, returning once the server has
+    /// registered it (so an event posted next cannot be missed).
     pub async fn subscribe(&self, query: &str, variables: Value) -> Subscriber {
-        Subscriber::connect(self.address, "graphql-transport-ws", query, variables).await
+        let before = self.hub.subscribers();
+        let subscriber = Subscriber::connect(self.address, "graphql-transport-ws", query, variables).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.hub.subscribers() <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        subscriber
     }
 }
 

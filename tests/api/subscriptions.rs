@@ -68,6 +68,9 @@ async fn a_redelivery_publishes_no_second_event() {
 async fn the_legacy_graphql_ws_protocol_works_too() {
     let app = spawn_app().await;
     let mut subscriber = Subscriber::connect(app.address, "graphql-ws", EVENTS, json!({})).await;
+    while app.hub.subscribers() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     app.deliver(generic("live-4", "queued")).await;
     let event = subscriber
         .next_event(WAIT)
