@@ -5,9 +5,8 @@
 //! their own per-source secrets; the probes and the static pages stay open (they hold no data).
 
 use axum::http::HeaderMap;
-use base64::Engine;
 
-use crate::sources::{Secret, bearer_token};
+use crate::sources::{Secret, basic_password, bearer_token};
 
 /// The configured API tokens; empty means the API is open.
 #[derive(Clone, Debug, Default)]
@@ -83,16 +82,9 @@ impl ApiTokens {
 
 /// The token in `Authorization: Bearer` or as the password of `Authorization: Basic`.
 fn presented(headers: &HeaderMap) -> Option<Vec<u8>> {
-    if let Some(token) = bearer_token(headers) {
-        return Some(token.to_vec());
-    }
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value[6..].trim_ascii())
-        .ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    Some(decoded[colon + 1..].to_vec())
+    bearer_token(headers)
+        .map(<[u8]>::to_vec)
+        .or_else(|| basic_password(headers))
 }
 
 #[cfg(test)]

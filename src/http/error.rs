@@ -20,8 +20,6 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("{0}")]
     TooManyRequests(String),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
@@ -47,7 +45,6 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
-            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooManyRequests(_) => "rate_limited",
             Self::Store(_) => "unavailable",
         }
@@ -73,11 +70,6 @@ impl IntoResponse for ApiError {
                 );
                 return response;
             }
-            Self::UnsupportedMediaType(message) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                message,
-            ),
             Self::Store(error) => {
                 tracing::error!(%error, "request failed in the store");
                 (

@@ -11,11 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Delivery, Parsed, Secret, Source, SourceError};
+use super::{Delivery, Parsed, Secret, Source, SourceError, basic_password};
 use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation};
 
 /// The `[jenkins]` table of the TOML file.
@@ -139,19 +138,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn basic_password(delivery: &Delivery<'_>) -> Option<Vec<u8>> {
-    let value = delivery
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .as_bytes();
-    value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value[6..].trim_ascii())
-        .ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    Some(decoded[colon + 1..].to_vec())
-}
-
 impl Source for Jenkins {
     fn name(&self) -> &'static str {
         "jenkins"
@@ -159,7 +145,7 @@ impl Source for Jenkins {
 
     fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
         let presented =
-            basic_password(delivery).or_else(|| query_token(delivery.query).map(String::into_bytes));
+            basic_password(delivery.headers).or_else(|| query_token(delivery.query).map(String::into_bytes));
         match presented {
             Some(value) if secret.matches(&value) => Ok(()),
             Some(_) => Err(SourceError::Unauthorized(

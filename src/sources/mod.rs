@@ -170,6 +170,18 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     }
 }
 
+/// Reads the password of `Authorization: Basic base64(user:password)` (any user name).
+pub fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
+    value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value[6..].trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
