@@ -242,8 +242,9 @@ pub async fn seed(store: &Store, options: &SeedOptions) -> Result<u64, StoreErro
         tracing::info!(written, total = options.deployments, "seeding");
     }
     store.rebuild_board().await?;
+    store.rebuild_counts().await?;
     if store.backend() == sea_orm::DatabaseBackend::Postgres {
-        db.execute_unprepared("ANALYZE deployments; ANALYZE deployment_events")
+        db.execute_unprepared("ANALYZE deployments; ANALYZE deployment_events; ANALYZE deployment_counts")
             .await?;
     } else {
         db.execute_unprepared("ANALYZE").await?;

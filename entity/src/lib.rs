@@ -3,6 +3,7 @@
 
 pub mod board_cells;
 pub mod deliveries;
+pub mod deployment_counts;
 pub mod deployment_events;
 pub mod deployments;
 pub mod environments;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader, NoCache};
 use entity::deployment_events;
 
-use crate::store::{Named, Store};
+use crate::store::counts::CountGroup;
+use crate::store::{DeploymentFilter, Named, Store};
 
 /// Key: a system id.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -21,6 +22,12 @@ pub struct EnvironmentId(pub i64);
 /// Key: a deployment id, for its status events.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct EventsOf(pub i64);
+
+/// Key: the number of deployments matching a filter (`totalCount`). The counts asked for in
+/// one request that differ only in their one system (or one environment) are answered by one
+/// grouped statement: counts per environment are one round trip, not one per environment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TotalCount(pub DeploymentFilter);
 
 /// Loads through the store.
 pub struct StoreLoader(pub Store);
@@ -121,5 +128,49 @@ impl Loader<EventsOf> for StoreLoader {
             .iter()
             .map(|key| (*key, found.remove(&key.0).unwrap_or_default()))
             .collect())
+    }
+}
+
+impl Loader<TotalCount> for StoreLoader {
+    type Value = u64;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[TotalCount]) -> Result<HashMap<TotalCount, u64>, Self::Error> {
+        // Keys naming exactly one system (or else one environment) group by the rest of the
+        // filter; anything else is counted on its own.
+        let mut groups: HashMap<(CountGroup, DeploymentFilter), Vec<String>> = HashMap::new();
+        let mut alone = Vec::new();
+        for key in keys {
+            let filter = &key.0;
+            let mut base = filter.clone();
+            let group = if filter.systems.len() == 1 {
+                base.systems.clear();
+                (CountGroup::System, filter.systems[0].clone())
+            } else if filter.environments.len() == 1 {
+                base.environments.clear();
+                (CountGroup::Environment, filter.environments[0].clone())
+            } else {
+                alone.push(key.clone());
+                continue;
+            };
+            groups.entry((group.0, base)).or_default().push(group.1);
+        }
+        let mut found = HashMap::with_capacity(keys.len());
+        for ((group, base), names) in groups {
+            let counts = self.0.count_grouped(&base, group, &names).await.map_err(error)?;
+            for name in names {
+                let mut filter = base.clone();
+                match group {
+                    CountGroup::System => filter.systems = vec![name.clone()],
+                    CountGroup::Environment => filter.environments = vec![name.clone()],
+                }
+                found.insert(TotalCount(filter), counts.get(&name).copied().unwrap_or(0));
+            }
+        }
+        for key in alone {
+            let count = self.0.count_deployments(&key.0).await.map_err(error)?;
+            found.insert(key, count);
+        }
+        Ok(found)
     }
 }

@@ -1,5 +1,6 @@
 //! The GraphQL object types. Resolvers are thin: they read through the store or the loaders.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, CursorType, Edge};
@@ -8,11 +9,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::{deployment_events, deployments};
 
-use super::loaders::{EnvironmentId, EventsOf, SystemId, load, prime};
+use super::loaders::{EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
 use super::scalars::Instant;
 use crate::domain::DeploymentStatus;
 use crate::events::LiveEvent;
-use crate::store::{DeploymentFilter, Named, PageRequest, Position, Store};
+use crate::store::{DeploymentFilter, Named, Page, PageRequest, Position, Store};
 
 /// The most deployments one page may hold.
 pub const MAX_PAGE: usize = 500;
@@ -90,12 +91,10 @@ pub struct DeploymentTotals {
 
 #[Object]
 impl DeploymentTotals {
-    /// How many deployments match the filter (counts rows: prefer the Grafana fields for big ranges).
+    /// How many deployments match the filter (whole days come from per-day counts kept at
+    /// ingest; the counts of a list of systems or environments are one statement).
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        ctx.data::<Store>()?
-            .count_deployments(&self.filter)
-            .await
-            .map_err(internal)
+        Ok(load(ctx, TotalCount(self.filter.clone())).await?.unwrap_or(0))
     }
 }
 
@@ -137,12 +136,21 @@ pub async fn deployments_connection(
                 limit: requested as u64,
                 from_end,
             };
-            let page = ctx
-                .data::<Store>()?
-                .deployments_page(&filter, request)
-                .await
-                .map_err(internal)?;
-            prefetch(ctx, &page.rows).await;
+            let store = ctx.data::<Store>()?;
+            // A query that asks only for `totalCount` (counts per environment, say) reads no page.
+            let look = ctx.look_ahead();
+            let page = if ["edges", "nodes", "pageInfo"]
+                .iter()
+                .any(|f| look.field(f).exists())
+            {
+                store.deployments_page(&filter, request).await.map_err(internal)?
+            } else {
+                Page {
+                    rows: Vec::new(),
+                    has_more: false,
+                }
+            };
+            let (systems, environments) = prefetch(ctx, store, &page.rows).await?;
             let (has_previous, has_next) = if from_end {
                 (page.has_more, before.is_some())
             } else {
@@ -150,32 +158,45 @@ pub async fn deployments_connection(
             };
             let mut connection =
                 Connection::with_additional_fields(has_previous, has_next, DeploymentTotals { filter });
-            connection.edges.extend(
-                page.rows
-                    .into_iter()
-                    .map(|row| Edge::new(DeploymentCursor(Position::from(&row)), Deployment::new(row))),
-            );
+            connection.edges.extend(page.rows.into_iter().map(|row| {
+                let system = systems.get(&row.system_id).cloned();
+                let environment = environments.get(&row.environment_id).cloned();
+                Edge::new(
+                    DeploymentCursor(Position::from(&row)),
+                    Deployment::with_names(row, system, environment),
+                )
+            }));
             Ok::<_, async_graphql::Error>(connection)
         },
     )
     .await
 }
 
-/// Primes the request's loader with every nested field the query selects on the page's
-/// nodes, one statement per field.
-async fn prefetch(ctx: &Context<'_>, rows: &[deployments::Model]) {
+/// Names of the page's systems and environments when the query selects them (from the
+/// store's id cache: usually no statement at all), and the request's loader primed with the
+/// page's events when selected (one statement).
+async fn prefetch(
+    ctx: &Context<'_>,
+    store: &Store,
+    rows: &[deployments::Model],
+) -> Result<(HashMap<i64, Named>, HashMap<i64, Named>)> {
     let look = ctx.look_ahead();
     let nodes = [look.field("edges").field("node"), look.field("nodes")];
     let wants = |name: &str| nodes.iter().any(|node| node.field(name).exists());
+    let mut systems = HashMap::new();
+    let mut environments = HashMap::new();
     if wants("system") {
-        prime(ctx, rows.iter().map(|r| SystemId(r.system_id))).await;
+        let ids: Vec<i64> = rows.iter().map(|r| r.system_id).collect();
+        systems = store.systems_by_ids(&ids).await.map_err(internal)?;
     }
     if wants("environment") {
-        prime(ctx, rows.iter().map(|r| EnvironmentId(r.environment_id))).await;
+        let ids: Vec<i64> = rows.iter().map(|r| r.environment_id).collect();
+        environments = store.environments_by_ids(&ids).await.map_err(internal)?;
     }
     if wants("events") {
         prime(ctx, rows.iter().map(|r| EventsOf(r.id))).await;
     }
+    Ok((systems, environments))
 }
 
 /// A GraphQL error a client caused, with `extensions.code`.

@@ -55,7 +55,7 @@ impl Width {
     }
 
     /// The epoch began on a Thursday: weeks start three days later (Monday).
-    fn shift(self, offset: i64) -> i64 {
+    pub(crate) fn shift(self, offset: i64) -> i64 {
         match self {
             Self::Week => offset + 3 * 86_400_000,
             _ => offset,
@@ -74,8 +74,9 @@ pub struct Outcome {
 }
 
 impl Store {
-    /// Counts per bucket and group, ascending by time; only buckets with deployments.
-    pub async fn count_buckets(
+    /// Counts per bucket and group, ascending by time, counted from the deployment rows (see
+    /// `count_buckets` for the rollup path); only buckets with deployments.
+    pub async fn count_bucket_rows(
         &self,
         filter: &DeploymentFilter,
         width: Width,

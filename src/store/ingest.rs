@@ -15,6 +15,7 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::counts::CountDeltas;
 use super::{Named, Store, StoreError, merge};
 use crate::domain::{MappedObservation, now_millis};
 use crate::events::{Hub, LiveEvent};
@@ -140,6 +141,7 @@ struct Done {
     outcome: Outcome,
     events: Vec<LiveEvent>,
     names: NameCache,
+    counts: CountDeltas,
 }
 
 async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
@@ -156,8 +158,9 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
     };
     let mut results: Vec<(oneshot::Sender<_>, Result<Done, StoreError>)> = Vec::with_capacity(size);
     let mut batch_names = NameCache::default();
+    let mut counts = CountDeltas::default();
     for job in batch {
-        let result = match txn.begin().await {
+        let mut result = match txn.begin().await {
             Ok(savepoint) => match write_one(&savepoint, cache, &batch_names, &job.target, &job.work).await {
                 Ok(done) => match savepoint.commit().await {
                     Ok(()) => Ok(done),
@@ -170,9 +173,10 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
             },
             Err(error) => Err(StoreError::Database(error)),
         };
-        if let Ok(done) = &result {
+        if let Ok(done) = &mut result {
             batch_names.systems.extend(done.names.systems.clone());
             batch_names.environments.extend(done.names.environments.clone());
+            counts.extend(std::mem::take(&mut done.counts));
         }
         results.push((job.reply, result));
     }
@@ -181,8 +185,9 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
         .filter_map(|(_, r)| r.as_ref().ok())
         .flat_map(|done| done.events.iter().map(|e| e.event.id))
         .collect();
-    let notified = match notify(&txn, replica, &event_ids).await {
-        Ok(()) => Ok(()),
+    // The rollup's deltas for the whole batch in a few statements, then the notification.
+    let notified = match counts.flush(&txn).await {
+        Ok(()) => notify(&txn, replica, &event_ids).await,
         Err(error) => Err(error),
     };
     let committed = match notified {
@@ -263,6 +268,7 @@ async fn write_one(
         outcome,
         events: Vec::new(),
         names: NameCache::default(),
+        counts: CountDeltas::default(),
     };
     let (delivery_id, received_at, source) = match target {
         Target::New(delivery) => match journal(txn, delivery, state, error, now).await? {
@@ -312,6 +318,7 @@ async fn write_one(
         Work::Pending => return Ok(nothing(Outcome::Pending { delivery_id })),
     };
     let mut names = NameCache::default();
+    let mut counts = CountDeltas::default();
     let mut events = Vec::with_capacity(observations.len());
     let mut deployment_ids = Vec::with_capacity(observations.len());
     for mapped in observations {
@@ -327,6 +334,7 @@ async fn write_one(
             &environment,
             received_at,
             now,
+            &mut counts,
         )
         .await?;
         deployment_ids.push(event.deployment.id);
@@ -339,6 +347,7 @@ async fn write_one(
         },
         events,
         names,
+        counts,
     })
 }
 
@@ -384,6 +393,7 @@ async fn apply(
     environment: &Named,
     received_at: i64,
     now: i64,
+    counts: &mut CountDeltas,
 ) -> Result<LiveEvent, StoreError> {
     let observation = &mapped.observation;
     let fresh = merge::new_deployment(source, observation, system.id, environment.id, received_at);
@@ -392,13 +402,14 @@ async fn apply(
         .exec(txn)
         .await?;
     let (deployment, previous_status) = match inserted {
-        TryInsertResult::Inserted(result) => (
-            deployments::Model {
+        TryInsertResult::Inserted(result) => {
+            let deployment = deployments::Model {
                 id: result.last_insert_id,
                 ..fresh
-            },
-            None,
-        ),
+            };
+            counts.add(&deployment, 1);
+            (deployment, None)
+        }
         TryInsertResult::Conflicted | TryInsertResult::Empty => {
             // FOR UPDATE on PostgreSQL: two replicas merging into one row take turns.
             // SQLite has one writer at a time anyway and sea-query leaves the clause out.
@@ -414,6 +425,7 @@ async fn apply(
                 let mut changes = active(&next);
                 changes.id = Set(current.id);
                 deployments::Entity::update(changes).exec(txn).await?;
+                counts.change(&current, &next);
             }
             (next, Some(current.status.clone()))
         }

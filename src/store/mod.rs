@@ -20,6 +20,7 @@ use crate::domain::DeploymentStatus;
 
 pub mod analytics;
 pub mod board;
+pub mod counts;
 pub mod fanout;
 pub mod ingest;
 pub mod merge;
@@ -72,7 +73,7 @@ impl From<environments::Model> for Named {
 }
 
 /// Which deployments a list or subscription wants. Empty lists mean no filter.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DeploymentFilter {
     pub systems: Vec<String>,
     pub environments: Vec<String>,
@@ -126,6 +127,10 @@ pub struct Store {
     statements: Arc<AtomicU64>,
     /// Name -> id of systems and environments seen; rows are never renamed or deleted.
     ids: Arc<std::sync::RwLock<IdCache>>,
+    /// Id -> row of systems and environments read so far. Ids are never reused (AUTOINCREMENT
+    /// on SQLite, a sequence on PostgreSQL) and rows never renamed, so an entry never goes
+    /// stale: list pages get their names without a statement.
+    names: Arc<std::sync::RwLock<NameById>>,
 }
 
 #[derive(Default)]
@@ -133,6 +138,16 @@ struct IdCache {
     systems: HashMap<String, i64>,
     environments: HashMap<String, i64>,
 }
+
+#[derive(Default)]
+struct NameById {
+    systems: HashMap<i64, Named>,
+    environments: HashMap<i64, Named>,
+}
+
+/// Entries the id -> name cache holds before it starts over (systems and environments number
+/// in the hundreds; this only bounds a pathological install).
+const NAME_CACHE_LIMIT: usize = 100_000;
 
 /// A filter with names turned into ids, so queries use the (system_id, deployed_at) and
 /// (environment_id, deployed_at) indexes directly.
@@ -179,6 +194,7 @@ impl Store {
             db,
             statements,
             ids: Arc::default(),
+            names: Arc::default(),
         })
     }
 
@@ -438,15 +454,6 @@ impl Store {
         ))
     }
 
-    /// How many deployments match a filter.
-    pub async fn count_deployments(&self, filter: &DeploymentFilter) -> Result<u64, StoreError> {
-        use sea_orm::PaginatorTrait;
-        match self.select(filter).await? {
-            Some(select) => Ok(select.count(&self.db).await?),
-            None => Ok(0),
-        }
-    }
-
     /// One deployment by id.
     pub async fn deployment(&self, id: i64) -> Result<Option<deployments::Model>, StoreError> {
         Ok(deployments::Entity::find_by_id(id).one(&self.db).await?)
@@ -473,26 +480,73 @@ impl Store {
             .await?)
     }
 
-    /// Systems by id (for the DataLoader).
+    /// Systems by id (for the DataLoader and list pages); cached, see `names`.
     pub async fn systems_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
-        Ok(systems::Entity::find()
-            .filter(systems::Column::Id.is_in(ids.iter().copied()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|m| (m.id, Named::from(m)))
-            .collect())
+        self.named_by_ids(true, ids).await
     }
 
-    /// Environments by id (for the DataLoader).
+    /// Environments by id (for the DataLoader and list pages); cached, see `names`.
     pub async fn environments_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
-        Ok(environments::Entity::find()
-            .filter(environments::Column::Id.is_in(ids.iter().copied()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|m| (m.id, Named::from(m)))
-            .collect())
+        self.named_by_ids(false, ids).await
+    }
+
+    async fn named_by_ids(&self, systems: bool, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.names.read() {
+            let map = if systems {
+                &cache.systems
+            } else {
+                &cache.environments
+            };
+            for id in ids {
+                match map.get(id) {
+                    Some(named) => {
+                        found.insert(*id, named.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        } else {
+            missing = ids.to_vec();
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let rows: Vec<Named> = if systems {
+            systems::Entity::find()
+                .filter(systems::Column::Id.is_in(missing))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(Named::from)
+                .collect()
+        } else {
+            environments::Entity::find()
+                .filter(environments::Column::Id.is_in(missing))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(Named::from)
+                .collect()
+        };
+        if let Ok(mut cache) = self.names.write() {
+            let map = if systems {
+                &mut cache.systems
+            } else {
+                &mut cache.environments
+            };
+            if map.len() + rows.len() > NAME_CACHE_LIMIT {
+                map.clear();
+            }
+            for named in &rows {
+                map.insert(named.id, named.clone());
+            }
+        }
+        found.extend(rows.into_iter().map(|named| (named.id, named)));
+        Ok(found)
     }
 
     /// Status events of several deployments, oldest first (for the DataLoader).

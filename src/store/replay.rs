@@ -66,6 +66,7 @@ impl Store {
         if summary.deployments_moved > 0 {
             board_cells::Entity::delete_many().exec(self.connection()).await?;
             self.rebuild_board().await?;
+            self.rebuild_counts().await?;
             let used_systems = Query::select()
                 .distinct()
                 .column(deployments::Column::SystemId)
@@ -88,6 +89,9 @@ impl Store {
                 .rows_affected;
             if let Ok(mut cache) = self.ids.write() {
                 *cache = super::IdCache::default();
+            }
+            if let Ok(mut cache) = self.names.write() {
+                *cache = super::NameById::default();
             }
         }
         Ok(summary)

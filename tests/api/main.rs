@@ -6,6 +6,7 @@ mod helpers;
 mod board;
 mod browser;
 mod contract;
+mod counts;
 mod crash;
 mod dashboard;
 mod enrichment;
