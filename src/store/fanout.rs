@@ -138,6 +138,7 @@ pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut st
 
 async fn connect(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
+    super::nodelay::apply();
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }

@@ -116,7 +116,7 @@ impl Writer {
 
 /// Ids of systems and environments already committed, so steady traffic skips the lookups.
 #[derive(Default)]
-struct NameCache {
+pub(super) struct NameCache {
     systems: HashMap<String, i64>,
     environments: HashMap<String, i64>,
 }
@@ -137,15 +137,41 @@ async fn run(store: Store, hub: Hub, replica: String, mut queue: mpsc::Receiver<
 }
 
 /// What one job did inside its savepoint, kept until the commit.
-struct Done {
-    outcome: Outcome,
-    events: Vec<LiveEvent>,
-    names: NameCache,
-    counts: CountDeltas,
+pub(super) struct Done {
+    pub(super) outcome: Outcome,
+    pub(super) events: Vec<LiveEvent>,
+    pub(super) names: NameCache,
+    pub(super) counts: CountDeltas,
 }
 
 async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
     let size = batch.len();
+    // New deliveries (nearly all traffic) go in a few multi-row statements; a batch with a
+    // pending delivery the worker finished, or one the batched write could not store, goes
+    // delivery by delivery, each in its own savepoint.
+    let fresh: Vec<(&NewDelivery, &Work)> = batch
+        .iter()
+        .filter_map(|job| match &job.target {
+            Target::New(delivery) => Some((delivery, &job.work)),
+            Target::Pending(_) => None,
+        })
+        .collect();
+    if fresh.len() == size {
+        match write_batched(store, replica, cache, &fresh).await {
+            Ok((dones, names)) => {
+                let results = batch
+                    .into_iter()
+                    .zip(dones)
+                    .map(|(job, done)| (job.reply, Ok(done)))
+                    .collect();
+                answer(hub, cache, names, results);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, size, "the batched write failed; writing delivery by delivery");
+            }
+        }
+    }
     let txn = match store.connection().begin().await {
         Ok(txn) => txn,
         Err(error) => {
@@ -198,29 +224,7 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
         }
     };
     match committed {
-        Ok(()) => {
-            // A failed job may have met a cached id that no longer exists (`shiplog replay`
-            // removes unused systems and environments): forget them all, the next batch re-reads.
-            if results.iter().any(|(_, result)| result.is_err()) {
-                *cache = NameCache::default();
-            }
-            cache.systems.extend(batch_names.systems);
-            cache.environments.extend(batch_names.environments);
-            let mut live = Vec::new();
-            for (reply, result) in results {
-                match result {
-                    Ok(done) => {
-                        live.extend(done.events);
-                        let _ = reply.send(Ok(done.outcome));
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "delivery could not be stored");
-                        let _ = reply.send(Err(error));
-                    }
-                }
-            }
-            hub.publish(live);
-        }
+        Ok(()) => answer(hub, cache, batch_names, results),
         Err(error) => {
             tracing::error!(%error, size, "ingest commit failed; the batch is answered with 503");
             *cache = NameCache::default();
@@ -229,6 +233,69 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
             }
         }
     }
+}
+
+/// The batched path: one transaction, a fixed number of statements (see `batch`).
+async fn write_batched(
+    store: &Store,
+    replica: &str,
+    cache: &NameCache,
+    jobs: &[(&NewDelivery, &Work)],
+) -> Result<(Vec<Done>, NameCache), StoreError> {
+    let txn = store.connection().begin().await?;
+    let written = async {
+        let (dones, names, counts) = super::batch::write(&txn, cache, jobs, now_millis()).await?;
+        counts.flush(&txn).await?;
+        let event_ids: Vec<i64> = dones
+            .iter()
+            .flat_map(|done| done.events.iter().map(|e| e.event.id))
+            .collect();
+        notify(&txn, replica, &event_ids).await?;
+        Ok::<_, StoreError>((dones, names))
+    }
+    .await;
+    match written {
+        Ok(written) => {
+            txn.commit().await?;
+            Ok(written)
+        }
+        Err(error) => {
+            let _ = txn.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// After a commit: remember the new names, answer every sender, publish the live events.
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+fn answer(
+    hub: &Hub,
+    cache: &mut NameCache,
+    names: NameCache,
+    results: Vec<(Reply, Result<Done, StoreError>)>,
+) {
+    // A failed job may have met a cached id that no longer exists (`shiplog replay` removes
+    // unused systems and environments): forget them all, the next batch re-reads.
+    if results.iter().any(|(_, result)| result.is_err()) {
+        *cache = NameCache::default();
+    }
+    cache.systems.extend(names.systems);
+    cache.environments.extend(names.environments);
+    let mut live = Vec::new();
+    for (reply, result) in results {
+        match result {
+            Ok(done) => {
+                live.extend(done.events);
+                let _ = reply.send(Ok(done.outcome));
+            }
+            Err(error) => {
+                tracing::error!(%error, "delivery could not be stored");
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+    hub.publish(live);
 }
 
 /// Tells the other replicas which events this transaction stored; PostgreSQL delivers the
@@ -474,7 +541,7 @@ async fn apply(
     })
 }
 
-fn active(model: &deployments::Model) -> deployments::ActiveModel {
+pub(super) fn active(model: &deployments::Model) -> deployments::ActiveModel {
     deployments::ActiveModel {
         id: NotSet,
         source: Set(model.source.clone()),
@@ -502,7 +569,7 @@ fn active(model: &deployments::Model) -> deployments::ActiveModel {
     }
 }
 
-async fn named_by_id<E>(txn: &DatabaseTransaction, id: i64) -> Result<Named, StoreError>
+pub(super) async fn named_by_id<E>(txn: &DatabaseTransaction, id: i64) -> Result<Named, StoreError>
 where
     E: EntityTrait,
     E::Model: Into<Named>,
@@ -515,7 +582,7 @@ where
         .ok_or_else(|| StoreError::Invalid(format!("row {id} vanished")))
 }
 
-async fn ensure_system(
+pub(super) async fn ensure_system(
     txn: &DatabaseTransaction,
     name: &str,
     cache: &NameCache,
@@ -540,7 +607,7 @@ async fn ensure_system(
     })
 }
 
-async fn ensure_environment(
+pub(super) async fn ensure_environment(
     txn: &DatabaseTransaction,
     name: &str,
     cache: &NameCache,

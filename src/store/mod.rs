@@ -19,11 +19,13 @@ use sea_orm::{
 use crate::domain::DeploymentStatus;
 
 pub mod analytics;
+mod batch;
 pub mod board;
 pub mod counts;
 pub mod fanout;
 pub mod ingest;
 pub mod merge;
+mod nodelay;
 pub mod pending;
 pub mod replay;
 
@@ -168,6 +170,14 @@ impl Store {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
+        if options.url.starts_with("postgres") {
+            connect.after_connect(|_| {
+                Box::pin(async {
+                    nodelay::apply();
+                    Ok(())
+                })
+            });
+        }
         if options.url.starts_with("sqlite:") {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             let synchronous = if options.sqlite_synchronous_full {

@@ -299,3 +299,99 @@ async fn a_body_over_the_limit_gets_413() {
             .contains("SHIPLOG_MAX_BODY_BYTES")
     );
 }
+
+/// A burst of deliveries (written in batches, several observations of one deployment in one
+/// transaction) ends in the same deployments, board and per-day counts as the same deliveries
+/// sent one at a time.
+#[tokio::test]
+async fn a_burst_ends_like_one_delivery_at_a_time() {
+    const T: i64 = 1_767_571_200_000;
+    let mut bodies = Vec::new();
+    for id in 0..40i64 {
+        let system = ["billing", "search", "checkout"][(id % 3) as usize];
+        let environment = ["production", "staging"][(id % 2) as usize];
+        let started = T + id * 3_600_000;
+        let last = if id % 5 == 0 { "failed" } else { "succeeded" };
+        for status in ["queued", "running", last] {
+            let mut body = json!({
+                "id": format!("burst-{id}"), "system": system, "environment": environment,
+                "status": status, "version": format!("1.{id}.0"), "startedAt": started,
+            });
+            if status == last {
+                // Finishing the next day moves the deployment's day in the rollup.
+                body["finishedAt"] = json!(started + 20 * 3_600_000);
+            }
+            bodies.push(body);
+        }
+    }
+    let burst = spawn_app().await;
+    let serial = spawn_app().await;
+    futures_util::future::join_all(bodies.iter().map(|body| burst.deliver(body.clone()))).await;
+    for body in &bodies {
+        serial.deliver(body.clone()).await;
+    }
+    let shape = |mut nodes: Vec<Value>| {
+        for node in &mut nodes {
+            // Ids, arrival times and the order events arrived in differ between the two runs.
+            let object = node.as_object_mut().unwrap();
+            for key in ["id", "firstSeenAt", "updatedAt"] {
+                object.remove(key);
+            }
+            let mut statuses: Vec<String> = object["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["status"].as_str().unwrap().to_string())
+                .collect();
+            statuses.sort();
+            object.insert("events".into(), json!(statuses));
+        }
+        nodes.sort_by_key(|n| n["externalId"].as_str().unwrap().to_string());
+        nodes
+    };
+    let (a, b) = (shape(nodes(&burst).await), shape(nodes(&serial).await));
+    assert_eq!(a.len(), 20, "the default page");
+    assert_eq!(a, b);
+    let everything = "{ deployments(first: 100) { totalCount edges { node { externalId status } } } }";
+    let (a, b) = (
+        burst.data(everything, json!({})).await,
+        serial.data(everything, json!({})).await,
+    );
+    assert_eq!(a["deployments"]["totalCount"], 40);
+    let sorted = |v: &Value| {
+        let mut pairs: Vec<String> = v["deployments"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"].to_string())
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(sorted(&a), sorted(&b));
+    let board = "{ board { environments { name } rows { system { name } cells { environment { name }
+        current { externalId } inProgress { externalId } lastFailure { externalId } } } } }";
+    let cells = burst.data(board, json!({})).await;
+    assert_eq!(cells["board"]["rows"].as_array().unwrap().len(), 3, "{cells}");
+    assert_eq!(cells, serial.data(board, json!({})).await);
+    // The two databases may number systems differently (the burst creates them in any order),
+    // so each rollup kept at ingest is compared with a rebuild from its own deployments.
+    let (a, b) = (
+        burst.store.count_rollup().await.unwrap(),
+        serial.store.count_rollup().await.unwrap(),
+    );
+    burst.store.rebuild_counts().await.unwrap();
+    assert_eq!(
+        a,
+        burst.store.count_rollup().await.unwrap(),
+        "burst rollup kept == rebuilt"
+    );
+    serial.store.rebuild_counts().await.unwrap();
+    assert_eq!(
+        b,
+        serial.store.count_rollup().await.unwrap(),
+        "serial rollup kept == rebuilt"
+    );
+    burst.stop().await;
+    serial.stop().await;
+}
