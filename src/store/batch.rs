@@ -15,7 +15,10 @@ use sea_orm::{
 };
 
 use super::counts::CountDeltas;
-use super::ingest::{Done, NameCache, NewDelivery, Outcome, Work, active, ensure_environment, ensure_system};
+use super::ingest::{
+    Done, NameCache, NewDelivery, Outcome, Work, active, ensure_environment, ensure_system, journal_row,
+    journal_state,
+};
 use super::{Named, StoreError, board, merge};
 use crate::domain::MappedObservation;
 use crate::events::LiveEvent;
@@ -239,25 +242,8 @@ async fn journal(
             continue;
         }
         first.insert(key, index);
-        let (state, error) = match work {
-            Work::Apply(_) => ("processed", None),
-            Work::Ignore(reason) => ("ignored", Some(reason.clone())),
-            Work::Pending => ("pending", None),
-        };
-        let pending = state == "pending";
-        rows.push(deliveries::ActiveModel {
-            id: NotSet,
-            source: Set(delivery.source.clone()),
-            delivery_key: Set(delivery.delivery_key.clone()),
-            received_at: Set(delivery.received_at),
-            body: Set(delivery.body.clone()),
-            headers: Set(delivery.headers.clone()),
-            state: Set(state.to_string()),
-            error: Set(error),
-            attempts: Set(if pending { 0 } else { 1 }),
-            next_attempt_at: Set(pending.then_some(now)),
-            processed_at: Set((!pending).then_some(now)),
-        });
+        let (state, error) = journal_state(work);
+        rows.push(journal_row(delivery, state, error, now));
     }
     let mut inserted: HashMap<Key, i64> = HashMap::new();
     for chunk in journal_chunks(rows) {

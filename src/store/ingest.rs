@@ -326,11 +326,7 @@ async fn write_one(
     work: &Work,
 ) -> Result<Done, StoreError> {
     let now = now_millis();
-    let (state, error) = match work {
-        Work::Apply(_) => ("processed", None),
-        Work::Ignore(reason) => ("ignored", Some(reason.clone())),
-        Work::Pending => ("pending", None),
-    };
+    let (state, error) = journal_state(work);
     let nothing = |outcome| Done {
         outcome,
         events: Vec::new(),
@@ -418,16 +414,15 @@ async fn write_one(
     })
 }
 
-/// Inserts a new journal row; None when the same delivery key is already there.
-async fn journal(
-    txn: &DatabaseTransaction,
+/// The journal row of a new delivery in `state` (processed, ignored or pending).
+pub(super) fn journal_row(
     delivery: &NewDelivery,
     state: &str,
     error: Option<String>,
     now: i64,
-) -> Result<Option<i64>, StoreError> {
+) -> deliveries::ActiveModel {
     let pending = state == "pending";
-    let row = deliveries::ActiveModel {
+    deliveries::ActiveModel {
         id: NotSet,
         source: Set(delivery.source.clone()),
         delivery_key: Set(delivery.delivery_key.clone()),
@@ -439,7 +434,27 @@ async fn journal(
         attempts: Set(if pending { 0 } else { 1 }),
         next_attempt_at: Set(pending.then_some(now)),
         processed_at: Set((!pending).then_some(now)),
-    };
+    }
+}
+
+/// What a delivery's work makes its journal state, and the reason when ignored.
+pub(super) fn journal_state(work: &Work) -> (&'static str, Option<String>) {
+    match work {
+        Work::Apply(_) => ("processed", None),
+        Work::Ignore(reason) => ("ignored", Some(reason.clone())),
+        Work::Pending => ("pending", None),
+    }
+}
+
+/// Inserts a new journal row; None when the same delivery key is already there.
+async fn journal(
+    txn: &DatabaseTransaction,
+    delivery: &NewDelivery,
+    state: &str,
+    error: Option<String>,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let row = journal_row(delivery, state, error, now);
     let inserted = deliveries::Entity::insert(row)
         .on_conflict_do_nothing_on([deliveries::Column::Source, deliveries::Column::DeliveryKey])
         .exec(txn)
