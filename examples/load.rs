@@ -299,6 +299,10 @@ async fn queries(args: &Args) {
         ),
         (
             "frequency per day, all systems, a year",
+            format!("{{ deploymentFrequency(from: {year}, to: {now}, interval: DAY) {{ time count }} }}"),
+        ),
+        (
+            "frequency per day per system (50 series), a year",
             format!("{{ deploymentFrequency(from: {year}, to: {now}, interval: DAY, groupBy: [SYSTEM]) {{ time count system }} }}"),
         ),
     ];

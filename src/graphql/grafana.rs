@@ -162,10 +162,23 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-async fn names(store: &Store) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
-    let systems = store.systems().await.map_err(internal)?;
-    let environments = store.environments().await.map_err(internal)?;
-    let map = |rows: Vec<Named>| rows.into_iter().map(|n| (n.id, n.name)).collect();
+/// Names of the given system and environment ids (from the store's id cache: usually no
+/// statement at all).
+async fn names(
+    store: &Store,
+    mut system_ids: Vec<i64>,
+    mut environment_ids: Vec<i64>,
+) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
+    for ids in [&mut system_ids, &mut environment_ids] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let systems = store.systems_by_ids(&system_ids).await.map_err(internal)?;
+    let environments = store
+        .environments_by_ids(&environment_ids)
+        .await
+        .map_err(internal)?;
+    let map = |rows: HashMap<i64, Named>| rows.into_iter().map(|(id, n)| (id, n.name)).collect();
     Ok((map(systems), map(environments)))
 }
 
@@ -212,7 +225,12 @@ impl GrafanaQuery {
             )
             .await
             .map_err(internal)?;
-        let (system_names, environment_names) = names(store).await?;
+        let (system_names, environment_names) = names(
+            store,
+            page.rows.iter().map(|r| r.system_id).collect(),
+            page.rows.iter().map(|r| r.environment_id).collect(),
+        )
+        .await?;
         Ok(page
             .rows
             .into_iter()
@@ -303,7 +321,12 @@ impl GrafanaQuery {
             .count_buckets(&filter, width, offset, &dimensions)
             .await
             .map_err(internal)?;
-        let (system_names, environment_names) = names(store).await?;
+        let (system_names, environment_names) = names(
+            store,
+            counted.iter().filter_map(|(b, _)| b.system_id).collect(),
+            counted.iter().filter_map(|(b, _)| b.environment_id).collect(),
+        )
+        .await?;
         // Fill: every group seen gets every bucket, zero where it had none.
         let mut counts: BTreeMap<Bucket, i64> = BTreeMap::new();
         let mut groups: BTreeSet<Bucket> = BTreeSet::new();
@@ -471,7 +494,12 @@ impl GrafanaQuery {
             ..DeploymentFilter::default()
         };
         let outcomes = store.finished_outcomes(&filter).await.map_err(internal)?;
-        let (system_names, environment_names) = names(store).await?;
+        let (system_names, environment_names) = names(
+            store,
+            outcomes.iter().map(|o| o.system_id).collect(),
+            outcomes.iter().map(|o| o.environment_id).collect(),
+        )
+        .await?;
         #[derive(Default)]
         struct Acc {
             succeeded: i64,
