@@ -68,19 +68,25 @@ impl Drop for Server {
     }
 }
 
-/// Sends deliveries `p-<worker>-<n>` from `workers` concurrent senders until stopped; returns
-/// (sent, acknowledged) ids.
+/// Sends deliveries `p-<worker>-<n>` from `workers` concurrent senders until stopped, counting
+/// acknowledgements in `progress`; returns (sent, acknowledged) ids.
 async fn flood(
     url: String,
     workers: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<std::sync::atomic::AtomicUsize>,
 ) -> (BTreeSet<String>, BTreeSet<String>) {
     let sent = Arc::new(Mutex::new(BTreeSet::new()));
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
     let tasks: Vec<_> = (0..workers)
         .map(|worker| {
-            let (url, stop, sent, acknowledged) =
-                (url.clone(), stop.clone(), sent.clone(), acknowledged.clone());
+            let (url, stop, sent, acknowledged, progress) = (
+                url.clone(),
+                stop.clone(),
+                sent.clone(),
+                acknowledged.clone(),
+                progress.clone(),
+            );
             tokio::spawn(async move {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
@@ -101,6 +107,7 @@ async fn flood(
                     match answer {
                         Ok(response) if response.status().is_success() => {
                             acknowledged.lock().unwrap().insert(id);
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok(_) => {}
                         Err(_) => break, // the server is gone
@@ -115,6 +122,14 @@ async fn flood(
     let sent = sent.lock().unwrap().clone();
     let acknowledged = acknowledged.lock().unwrap().clone();
     (sent, acknowledged)
+}
+
+/// Waits until `count` deliveries were acknowledged (at most 30 s).
+async fn wait_for(progress: &std::sync::atomic::AtomicUsize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn stored_ids(server: &Server) -> BTreeSet<String> {
@@ -149,8 +164,16 @@ async fn a_sigkill_during_a_flood_loses_no_acknowledged_delivery() {
     let db = TestDb::new().await;
     let mut server = Server::start(&db).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = tokio::spawn(flood(server.url("/webhooks/generic"), 16, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = tokio::spawn(flood(
+        server.url("/webhooks/generic"),
+        16,
+        stop.clone(),
+        progress.clone(),
+    ));
+    // Kill in the middle of the flood: once it is well under way (a loaded CI machine can take
+    // a while to get there), while 16 senders still have requests in flight.
+    wait_for(&progress, 100).await;
     server.child.kill().unwrap(); // SIGKILL: no graceful anything
     server.child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -216,8 +239,14 @@ async fn a_sigterm_finishes_in_flight_requests_and_closes_subscribers() {
     )
     .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = tokio::spawn(flood(server.url("/webhooks/generic"), 8, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = tokio::spawn(flood(
+        server.url("/webhooks/generic"),
+        8,
+        stop.clone(),
+        progress.clone(),
+    ));
+    wait_for(&progress, 50).await;
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
