@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use entity::{board_cells, deliveries, deployment_events, deployments};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, InsertStatement, OnConflict, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Iterable, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 
 use super::counts::CountDeltas;
@@ -247,24 +248,14 @@ async fn journal(
     }
     let mut inserted: HashMap<Key, i64> = HashMap::new();
     for chunk in journal_chunks(rows) {
-        let mut insert = deliveries::Entity::insert_many(chunk)
+        let insert = deliveries::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([deliveries::Column::Source, deliveries::Column::DeliveryKey])
                     .do_nothing()
                     .to_owned(),
             )
             .into_query();
-        insert.returning(sea_orm::sea_query::Query::returning().columns([
-            deliveries::Column::Id,
-            deliveries::Column::Source,
-            deliveries::Column::DeliveryKey,
-        ]));
-        for row in txn.query_all(&insert).await? {
-            inserted.insert(
-                (row.try_get("", "source")?, row.try_get("", "delivery_key")?),
-                row.try_get("", "id")?,
-            );
-        }
+        inserted.extend(insert_new(txn, insert, deliveries::Column::DeliveryKey).await?);
     }
     // Keys already in the journal before this batch.
     let older: Vec<Key> = first
@@ -357,24 +348,14 @@ async fn write_deployments(
     let wanted = fresh.len();
     let mut ids = HashMap::with_capacity(wanted);
     for chunk in chunks(fresh) {
-        let mut insert = deployments::Entity::insert_many(chunk)
+        let insert = deployments::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([deployments::Column::Source, deployments::Column::ExternalId])
                     .do_nothing()
                     .to_owned(),
             )
             .into_query();
-        insert.returning(sea_orm::sea_query::Query::returning().columns([
-            deployments::Column::Id,
-            deployments::Column::Source,
-            deployments::Column::ExternalId,
-        ]));
-        for row in txn.query_all(&insert).await? {
-            ids.insert(
-                (row.try_get("", "source")?, row.try_get("", "external_id")?),
-                row.try_get::<i64>("", "id")?,
-            );
-        }
+        ids.extend(insert_new(txn, insert, deployments::Column::ExternalId).await?);
     }
     if ids.len() != wanted {
         return Err(StoreError::Invalid(
@@ -395,32 +376,11 @@ async fn write_deployments(
         })
         .collect();
     for chunk in chunks(changed) {
-        use deployments::Column as C;
+        use deployments::Column;
         deployments::Entity::insert_many(chunk)
             .on_conflict(
-                OnConflict::column(C::Id)
-                    .update_columns([
-                        C::SystemId,
-                        C::EnvironmentId,
-                        C::Status,
-                        C::RawStatus,
-                        C::RawSystem,
-                        C::RawEnvironment,
-                        C::EnvironmentTier,
-                        C::Tenant,
-                        C::CommittedAt,
-                        C::StatusAt,
-                        C::StartedAt,
-                        C::FinishedAt,
-                        C::DeployedAt,
-                        C::CommitSha,
-                        C::GitRef,
-                        C::Version,
-                        C::Url,
-                        C::Actor,
-                        C::FirstSeenAt,
-                        C::UpdatedAt,
-                    ])
+                OnConflict::column(Column::Id)
+                    .update_columns(Column::iter().filter(|c| !matches!(c, Column::Id)))
                     .to_owned(),
             )
             .exec_without_returning(txn)
@@ -466,44 +426,14 @@ async fn write_cells(txn: &DatabaseTransaction, steps: &[Step<'_>], now: i64) ->
         let entry = cells.entry(key).or_insert((None, None));
         entry.1 = Some(board::next_cell(entry.1.clone(), &step.state, now));
     }
-    let changed: Vec<board_cells::ActiveModel> = cells
+    let changed: Vec<board_cells::Model> = cells
         .into_values()
         .filter_map(|(before, after)| match (before, after) {
             (before, Some(after)) if before.as_ref() != Some(&after) => Some(after),
             _ => None,
         })
-        .map(|cell| board_cells::ActiveModel {
-            system_id: Set(cell.system_id),
-            environment_id: Set(cell.environment_id),
-            current_id: Set(cell.current_id),
-            current_at: Set(cell.current_at),
-            progress_id: Set(cell.progress_id),
-            progress_at: Set(cell.progress_at),
-            failure_id: Set(cell.failure_id),
-            failure_at: Set(cell.failure_at),
-            updated_at: Set(cell.updated_at),
-        })
         .collect();
-    for chunk in chunks(changed) {
-        use board_cells::Column as C;
-        board_cells::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([C::SystemId, C::EnvironmentId])
-                    .update_columns([
-                        C::CurrentId,
-                        C::CurrentAt,
-                        C::ProgressId,
-                        C::ProgressAt,
-                        C::FailureId,
-                        C::FailureAt,
-                        C::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
+    board::save(txn, changed).await
 }
 
 /// One event per step; ids come back in insertion order (one sequence, rows in order).
@@ -588,6 +518,28 @@ fn journal_chunks(rows: Vec<deliveries::ActiveModel>) -> Vec<Vec<deliveries::Act
         }
     }
     out
+}
+
+/// Runs a multi-row `INSERT ... ON CONFLICT DO NOTHING` into a table keyed by `source` and
+/// `key`, and returns the ids of the rows it inserted by that key.
+async fn insert_new<C: ColumnTrait>(
+    txn: &DatabaseTransaction,
+    mut insert: InsertStatement,
+    key: C,
+) -> Result<HashMap<Key, i64>, StoreError> {
+    insert.returning(Query::returning().columns([
+        Alias::new("id"),
+        Alias::new("source"),
+        Alias::new(key.as_str()),
+    ]));
+    let mut ids = HashMap::new();
+    for row in txn.query_all(&insert).await? {
+        ids.insert(
+            (row.try_get("", "source")?, row.try_get("", key.as_str())?),
+            row.try_get::<i64>("", "id")?,
+        );
+    }
+    Ok(ids)
 }
 
 fn chunks<T>(rows: Vec<T>) -> Vec<Vec<T>> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use entity::{board_cells, deployments};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, Iterable, QueryFilter, QuerySelect};
 
 use super::{Store, StoreError};
 use crate::domain::DeploymentStatus;
@@ -80,35 +80,48 @@ pub(crate) async fn touch<C: ConnectionTrait>(
     if current.as_ref() == Some(&next) {
         return Ok(());
     }
-    let row = board_cells::ActiveModel {
-        system_id: Set(next.system_id),
-        environment_id: Set(next.environment_id),
-        current_id: Set(next.current_id),
-        current_at: Set(next.current_at),
-        progress_id: Set(next.progress_id),
-        progress_at: Set(next.progress_at),
-        failure_id: Set(next.failure_id),
-        failure_at: Set(next.failure_at),
-        updated_at: Set(next.updated_at),
-    };
-    board_cells::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([board_cells::Column::SystemId, board_cells::Column::EnvironmentId])
-                .update_columns([
-                    board_cells::Column::CurrentId,
-                    board_cells::Column::CurrentAt,
-                    board_cells::Column::ProgressId,
-                    board_cells::Column::ProgressAt,
-                    board_cells::Column::FailureId,
-                    board_cells::Column::FailureAt,
-                    board_cells::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
+    save(conn, vec![next]).await
+}
+
+/// Writes cells (insert, or update every column of the existing row), several per statement.
+pub(crate) async fn save<C: ConnectionTrait>(
+    conn: &C,
+    cells: Vec<board_cells::Model>,
+) -> Result<(), StoreError> {
+    use board_cells::Column;
+    let rows: Vec<board_cells::ActiveModel> = cells
+        .into_iter()
+        .map(|cell| board_cells::ActiveModel {
+            system_id: Set(cell.system_id),
+            environment_id: Set(cell.environment_id),
+            current_id: Set(cell.current_id),
+            current_at: Set(cell.current_at),
+            progress_id: Set(cell.progress_id),
+            progress_at: Set(cell.progress_at),
+            failure_id: Set(cell.failure_id),
+            failure_at: Set(cell.failure_at),
+            updated_at: Set(cell.updated_at),
+        })
+        .collect();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(CELLS_PER_STATEMENT).collect();
+        board_cells::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([Column::SystemId, Column::EnvironmentId])
+                    .update_columns(
+                        Column::iter().filter(|c| !matches!(c, Column::SystemId | Column::EnvironmentId)),
+                    )
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
     Ok(())
 }
+
+/// Cells per multi-row upsert (9 parameters each).
+const CELLS_PER_STATEMENT: usize = 64;
 
 impl Store {
     /// The board's cells for the given system and environment ids (empty = all).
