@@ -127,28 +127,57 @@ pub struct Page {
 pub struct Store {
     db: DatabaseConnection,
     statements: Arc<AtomicU64>,
-    /// Name -> id of systems and environments seen; rows are never renamed or deleted.
-    ids: Arc<std::sync::RwLock<IdCache>>,
-    /// Id -> row of systems and environments read so far. Ids are never reused (AUTOINCREMENT
-    /// on SQLite, a sequence on PostgreSQL) and rows never renamed, so an entry never goes
-    /// stale: list pages get their names without a statement.
-    names: Arc<std::sync::RwLock<NameById>>,
+    /// Systems and environments read so far, by name and by id. Ids are never reused
+    /// (AUTOINCREMENT on SQLite, a sequence on PostgreSQL) and rows never renamed, so an entry
+    /// never goes stale: filters resolve names and list pages get names without a statement.
+    names: Arc<std::sync::RwLock<KnownNames>>,
 }
 
 #[derive(Default)]
-struct IdCache {
-    systems: HashMap<String, i64>,
-    environments: HashMap<String, i64>,
+struct KnownNames {
+    systems: Known,
+    environments: Known,
 }
 
+impl KnownNames {
+    fn kind(&self, systems: bool) -> &Known {
+        if systems {
+            &self.systems
+        } else {
+            &self.environments
+        }
+    }
+
+    fn kind_mut(&mut self, systems: bool) -> &mut Known {
+        if systems {
+            &mut self.systems
+        } else {
+            &mut self.environments
+        }
+    }
+}
+
+/// One kind of named row, both ways.
 #[derive(Default)]
-struct NameById {
-    systems: HashMap<i64, Named>,
-    environments: HashMap<i64, Named>,
+struct Known {
+    by_name: HashMap<String, i64>,
+    by_id: HashMap<i64, Named>,
 }
 
-/// Entries the id -> name cache holds before it starts over (systems and environments number
-/// in the hundreds; this only bounds a pathological install).
+impl Known {
+    fn remember(&mut self, rows: &[Named]) {
+        if self.by_id.len() + rows.len() > NAME_CACHE_LIMIT {
+            *self = Self::default();
+        }
+        for named in rows {
+            self.by_name.insert(named.name.clone(), named.id);
+            self.by_id.insert(named.id, named.clone());
+        }
+    }
+}
+
+/// Entries the name cache holds per kind before it starts over (systems and environments
+/// number in the hundreds; this only bounds a pathological install).
 const NAME_CACHE_LIMIT: usize = 100_000;
 
 /// A filter with names turned into ids, so queries use the (system_id, deployed_at) and
@@ -203,7 +232,6 @@ impl Store {
         Ok(Self {
             db,
             statements,
-            ids: Arc::default(),
             names: Arc::default(),
         })
     }
@@ -329,14 +357,10 @@ impl Store {
         }
         let mut ids = Vec::with_capacity(names.len());
         let mut missing = Vec::new();
-        if let Ok(cache) = self.ids.read() {
-            let map = if systems {
-                &cache.systems
-            } else {
-                &cache.environments
-            };
+        if let Ok(cache) = self.names.read() {
+            let known = cache.kind(systems);
             for name in names {
-                match map.get(name) {
+                match known.by_name.get(name) {
                     Some(id) => ids.push(*id),
                     None => missing.push(name.clone()),
                 }
@@ -345,34 +369,27 @@ impl Store {
             missing = names.to_vec();
         }
         if !missing.is_empty() {
-            let found: Vec<(i64, String)> = if systems {
+            let found: Vec<Named> = if systems {
                 systems::Entity::find()
-                    .select_only()
-                    .columns([systems::Column::Id, systems::Column::Name])
                     .filter(systems::Column::Name.is_in(missing))
-                    .into_tuple()
                     .all(&self.db)
                     .await?
+                    .into_iter()
+                    .map(Named::from)
+                    .collect()
             } else {
                 environments::Entity::find()
-                    .select_only()
-                    .columns([environments::Column::Id, environments::Column::Name])
                     .filter(environments::Column::Name.is_in(missing))
-                    .into_tuple()
                     .all(&self.db)
                     .await?
+                    .into_iter()
+                    .map(Named::from)
+                    .collect()
             };
-            if let Ok(mut cache) = self.ids.write() {
-                let map = if systems {
-                    &mut cache.systems
-                } else {
-                    &mut cache.environments
-                };
-                for (id, name) in &found {
-                    map.insert(name.clone(), *id);
-                }
+            if let Ok(mut cache) = self.names.write() {
+                cache.kind_mut(systems).remember(&found);
             }
-            ids.extend(found.into_iter().map(|(id, _)| id));
+            ids.extend(found.into_iter().map(|named| named.id));
         }
         Ok(Some(ids))
     }
@@ -504,13 +521,9 @@ impl Store {
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         if let Ok(cache) = self.names.read() {
-            let map = if systems {
-                &cache.systems
-            } else {
-                &cache.environments
-            };
+            let known = cache.kind(systems);
             for id in ids {
-                match map.get(id) {
+                match known.by_id.get(id) {
                     Some(named) => {
                         found.insert(*id, named.clone());
                     }
@@ -543,17 +556,7 @@ impl Store {
                 .collect()
         };
         if let Ok(mut cache) = self.names.write() {
-            let map = if systems {
-                &mut cache.systems
-            } else {
-                &mut cache.environments
-            };
-            if map.len() + rows.len() > NAME_CACHE_LIMIT {
-                map.clear();
-            }
-            for named in &rows {
-                map.insert(named.id, named.clone());
-            }
+            cache.kind_mut(systems).remember(&rows);
         }
         found.extend(rows.into_iter().map(|named| (named.id, named)));
         Ok(found)

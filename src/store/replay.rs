@@ -87,11 +87,8 @@ impl Store {
                 .exec(self.connection())
                 .await?
                 .rows_affected;
-            if let Ok(mut cache) = self.ids.write() {
-                *cache = super::IdCache::default();
-            }
             if let Ok(mut cache) = self.names.write() {
-                *cache = super::NameById::default();
+                *cache = super::KnownNames::default();
             }
         }
         Ok(summary)
