@@ -200,10 +200,14 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         if options.url.starts_with("postgres") {
-            connect.after_connect(|_| {
-                Box::pin(async {
-                    nodelay::apply();
-                    Ok(())
+            // On the pool, so every connection it opens gets it (sea-orm's own `after_connect`
+            // runs once, after the pool's first connections).
+            connect.map_sqlx_postgres_pool_opts(|pool| {
+                pool.after_connect(|_, _| {
+                    Box::pin(async {
+                        nodelay::apply();
+                        Ok(())
+                    })
                 })
             });
         }

@@ -1,12 +1,12 @@
 //! TCP_NODELAY on the PostgreSQL connections. sqlx 0.9.0 stopped setting it (sqlx issue 4335,
 //! fixed upstream in PR 4336, not released yet); without it a statement written in more than
-//! one piece can wait for a delayed ACK (40 ms). It is not the whole story: big statements over
-//! TCP still stall now and then (see `batch::JOURNAL_BYTES`), which a Unix socket does not.
+//! one piece (a TLS record is at most 16 KiB) waits for the server's delayed ACK: 40 ms.
 //!
-//! sqlx gives no access to its socket, so after each new connection every TCP socket of this
-//! process gets the option (through a duplicate from `pidfd_getfd`, so no descriptor is ever
-//! borrowed unsafely). Setting it on other TCP sockets (HTTP clients and servers) is harmless:
-//! hyper sets it on its own. Remove this once sqlx sets it again.
+//! sqlx gives no access to its socket, so whenever the pool opens a connection (its own
+//! after-connect hook) every TCP socket of this process gets the option, through a duplicate
+//! from `pidfd_getfd`, so no descriptor is ever borrowed unsafely. Setting it on other TCP
+//! sockets (HTTP clients and servers) is harmless: hyper sets it on its own. Remove this once
+//! sqlx sets it again.
 
 /// Sets TCP_NODELAY on every TCP socket this process has open; other descriptors are skipped.
 #[cfg(target_os = "linux")]

@@ -11,13 +11,14 @@ use serde_json::json;
 
 use crate::helpers::{SECRET, Subscriber, TestDb, generic};
 
-struct Server {
-    child: Child,
+/// The real binary, serving on a free port (also used by `sockets`).
+pub(crate) struct Server {
+    pub(crate) child: Child,
     port: u16,
 }
 
 impl Server {
-    async fn start(db: &TestDb) -> Server {
+    pub(crate) async fn start(db: &TestDb) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -56,7 +57,7 @@ impl Server {
         Server { child, port }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }

@@ -22,5 +22,6 @@ mod scale;
 mod schema;
 mod security;
 mod server;
+mod sockets;
 mod sources;
 mod subscriptions;
