@@ -198,6 +198,9 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out by default: a round trip before each
+            // transaction and each query. Only connections idle for a while are checked now.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
         if options.url.starts_with("postgres") {
             // On the pool, so every connection it opens gets it (sea-orm's own `after_connect`
