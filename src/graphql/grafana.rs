@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 
+use super::budget::Chunked;
 use super::scalars::Instant;
 use super::types::{internal, user_error};
 use crate::domain::DeploymentStatus;
@@ -16,6 +17,9 @@ use crate::store::{DeploymentFilter, Named, PageRequest, Store};
 pub const MAX_ROWS: i32 = 10_000;
 /// The most buckets a frequency query fills (a year of hours is 8,784).
 pub const MAX_BUCKETS: i64 = 20_000;
+/// The most points one frequency answer holds (buckets x groups): a year by day for 300
+/// system-environment pairs is 109,800.
+pub const MAX_POINTS: usize = 200_000;
 
 /// Bucket width of a frequency series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
@@ -182,6 +186,19 @@ async fn names(
     Ok((map(systems), map(environments)))
 }
 
+/// How many groups a frequency dimension is expected to split into, before counting: the
+/// filter's list when there is one, else a guess (the budget only needs the order of size).
+fn expected_groups(dimension: Dimension, filter: &DeploymentFilter) -> usize {
+    // An empty list means "no filter".
+    let listed = |count: usize, guess: usize| if count == 0 { guess } else { count };
+    match dimension {
+        Dimension::System => listed(filter.systems.len(), 10),
+        Dimension::Environment => listed(filter.environments.len(), 10),
+        Dimension::Status => listed(filter.statuses.len(), 5),
+        Dimension::Source => listed(filter.sources.len(), 5),
+    }
+}
+
 /// The Grafana root fields, merged into `Query`.
 #[derive(Default)]
 pub struct GrafanaQuery;
@@ -200,7 +217,7 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 1000)] limit: i32,
-    ) -> Result<Vec<DeploymentRow>> {
+    ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
         let filter = DeploymentFilter {
@@ -213,6 +230,7 @@ impl GrafanaQuery {
             commit_sha: None,
         };
         let limit = limit.clamp(0, MAX_ROWS) as u64;
+        let _permit = super::budget::reserve(ctx, limit as usize).await;
         let page = store
             .deployments_page(
                 &filter,
@@ -275,7 +293,7 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 0)] utc_offset_minutes: i32,
-    ) -> Result<Vec<FrequencyPoint>> {
+    ) -> Result<Chunked<FrequencyPoint>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
         if !(-14 * 60..=14 * 60).contains(&utc_offset_minutes) {
@@ -317,6 +335,12 @@ impl GrafanaQuery {
             to: Some(to),
             commit_sha: None,
         };
+        // Reading the counts is most of a big answer's memory (on SQLite every value of every
+        // row is copied out), so the turn is taken before reading, on an estimate.
+        let estimate = dimensions.iter().fold(buckets as usize, |points, dimension| {
+            points * expected_groups(*dimension, &filter)
+        });
+        let _permit = super::budget::reserve(ctx, estimate).await;
         let counted = store
             .count_buckets(&filter, width, offset, &dimensions)
             .await
@@ -346,7 +370,17 @@ impl GrafanaQuery {
                 source: None,
             });
         }
-        let mut points = Vec::new();
+        let size = groups.len() * buckets as usize;
+        if size > MAX_POINTS {
+            return Err(user_error(
+                "BAD_USER_INPUT",
+                &format!(
+                    "{size} points ({buckets} buckets x {} groups) is too many (at most {MAX_POINTS}): use a wider interval, fewer groupBy dimensions or a filter",
+                    groups.len()
+                ),
+            ));
+        }
+        let mut points = Vec::with_capacity(size);
         let mut start = first;
         while start <= to {
             for group in &groups {
@@ -367,7 +401,7 @@ impl GrafanaQuery {
             }
             start += width.millis();
         }
-        Ok(points)
+        Ok(Chunked(points))
     }
 
     /// Deployments as annotations (time, timeEnd, title, text, tags) to overlay any panel.
@@ -382,11 +416,12 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 1000)] limit: i32,
-    ) -> Result<Vec<DeploymentAnnotation>> {
+    ) -> Result<Chunked<DeploymentAnnotation>> {
         let rows = self
             .deployment_list(ctx, from, to, systems, environments, statuses, sources, limit)
             .await?;
         Ok(rows
+            .0
             .into_iter()
             .map(|row| {
                 let status = format!("{:?}", row.status).to_lowercase();

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, root types and loaders. Resolvers read only through `store`.
 
 pub mod board;
+pub mod budget;
 pub mod grafana;
 pub mod loaders;
 pub mod query;
@@ -33,6 +34,7 @@ pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig, board: board::B
         .data(hub)
         .data(dora)
         .data(board)
+        .data(budget::BigAnswers::per_core())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()

@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::AppState;
+use crate::graphql::budget::Held;
 use crate::graphql::loaders::{live_loader, request_loader};
 
 /// The most requests one batch may carry.
@@ -39,12 +40,24 @@ fn unauthorized() -> Response {
     response
 }
 
-async fn run(state: &AppState, request: BatchRequest) -> Response {
+/// Per-request data: its own DataLoader, and the slot for its share of the big-answer budget.
+fn per_request(state: &AppState, held: &Held, request: async_graphql::Request) -> async_graphql::Request {
+    request
+        .data(request_loader(state.store.clone()))
+        .data(held.clone())
+}
+
+async fn run(state: &AppState, request: BatchRequest, held: Held) -> Response {
     let started = std::time::Instant::now();
     let answer = tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await;
     metrics::histogram!("shiplog_graphql_seconds").record(started.elapsed().as_secs_f64());
     match answer {
-        Ok(response) => GraphQLResponse::from(with_codes(response)).into_response(),
+        Ok(response) => {
+            let response = GraphQLResponse::from(with_codes(response)).into_response();
+            // The JSON is written: a big answer's share of the budget goes to the next one.
+            drop(held);
+            response
+        }
         Err(_) => refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "TIMEOUT",
@@ -87,10 +100,9 @@ pub async fn post(
     if !state.tokens.allows(&headers) {
         return unauthorized();
     }
+    let held = Held::default();
     let request = match request.into_inner() {
-        BatchRequest::Single(request) => {
-            BatchRequest::Single(request.data(request_loader(state.store.clone())))
-        }
+        BatchRequest::Single(request) => BatchRequest::Single(per_request(&state, &held, request)),
         BatchRequest::Batch(requests) if requests.len() > MAX_BATCH => {
             return refused(
                 StatusCode::BAD_REQUEST,
@@ -101,11 +113,11 @@ pub async fn post(
         BatchRequest::Batch(requests) => BatchRequest::Batch(
             requests
                 .into_iter()
-                .map(|request| request.data(request_loader(state.store.clone())))
+                .map(|request| per_request(&state, &held, request))
                 .collect(),
         ),
     };
-    run(&state, request).await
+    run(&state, request, held).await
 }
 
 /// `GET /graphql`: GraphiQL in a browser; a query when the URL carries one (queries only:
@@ -119,8 +131,9 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(que
             }
             match async_graphql::http::parse_query_string(&query) {
                 Ok(request) => {
-                    let request = request.data(request_loader(state.store.clone()));
-                    run(&state, BatchRequest::Single(request)).await
+                    let held = Held::default();
+                    let request = per_request(&state, &held, request);
+                    run(&state, BatchRequest::Single(request), held).await
                 }
                 Err(error) => super::error::ApiError::BadRequest {
                     code: "bad_query_string",

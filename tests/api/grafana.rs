@@ -174,6 +174,40 @@ async fn frequency_is_long_format_ascending_with_empty_buckets_filled() {
             .contains("wider interval"),
         "{too_many}"
     );
+
+    // Under the bucket limit, but too many points once every group gets every bucket.
+    for i in 0..11 {
+        deliver(
+            &app,
+            &format!("p{i}"),
+            &format!("system-{i}"),
+            "production",
+            "succeeded",
+            T0,
+        )
+        .await;
+    }
+    let hourly = "query($groupBy: [GroupBy!]) { deploymentFrequency(from: 1704067200000, to: 1767916800000, interval: HOUR, groupBy: $groupBy) { time count } }";
+    let too_many = app
+        .graphql(hourly, json!({ "groupBy": ["SYSTEM", "STATUS"] }))
+        .await;
+    assert_eq!(
+        too_many["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{too_many}"
+    );
+    let message = too_many["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("17737 buckets x 15 groups"), "{message}");
+    // One group for the same range is fine.
+    let one = app.data(hourly, json!({ "groupBy": [] })).await;
+    let points = one["deploymentFrequency"].as_array().unwrap();
+    assert_eq!(points.len(), 17737);
+    // Built a slice at a time: still every hour once, in order, every deployment counted.
+    let times: Vec<&str> = points.iter().map(|p| p["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
+    assert_eq!(times[0], "2024-01-01T00:00:00.000Z");
+    assert_eq!(times[17736], "2026-01-09T00:00:00.000Z");
+    let total: i64 = points.iter().map(|p| p["count"].as_i64().unwrap()).sum();
+    assert_eq!(total, 16, "5 seeded + 11");
 }
 
 #[tokio::test]
