@@ -70,7 +70,7 @@ pub struct SettingsArgs {
     /// sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://shiplog.db]
     #[arg(long, env = "SHIPLOG_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
-    /// Database pool size [default: 8 for SQLite, 16 for PostgreSQL]
+    /// Database pool size [default: SQLite: cores + 2, at least 4; PostgreSQL: 16]
     #[arg(long, env = "SHIPLOG_DATABASE_MAX_CONNECTIONS", global = true)]
     pub database_max_connections: Option<u32>,
     /// SQLite durability: full (survives power loss) or normal (survives process crashes) [default: full]
@@ -190,6 +190,17 @@ pub struct ApiSettings {
     pub retry_max_attempts: Option<i32>,
 }
 
+/// SQLite connections: the writer plus one reader per core and a spare. SQLite readers work on
+/// this process's own cores, so more of them only add page caches and threads (each keeps its
+/// own C-library heap). On 2 cores, over a million deployments at concurrency 16: 8 connections,
+/// 36-52 MiB under the query load; 4 connections, 28-39 MiB, with lists faster and counts per
+/// environment 17% slower in that run (869 / 990 / 1,491 / 912 req/s against 1,325 / 1,379 /
+/// 1,234 / 897).
+fn sqlite_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    (cores + 2).clamp(4, 16)
+}
+
 /// The resolved settings the server runs with.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -299,7 +310,7 @@ impl Settings {
             database_max_connections: args
                 .database_max_connections
                 .or(file.database_max_connections)
-                .unwrap_or(if is_sqlite { 8 } else { 16 }),
+                .unwrap_or(if is_sqlite { sqlite_pool_size() } else { 16 }),
             sqlite_synchronous_full: args.sqlite_synchronous.or(file.sqlite_synchronous)
                 != Some(SqliteSynchronous::Normal),
             database_url,
