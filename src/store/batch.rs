@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use entity::{board_cells, deliveries, deployment_events, deployments};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, InsertStatement, OnConflict, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
+    ActiveModelTrait,
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Iterable, QueryFilter, QueryOrder,
+    ConnectionTrait, DatabaseTransaction, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait,
 };
 
@@ -20,7 +21,7 @@ use super::ingest::{
     Done, NameCache, NewDelivery, Outcome, Work, active, ensure_environment, ensure_system, journal_row,
     journal_state,
 };
-use super::{Named, StoreError, board, merge};
+use super::{Named, StoreError, board, chunks, merge};
 use crate::domain::MappedObservation;
 use crate::events::LiveEvent;
 
@@ -251,14 +252,13 @@ async fn journal(
     }
     let mut inserted: HashMap<Key, i64> = HashMap::new();
     for chunk in journal_chunks(rows) {
-        let insert = deliveries::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([deliveries::Column::Source, deliveries::Column::DeliveryKey])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .into_query();
-        inserted.extend(insert_new(txn, insert, deliveries::Column::DeliveryKey).await?);
+        let new = insert_new(
+            txn,
+            chunk,
+            deliveries::Column::Source,
+            deliveries::Column::DeliveryKey,
+        );
+        inserted.extend(new.await?);
     }
     // Keys already in the journal before this batch.
     let older: Vec<Key> = first
@@ -350,15 +350,14 @@ async fn write_deployments(
         .collect();
     let wanted = fresh.len();
     let mut ids = HashMap::with_capacity(wanted);
-    for chunk in chunks(fresh) {
-        let insert = deployments::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([deployments::Column::Source, deployments::Column::ExternalId])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .into_query();
-        ids.extend(insert_new(txn, insert, deployments::Column::ExternalId).await?);
+    for chunk in chunks(fresh, ROWS) {
+        let new = insert_new(
+            txn,
+            chunk,
+            deployments::Column::Source,
+            deployments::Column::ExternalId,
+        );
+        ids.extend(new.await?);
     }
     if ids.len() != wanted {
         return Err(StoreError::Invalid(
@@ -378,7 +377,7 @@ async fn write_deployments(
             row
         })
         .collect();
-    for chunk in chunks(changed) {
+    for chunk in chunks(changed, ROWS) {
         use deployments::Column;
         deployments::Entity::insert_many(chunk)
             .on_conflict(
@@ -462,7 +461,7 @@ async fn write_events(
         })
         .collect();
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in chunks(rows) {
+    for chunk in chunks(rows, ROWS) {
         let mut insert = deployment_events::Entity::insert_many(chunk).into_query();
         insert.returning_col(deployment_events::Column::Id);
         let mut returned: Vec<i64> = txn
@@ -523,33 +522,28 @@ fn journal_chunks(rows: Vec<deliveries::ActiveModel>) -> Vec<Vec<deliveries::Act
     out
 }
 
-/// Runs a multi-row `INSERT ... ON CONFLICT DO NOTHING` into a table keyed by `source` and
-/// `key`, and returns the ids of the rows it inserted by that key.
-async fn insert_new<C: ColumnTrait>(
+/// Inserts rows into a table keyed by (`source`, `key`) in one multi-row `INSERT ... ON
+/// CONFLICT DO NOTHING`, and returns the ids of the rows it inserted by that key.
+async fn insert_new<A: ActiveModelTrait>(
     txn: &DatabaseTransaction,
-    mut insert: InsertStatement,
-    key: C,
+    rows: Vec<A>,
+    source: <A::Entity as EntityTrait>::Column,
+    key: <A::Entity as EntityTrait>::Column,
 ) -> Result<HashMap<Key, i64>, StoreError> {
+    let mut insert = A::Entity::insert_many(rows)
+        .on_conflict(OnConflict::columns([source, key]).do_nothing().to_owned())
+        .into_query();
     insert.returning(Query::returning().columns([
         Alias::new("id"),
-        Alias::new("source"),
+        Alias::new(source.as_str()),
         Alias::new(key.as_str()),
     ]));
     let mut ids = HashMap::new();
     for row in txn.query_all(&insert).await? {
         ids.insert(
-            (row.try_get("", "source")?, row.try_get("", key.as_str())?),
+            (row.try_get("", source.as_str())?, row.try_get("", key.as_str())?),
             row.try_get::<i64>("", "id")?,
         );
     }
     Ok(ids)
-}
-
-fn chunks<T>(rows: Vec<T>) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        out.push(rows.by_ref().take(ROWS).collect());
-    }
-    out
 }

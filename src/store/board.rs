@@ -103,9 +103,7 @@ pub(crate) async fn save<C: ConnectionTrait>(
             updated_at: Set(cell.updated_at),
         })
         .collect();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(CELLS_PER_STATEMENT).collect();
+    for chunk in super::chunks(rows, CELLS_PER_STATEMENT) {
         board_cells::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([Column::SystemId, Column::EnvironmentId])

@@ -176,6 +176,16 @@ impl Known {
     }
 }
 
+/// Rows in groups of at most `size`, for multi-row statements.
+fn chunks<T>(rows: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        out.push(rows.by_ref().take(size).collect());
+    }
+    out
+}
+
 /// Entries the name cache holds per kind before it starts over (systems and environments
 /// number in the hundreds; this only bounds a pathological install).
 const NAME_CACHE_LIMIT: usize = 100_000;
