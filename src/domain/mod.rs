@@ -45,6 +45,31 @@ pub struct Observation {
     pub committed_at: Option<i64>,
 }
 
+#[cfg(test)]
+impl Observation {
+    /// An observation with only the required fields, of system "billing" in "prod" (tests).
+    pub(crate) fn bare(external_id: &str, status: DeploymentStatus, occurred_at: i64) -> Self {
+        Self {
+            external_id: external_id.into(),
+            system: "billing".into(),
+            environment: "prod".into(),
+            environment_tier: None,
+            status,
+            raw_status: status.as_str().into(),
+            occurred_at,
+            started_at: None,
+            finished_at: None,
+            commit_sha: None,
+            git_ref: None,
+            version: None,
+            url: None,
+            actor: None,
+            tenant: None,
+            committed_at: None,
+        }
+    }
+}
+
 /// An observation after the map step: canonical system and environment names beside the raw ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MappedObservation {

@@ -4,6 +4,7 @@ pub mod board;
 pub mod budget;
 pub mod grafana;
 pub mod loaders;
+pub mod plain;
 pub mod query;
 pub mod scalars;
 pub mod subscription;

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::{deployment_events, deployments};
 
 use super::loaders::{EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
+use super::plain::Listed;
 use super::scalars::Instant;
 use crate::domain::DeploymentStatus;
 use crate::events::LiveEvent;
@@ -99,7 +100,7 @@ impl DeploymentTotals {
 }
 
 /// The connection type of every deployments list.
-pub type DeploymentConnection = Connection<DeploymentCursor, Deployment, DeploymentTotals>;
+pub type DeploymentConnection = Connection<DeploymentCursor, Listed, DeploymentTotals>;
 
 /// Runs one Relay page over the store.
 pub async fn deployments_connection(
@@ -163,7 +164,7 @@ pub async fn deployments_connection(
                 let environment = environments.get(&row.environment_id).cloned();
                 Edge::new(
                     DeploymentCursor(Position::from(&row)),
-                    Deployment::with_names(row, system, environment),
+                    Listed(Deployment::with_names(row, system, environment)),
                 )
             }));
             Ok::<_, async_graphql::Error>(connection)
@@ -236,6 +237,26 @@ impl Deployment {
             row: Arc::new(row),
             system,
             environment,
+        }
+    }
+
+    pub(crate) fn row(&self) -> &deployments::Model {
+        &self.row
+    }
+
+    pub(crate) fn system_named(&self) -> Option<&Named> {
+        self.system.as_ref()
+    }
+
+    pub(crate) fn environment_named(&self) -> Option<&Named> {
+        self.environment.as_ref()
+    }
+
+    /// finishedAt - startedAt in seconds, when both are known.
+    pub(crate) fn duration(&self) -> Option<f64> {
+        match (self.row.started_at, self.row.finished_at) {
+            (Some(start), Some(finish)) => Some((finish - start) as f64 / 1000.0),
+            _ => None,
         }
     }
 
@@ -314,10 +335,7 @@ impl Deployment {
     }
     /// finishedAt - startedAt, when both are known.
     async fn duration_seconds(&self) -> Option<f64> {
-        match (self.row.started_at, self.row.finished_at) {
-            (Some(start), Some(finish)) => Some((finish - start) as f64 / 1000.0),
-            _ => None,
-        }
+        self.duration()
     }
     /// The deployment's own time, which orders lists: finished, else started, else first seen.
     async fn deployed_at(&self) -> Instant {

@@ -208,22 +208,11 @@ mod tests {
 
     fn deployment(id: i64, status: &str, at: i64) -> deployments::Model {
         let observation = crate::domain::Observation {
-            external_id: id.to_string(),
             system: "s".into(),
             environment: "e".into(),
-            environment_tier: None,
-            status: DeploymentStatus::from_stored(status),
             raw_status: status.into(),
-            occurred_at: at,
             started_at: Some(at),
-            finished_at: None,
-            commit_sha: None,
-            git_ref: None,
-            version: None,
-            url: None,
-            actor: None,
-            tenant: None,
-            committed_at: None,
+            ..crate::domain::Observation::bare(&id.to_string(), DeploymentStatus::from_stored(status), at)
         };
         let mut model = crate::store::merge::new_deployment("generic", &observation, 1, 1, at);
         model.id = id;

@@ -134,24 +134,7 @@ mod tests {
     use super::*;
 
     fn observation(status: DeploymentStatus, occurred_at: i64) -> Observation {
-        Observation {
-            external_id: "1".into(),
-            system: "billing".into(),
-            environment: "prod".into(),
-            environment_tier: None,
-            status,
-            raw_status: status.as_str().into(),
-            occurred_at,
-            started_at: None,
-            finished_at: None,
-            commit_sha: None,
-            git_ref: None,
-            version: None,
-            url: None,
-            actor: None,
-            tenant: None,
-            committed_at: None,
-        }
+        Observation::bare("1", status, occurred_at)
     }
 
     #[test]

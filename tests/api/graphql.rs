@@ -255,3 +255,102 @@ async fn asking_for_too_big_a_page_is_a_clear_error() {
         "{both}"
     );
 }
+
+/// Every field of `Deployment` a list can answer without the generic executor.
+const EVERY_FIELD: &str = "id source externalId system { id name __typename }
+    environment { id name __typename } status rawStatus rawSystem rawEnvironment environmentTier
+    tenant startedAt finishedAt durationSeconds deployedAt commitSha ref version url actor
+    firstSeenAt updatedAt __typename";
+
+/// The response body as text: key order is part of the answer.
+async fn body(app: &TestApp, query: &str) -> String {
+    app.client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
+    let app = spawn_app().await;
+    // Real deliveries from every source, so each optional field is both set and null somewhere.
+    for (source, fixture) in [
+        ("generic", "succeeded.json"),
+        ("gitlab", "deployment_success.json"),
+        ("jenkins", "deploy_completed_failure.json"),
+        ("heroku", "release_update_succeeded.real-redacted.json"),
+        ("octopus", "deployment_started_tenant.derived.json"),
+    ] {
+        crate::contract::send_fixture(&app, source, fixture).await;
+    }
+    app.deliver(
+        json!({ "id": "r", "system": "billing", "environment": "staging", "status": "running",
+        "startedAt": 1_700_000_000_123_i64, "commitSha": "cccc" }),
+    )
+    .await;
+    app.deliver(
+        json!({ "id": "f", "system": "billing", "environment": "production", "status": "failed",
+        "startedAt": "2026-01-10T00:00:00Z", "finishedAt": "2026-01-10T00:00:01.5Z", "version": "1.2",
+        "url": "https://ci.example.com/f", "actor": "ada", "ref": "main" }),
+    )
+    .await;
+
+    // Plain fields (the direct path), then the same fields behind an inline fragment and with
+    // a repeated response key (both answered by async-graphql's own executor).
+    let direct = format!("{{ deployments(first: 50) {{ edges {{ node {{ {EVERY_FIELD} }} }} }} }}");
+    let generic = format!(
+        "{{ deployments(first: 50) {{ edges {{ node {{ ... on Deployment {{ {EVERY_FIELD} }} }} }} }} }}"
+    );
+    let fast = body(&app, &direct).await;
+    assert_eq!(fast, body(&app, &generic).await);
+    let answer: Value = serde_json::from_str(&fast).unwrap();
+    let nodes: Vec<&Value> = answer["data"]["deployments"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| &edge["node"])
+        .collect();
+    assert_eq!(nodes.len(), 7, "{fast}");
+    // Each optional field is set on some deployment and null on another.
+    for field in [
+        "environmentTier",
+        "tenant",
+        "finishedAt",
+        "durationSeconds",
+        "ref",
+        "version",
+        "url",
+        "actor",
+    ] {
+        assert!(
+            nodes.iter().any(|n| !n[field].is_null()),
+            "{field} never set: {fast}"
+        );
+        assert!(
+            nodes.iter().any(|n| n[field].is_null()),
+            "{field} never null: {fast}"
+        );
+    }
+    let failed = nodes.iter().find(|n| n["externalId"] == "f").unwrap();
+    assert_eq!(failed["durationSeconds"], json!(1.5));
+    assert_eq!(failed["finishedAt"], "2026-01-10T00:00:01.500Z");
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["system"]["__typename"], "System");
+
+    // Aliases, and the same key asked twice, give what the generic executor gives.
+    let aliased = "{ deployments(first: 50) { nodes { key: externalId when: deployedAt
+        app: system { label: name } env: environment { name } status status } } }";
+    let through_fragment = "{ deployments(first: 50) { nodes { ... on Deployment { key: externalId
+        when: deployedAt app: system { label: name } env: environment { name } status status } } } }";
+    let fast = body(&app, aliased).await;
+    assert!(
+        fast.contains(r#""key":"f","when":"2026-01-10T00:00:01.500Z","app":{"label":"billing"}"#),
+        "{fast}"
+    );
+    assert_eq!(fast, body(&app, through_fragment).await);
+}
