@@ -4,12 +4,14 @@
 //! took the server to 135 MiB on PostgreSQL and 253 MiB on SQLite. So at most one big answer per
 //! core is built at a time (`reserve`), taking its turn before it reads anything: on a machine
 //! whose cores are busy building them, more at once only share the same cores. And `Chunked`
-//! resolves a long list a slice at a time (async-graphql starts a future per item and joins
-//! them all), so only one slice's futures are alive next to the values already built.
+//! builds a long list's objects directly when only plain fields are asked for (see `plain`),
+//! else resolves it a slice at a time (async-graphql starts a future per item and joins them
+//! all), so only one slice's futures are alive next to the values already built.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::plain::{Plain, plain_object};
 use async_graphql::parser::types::Field;
 use async_graphql::resolver_utils::resolve_list;
 use async_graphql::{Context, ContextSelectionSet, OutputType, Positioned, ServerResult, Value, registry};
@@ -21,7 +23,7 @@ pub const BIG: usize = 2_000;
 /// Items resolved together: their futures are alive at once.
 const SLICE: usize = 256;
 
-/// A list that resolves `SLICE` items at a time; in the schema it is `[T!]!`, like `Vec<T>`.
+/// A list built directly, or `SLICE` items at a time; in the schema it is `[T!]!`, like `Vec<T>`.
 pub struct Chunked<T>(pub Vec<T>);
 
 impl<T> FromIterator<T> for Chunked<T> {
@@ -30,7 +32,7 @@ impl<T> FromIterator<T> for Chunked<T> {
     }
 }
 
-impl<T: OutputType> OutputType for Chunked<T> {
+impl<T: Plain> OutputType for Chunked<T> {
     fn type_name() -> Cow<'static, str> {
         Vec::<T>::type_name()
     }
@@ -44,6 +46,15 @@ impl<T: OutputType> OutputType for Chunked<T> {
     }
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        // Every item has the same selection: plain fields build every object directly.
+        let plain: Option<Vec<Value>> = self
+            .0
+            .iter()
+            .map(|item| plain_object(item, &ctx.item.node))
+            .collect();
+        if let Some(values) = plain {
+            return Ok(Value::List(values));
+        }
         let mut values = Vec::with_capacity(self.0.len());
         for slice in self.0.chunks(SLICE) {
             // Paths in errors count from the slice's start; these items' fields cannot fail.

@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+use async_graphql::parser::types::Field;
+use async_graphql::{Context, Enum, Object, Result, SimpleObject, Value};
 
 use super::budget::Chunked;
+use super::plain::{Plain, PlainValue};
 use super::scalars::Instant;
 use super::types::{internal, user_error};
 use crate::domain::DeploymentStatus;
@@ -125,6 +127,55 @@ pub struct DeploymentAnnotation {
     pub text: String,
     /// Comma-joined: system, environment, status, source.
     pub tags: String,
+}
+
+impl Plain for DeploymentRow {
+    fn plain_field(&self, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "time" => self.time.plain(),
+            "id" => self.id.plain(),
+            "system" => self.system.plain(),
+            "environment" => self.environment.plain(),
+            "status" => self.status.plain(),
+            "rawStatus" => self.raw_status.plain(),
+            "source" => self.source.plain(),
+            "version" => self.version.plain(),
+            "commitSha" => self.commit_sha.plain(),
+            "startedAt" => self.started_at.plain(),
+            "finishedAt" => self.finished_at.plain(),
+            "durationSeconds" => self.duration_seconds.plain(),
+            "actor" => self.actor.plain(),
+            "url" => self.url.plain(),
+            _ => return None,
+        })
+    }
+}
+
+impl Plain for FrequencyPoint {
+    fn plain_field(&self, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "time" => self.time.plain(),
+            "count" => self.count.plain(),
+            "system" => self.system.plain(),
+            "environment" => self.environment.plain(),
+            "status" => self.status.plain(),
+            "source" => self.source.plain(),
+            _ => return None,
+        })
+    }
+}
+
+impl Plain for DeploymentAnnotation {
+    fn plain_field(&self, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "time" => self.time.plain(),
+            "timeEnd" => self.time_end.plain(),
+            "title" => self.title.plain(),
+            "text" => self.text.plain(),
+            "tags" => self.tags.plain(),
+            _ => return None,
+        })
+    }
 }
 
 /// DORA's four keys for one system (and environment) over a window.

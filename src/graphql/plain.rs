@@ -8,8 +8,9 @@
 //! the futures). `Listed` is the same GraphQL type, `Deployment`; when every selection under it
 //! is a plain field (no fragment, no directive, no `events`, no repeated response key) and
 //! the names are already at hand, it builds the object directly from the row. Anything else
-//! goes through the generic path, unchanged. A test resolves every field both ways and
-//! compares the answers.
+//! goes through the generic path, unchanged. Grafana's long lists (`Chunked` rows, points and
+//! annotations) take the same path through `Plain`. Tests resolve every field both ways and
+//! compare the answers.
 
 use std::borrow::Cow;
 
@@ -37,22 +38,76 @@ impl OutputType for Listed {
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
         // The schema has no extensions; one that hooks every field would not see these.
-        if let Some(value) = plain(&self.0, &ctx.item.node) {
+        if let Some(value) = plain_object(self, &ctx.item.node) {
             return Ok(value);
         }
         OutputType::resolve(&self.0, ctx, field).await
     }
 }
 
-/// The deployment's object for `selection`, or None when the generic path must answer it.
-pub(crate) fn plain(deployment: &Deployment, selection: &SelectionSet) -> Option<Value> {
-    let row = deployment.row();
-    object(selection, |field| {
+/// A type whose fields, none with arguments, can be answered without the executor.
+pub trait Plain: OutputType {
+    /// The value of `field` (never `__typename`), or None when the generic path must answer.
+    fn plain_field(&self, field: &Field) -> Option<Value>;
+}
+
+/// The object of `item` for `selection`, or None when the generic path must answer it.
+pub(crate) fn plain_object<T: Plain>(item: &T, selection: &SelectionSet) -> Option<Value> {
+    object(selection, |field| match field.name.node.as_str() {
+        "__typename" => Some(Value::String(T::type_name().into_owned())),
+        _ => item.plain_field(field),
+    })
+}
+
+/// A field's value as async-graphql writes it.
+pub trait PlainValue {
+    fn plain(&self) -> Value;
+}
+
+impl PlainValue for String {
+    fn plain(&self) -> Value {
+        Value::String(self.clone())
+    }
+}
+
+impl PlainValue for i64 {
+    fn plain(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+impl PlainValue for f64 {
+    fn plain(&self) -> Value {
+        self.to_value()
+    }
+}
+
+impl PlainValue for Instant {
+    fn plain(&self) -> Value {
+        self.to_value()
+    }
+}
+
+impl PlainValue for DeploymentStatus {
+    fn plain(&self) -> Value {
+        async_graphql::resolver_utils::enum_value(*self)
+    }
+}
+
+impl<T: PlainValue> PlainValue for Option<T> {
+    fn plain(&self) -> Value {
+        self.as_ref().map_or(Value::Null, T::plain)
+    }
+}
+
+impl Plain for Listed {
+    fn plain_field(&self, field: &Field) -> Option<Value> {
+        let deployment = &self.0;
+        let row = deployment.row();
         let text = |s: &str| Value::String(s.to_owned());
         let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
         let instant = |millis: i64| Instant(millis).to_value();
         let value = match field.name.node.as_str() {
-            "__typename" => text("Deployment"),
             "id" => Value::String(row.id.to_string()),
             "source" => text(&row.source),
             "externalId" => text(&row.external_id),
@@ -82,7 +137,7 @@ pub(crate) fn plain(deployment: &Deployment, selection: &SelectionSet) -> Option
             _ => return None,
         };
         Some(value)
-    })
+    }
 }
 
 /// A system's or environment's object when only `id`, `name` and `__typename` are asked for.
@@ -147,7 +202,7 @@ mod tests {
         let DocumentOperations::Single(operation) = &document.operations else {
             panic!("one operation")
         };
-        plain(deployment, &operation.node.selection_set.node)
+        plain_object(&Listed(deployment.clone()), &operation.node.selection_set.node)
     }
 
     #[test]

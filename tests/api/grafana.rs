@@ -281,3 +281,55 @@ async fn dora_metrics_follow_their_definitions() {
         json!([{ "system": "search", "environment": "staging", "deployments": 1, "changeFailureRate": 0.0 }])
     );
 }
+
+#[tokio::test]
+async fn long_lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    app.deliver(json!({ "id": "full", "system": "search", "environment": "staging", "status": "succeeded",
+        "startedAt": T0 + 3 * DAY, "finishedAt": T0 + 3 * DAY + 1_500, "commitSha": "abc123",
+        "actor": "ada", "url": "https://ci.example.com/full" }))
+        .await;
+    let window = r#"from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z""#;
+    for (field, arguments, fields) in [
+        (
+            "deploymentList",
+            window.to_string(),
+            "time id system environment status rawStatus source version commitSha startedAt finishedAt durationSeconds actor url __typename",
+        ),
+        (
+            "deploymentFrequency",
+            format!("{window}, groupBy: [SYSTEM, ENVIRONMENT, STATUS, SOURCE]"),
+            "time count system environment status source __typename",
+        ),
+        (
+            "deploymentAnnotations",
+            window.to_string(),
+            "time timeEnd title text tags __typename",
+        ),
+    ] {
+        // Plain fields (built directly) against the same fields behind an inline fragment
+        // (async-graphql's executor), byte for byte, aliases included.
+        let typename = match field {
+            "deploymentList" => "DeploymentRow",
+            "deploymentFrequency" => "FrequencyPoint",
+            _ => "DeploymentAnnotation",
+        };
+        let direct = app.body(&format!("{{ {field}({arguments}) {{ {fields} a: time }} }}")).await;
+        let generic = app
+            .body(&format!(
+                "{{ {field}({arguments}) {{ ... on {typename} {{ {fields} a: time }} }} }}"
+            ))
+            .await;
+        assert_eq!(direct, generic, "{field}");
+        let answer: Value = serde_json::from_str(&direct).unwrap();
+        let items = answer["data"][field].as_array().unwrap();
+        assert!(items.len() >= 3, "{field}: {direct}");
+        assert_eq!(items[0]["__typename"], typename);
+        assert_eq!(items[0]["a"], items[0]["time"]);
+        // Every field is set somewhere (null-only fields would compare trivially).
+        for name in fields.split_whitespace() {
+            assert!(items.iter().any(|item| !item[name].is_null()), "{field}.{name} never set: {direct}");
+        }
+    }
+}

@@ -262,19 +262,6 @@ const EVERY_FIELD: &str = "id source externalId system { id name __typename }
     tenant startedAt finishedAt durationSeconds deployedAt commitSha ref version url actor
     firstSeenAt updatedAt __typename";
 
-/// The response body as text: key order is part of the answer.
-async fn body(app: &TestApp, query: &str) -> String {
-    app.client
-        .post(app.url("/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
     let app = spawn_app().await;
@@ -306,8 +293,8 @@ async fn lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
     let generic = format!(
         "{{ deployments(first: 50) {{ edges {{ node {{ ... on Deployment {{ {EVERY_FIELD} }} }} }} }} }}"
     );
-    let fast = body(&app, &direct).await;
-    assert_eq!(fast, body(&app, &generic).await);
+    let fast = app.body(&direct).await;
+    assert_eq!(fast, app.body(&generic).await);
     let answer: Value = serde_json::from_str(&fast).unwrap();
     let nodes: Vec<&Value> = answer["data"]["deployments"]["edges"]
         .as_array()
@@ -347,10 +334,10 @@ async fn lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
         app: system { label: name } env: environment { name } status status } } }";
     let through_fragment = "{ deployments(first: 50) { nodes { ... on Deployment { key: externalId
         when: deployedAt app: system { label: name } env: environment { name } status status } } } }";
-    let fast = body(&app, aliased).await;
+    let fast = app.body(aliased).await;
     assert!(
         fast.contains(r#""key":"f","when":"2026-01-10T00:00:01.500Z","app":{"label":"billing"}"#),
         "{fast}"
     );
-    assert_eq!(fast, body(&app, through_fragment).await);
+    assert_eq!(fast, app.body(through_fragment).await);
 }

@@ -217,6 +217,19 @@ impl TestApp {
             .expect("graphql json")
     }
 
+    /// Runs a query and returns the response body as text (key order is part of the answer).
+    pub async fn body(&self, query: &str) -> String {
+        self.client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("graphql post")
+            .text()
+            .await
+            .expect("graphql body")
+    }
+
     /// Runs a query and returns `data`, failing on any error.
     pub async fn data(&self, query: &str, variables: Value) -> Value {
         let response = self.graphql(query, variables).await;
