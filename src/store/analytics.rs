@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use entity::deployments;
+use futures_util::TryStreamExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -128,26 +129,25 @@ impl Store {
                 query = query.group_by(column);
             }
         }
-        let rows: Vec<(i64, i64, i64, String, String, i64)> = query
+        // Streamed: each row is freed once converted (sqlx's SQLite driver copies every value
+        // of a row it hands out, 18,000 rows for a year of 50 daily series).
+        let mut rows = query
             .order_by(Expr::cust("1"), sea_orm::Order::Asc)
-            .into_tuple()
-            .all(self.connection())
+            .into_tuple::<(i64, i64, i64, String, String, i64)>()
+            .stream(self.connection())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(start, system, environment, status, source, count)| {
-                (
-                    Bucket {
-                        start,
-                        system_id: (system >= 0).then_some(system),
-                        environment_id: (environment >= 0).then_some(environment),
-                        status: (!status.is_empty()).then_some(status),
-                        source: (!source.is_empty()).then_some(source),
-                    },
-                    count,
-                )
-            })
-            .collect())
+        let mut buckets = Vec::new();
+        while let Some((start, system, environment, status, source, count)) = rows.try_next().await? {
+            let bucket = Bucket {
+                start,
+                system_id: (system >= 0).then_some(system),
+                environment_id: (environment >= 0).then_some(environment),
+                status: (!status.is_empty()).then_some(status),
+                source: (!source.is_empty()).then_some(source),
+            };
+            buckets.push((bucket, count));
+        }
+        Ok(buckets)
     }
 
     /// Finished deployments (succeeded or failed) matching a filter, oldest first, with only

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use entity::{deployment_counts, deployments, systems};
+use futures_util::TryStreamExt;
 use migration::m20261126_000002_deployment_counts::{DAY_MS, REBUILD};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
@@ -335,12 +336,13 @@ impl Store {
             if wants(Dimension::Status) {
                 query = query.group_by(deployment_counts::Column::Status);
             }
-            let rows: Vec<(i64, i64, i64, String, i64)> = query
+            // Streamed, like `count_bucket_rows`: a row is freed once added up.
+            let mut rows = query
                 .order_by(Expr::cust("1"), sea_orm::Order::Asc)
-                .into_tuple()
-                .all(self.connection())
+                .into_tuple::<(i64, i64, i64, String, i64)>()
+                .stream(self.connection())
                 .await?;
-            for (start, system, environment, status, count) in rows {
+            while let Some((start, system, environment, status, count)) = rows.try_next().await? {
                 let bucket = Bucket {
                     start,
                     system_id: (system >= 0).then_some(system),

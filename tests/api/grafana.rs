@@ -286,10 +286,12 @@ async fn dora_metrics_follow_their_definitions() {
 async fn long_lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
     let app = spawn_app().await;
     seed(&app).await;
-    app.deliver(json!({ "id": "full", "system": "search", "environment": "staging", "status": "succeeded",
+    app.deliver(
+        json!({ "id": "full", "system": "search", "environment": "staging", "status": "succeeded",
         "startedAt": T0 + 3 * DAY, "finishedAt": T0 + 3 * DAY + 1_500, "commitSha": "abc123",
-        "actor": "ada", "url": "https://ci.example.com/full" }))
-        .await;
+        "actor": "ada", "url": "https://ci.example.com/full" }),
+    )
+    .await;
     let window = r#"from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z""#;
     for (field, arguments, fields) in [
         (
@@ -315,7 +317,9 @@ async fn long_lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
             "deploymentFrequency" => "FrequencyPoint",
             _ => "DeploymentAnnotation",
         };
-        let direct = app.body(&format!("{{ {field}({arguments}) {{ {fields} a: time }} }}")).await;
+        let direct = app
+            .body(&format!("{{ {field}({arguments}) {{ {fields} a: time }} }}"))
+            .await;
         let generic = app
             .body(&format!(
                 "{{ {field}({arguments}) {{ ... on {typename} {{ {fields} a: time }} }} }}"
@@ -329,7 +333,10 @@ async fn long_lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
         assert_eq!(items[0]["a"], items[0]["time"]);
         // Every field is set somewhere (null-only fields would compare trivially).
         for name in fields.split_whitespace() {
-            assert!(items.iter().any(|item| !item[name].is_null()), "{field}.{name} never set: {direct}");
+            assert!(
+                items.iter().any(|item| !item[name].is_null()),
+                "{field}.{name} never set: {direct}"
+            );
         }
     }
 }
