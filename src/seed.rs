@@ -244,8 +244,12 @@ pub async fn seed(store: &Store, options: &SeedOptions) -> Result<u64, StoreErro
     store.rebuild_board().await?;
     store.rebuild_counts().await?;
     if store.backend() == sea_orm::DatabaseBackend::Postgres {
-        db.execute_unprepared("ANALYZE deployments; ANALYZE deployment_events; ANALYZE deployment_counts")
-            .await?;
+        // VACUUM too: it sets the visibility map, without which the covering indexes' index-only
+        // scans still visit every heap page (autovacuum does it in time; it may be off, or late).
+        db.execute_unprepared(
+            "VACUUM (ANALYZE) deployments, deployment_events, deployment_counts, board_cells",
+        )
+        .await?;
     } else {
         db.execute_unprepared("ANALYZE").await?;
     }
