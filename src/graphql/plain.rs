@@ -154,6 +154,10 @@ fn named(named: &Named, type_name: &str, selection: &SelectionSet) -> Option<Val
 /// `value` answers each; None otherwise, or when a response key repeats (the generic path
 /// merges repeated selections).
 fn object(selection: &SelectionSet, mut value: impl FnMut(&Field) -> Option<Value>) -> Option<Value> {
+    if selection.items.is_empty() {
+        // Every field skipped (`@skip`/`@include`): async-graphql answers null there.
+        return None;
+    }
     let mut object = IndexMap::with_capacity(selection.items.len());
     for item in &selection.items {
         let Selection::Field(field) = &item.node else {

@@ -340,4 +340,15 @@ async fn lists_answer_plain_fields_exactly_as_the_generic_executor_does() {
         "{fast}"
     );
     assert_eq!(fast, app.body(through_fragment).await);
+
+    // Every field skipped: null objects, as async-graphql answers them.
+    let skipped = "{ deployments(first: 2) { nodes { id @skip(if: true) } } }";
+    assert_eq!(
+        app.body(skipped).await,
+        r#"{"data":{"deployments":{"nodes":[null,null]}}}"#
+    );
+    let skipped_inner = "{ deployments(first: 1) { nodes { id system { name @skip(if: true) } } } }";
+    let through_fragment =
+        "{ deployments(first: 1) { nodes { ... on Deployment { id system { name @skip(if: true) } } } } }";
+    assert_eq!(app.body(skipped_inner).await, app.body(through_fragment).await);
 }
