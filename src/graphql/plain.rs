@@ -104,39 +104,35 @@ impl Plain for Listed {
     fn plain_field(&self, field: &Field) -> Option<Value> {
         let deployment = &self.0;
         let row = deployment.row();
-        let text = |s: &str| Value::String(s.to_owned());
-        let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
-        let instant = |millis: i64| Instant(millis).to_value();
-        let value = match field.name.node.as_str() {
+        Some(match field.name.node.as_str() {
             "id" => Value::String(row.id.to_string()),
-            "source" => text(&row.source),
-            "externalId" => text(&row.external_id),
+            "source" => row.source.plain(),
+            "externalId" => row.external_id.plain(),
             "system" => named(deployment.system_named()?, "System", &field.selection_set.node)?,
             "environment" => named(
                 deployment.environment_named()?,
                 "Environment",
                 &field.selection_set.node,
             )?,
-            "status" => async_graphql::resolver_utils::enum_value(DeploymentStatus::from_stored(&row.status)),
-            "rawStatus" => text(&row.raw_status),
-            "rawSystem" => text(&row.raw_system),
-            "rawEnvironment" => text(&row.raw_environment),
-            "environmentTier" => optional(&row.environment_tier),
-            "tenant" => optional(&row.tenant),
-            "startedAt" => row.started_at.map_or(Value::Null, instant),
-            "finishedAt" => row.finished_at.map_or(Value::Null, instant),
-            "durationSeconds" => deployment.duration().map_or(Value::Null, |s| s.to_value()),
-            "deployedAt" => instant(row.deployed_at),
-            "commitSha" => optional(&row.commit_sha),
-            "ref" => optional(&row.git_ref),
-            "version" => optional(&row.version),
-            "url" => optional(&row.url),
-            "actor" => optional(&row.actor),
-            "firstSeenAt" => instant(row.first_seen_at),
-            "updatedAt" => instant(row.updated_at),
+            "status" => DeploymentStatus::from_stored(&row.status).plain(),
+            "rawStatus" => row.raw_status.plain(),
+            "rawSystem" => row.raw_system.plain(),
+            "rawEnvironment" => row.raw_environment.plain(),
+            "environmentTier" => row.environment_tier.plain(),
+            "tenant" => row.tenant.plain(),
+            "startedAt" => row.started_at.map(Instant).plain(),
+            "finishedAt" => row.finished_at.map(Instant).plain(),
+            "durationSeconds" => deployment.duration().plain(),
+            "deployedAt" => Instant(row.deployed_at).plain(),
+            "commitSha" => row.commit_sha.plain(),
+            "ref" => row.git_ref.plain(),
+            "version" => row.version.plain(),
+            "url" => row.url.plain(),
+            "actor" => row.actor.plain(),
+            "firstSeenAt" => Instant(row.first_seen_at).plain(),
+            "updatedAt" => Instant(row.updated_at).plain(),
             _ => return None,
-        };
-        Some(value)
+        })
     }
 }
 
