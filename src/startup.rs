@@ -71,7 +71,12 @@ impl Application {
         crate::telemetry::metrics();
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);
-        let (writer, writer_task) = Writer::spawn(store.clone(), hub.clone(), replica.clone());
+        // On PostgreSQL the writer gets a connection of its own, on its own thread (see `Writer::spawn`).
+        let own = (store.backend() == sea_orm::DatabaseBackend::Postgres).then(|| DbOptions {
+            max_connections: 1,
+            ..options.clone()
+        });
+        let (writer, writer_task) = Writer::spawn(store.clone(), own, hub.clone(), replica.clone());
         let (stop, stopping) = watch::channel(false);
         let mut tasks = Vec::new();
         if store.backend() == sea_orm::DatabaseBackend::Postgres {

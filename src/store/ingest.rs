@@ -16,7 +16,7 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::counts::CountDeltas;
-use super::{Named, Store, StoreError, merge};
+use super::{DbOptions, Named, Store, StoreError, merge};
 use crate::domain::{MappedObservation, now_millis};
 use crate::events::{Hub, LiveEvent};
 
@@ -86,9 +86,48 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task. It ends when every `Writer` handle is dropped and the queue is
     /// drained, so a graceful shutdown loses nothing that was submitted.
-    pub fn spawn(store: Store, hub: Hub, replica: String) -> (Self, tokio::task::JoinHandle<()>) {
+    ///
+    /// The writer runs on a thread of its own (a single-threaded runtime), and with `own` on
+    /// its own connection opened there. Every batch is a dozen round trips made one after the
+    /// other; on the server's runtime each answer waited behind the HTTP tasks, and a socket
+    /// of the shared pool is watched by the server's I/O driver, which busy workers poll only
+    /// now and then. With 32 senders on two cores a round trip took 0.5-0.65 ms there (0.13 ms
+    /// with one sender); on its own thread and connection PostgreSQL ingest measured about 20%
+    /// more webhooks/s, SQLite (no sockets; the shared pool) about 10% more. PostgreSQL gets
+    /// `own`; SQLite shares the pool (an in-memory database must stay one connection's).
+    pub fn spawn(
+        store: Store,
+        own: Option<DbOptions>,
+        hub: Hub,
+        replica: String,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(store, hub, replica, queue));
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let thread = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match thread {
+                Ok(thread) => thread.block_on(async move {
+                    let own = match own {
+                        Some(options) => match store.reopen(&options).await {
+                            Ok(own) => Some(own),
+                            Err(error) => {
+                                tracing::warn!(%error, "the ingest writer could not open its own connection; sharing the pool");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    run(own.clone().unwrap_or(store), hub, replica, queue).await;
+                    if let Some(own) = own {
+                        own.close().await;
+                    }
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, "no runtime for the ingest writer's thread; running it on the server's");
+                    runtime.block_on(run(store, hub, replica, queue))
+                }
+            }
+        });
         (Self { jobs }, task)
     }
 
@@ -146,6 +185,8 @@ pub(super) struct Done {
 
 async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
     let size = batch.len();
+    let started = std::time::Instant::now();
+    let _measure = Measure { size, started };
     // New deliveries (nearly all traffic) go in a few multi-row statements; a batch with a
     // pending delivery the worker finished, or one the batched write could not store, goes
     // delivery by delivery, each in its own savepoint.
@@ -232,6 +273,21 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
                 let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {error}"))));
             }
         }
+    }
+}
+
+/// Records a batch's size and time when it is done (however it ends), for `/metrics`:
+/// deliveries per batch is what group commit buys.
+struct Measure {
+    size: usize,
+    started: std::time::Instant,
+}
+
+impl Drop for Measure {
+    fn drop(&mut self) {
+        metrics::counter!("shiplog_ingest_batches_total").increment(1);
+        metrics::counter!("shiplog_ingest_batched_deliveries_total").increment(self.size as u64);
+        metrics::histogram!("shiplog_ingest_batch_seconds").record(self.started.elapsed().as_secs_f64());
     }
 }
 

@@ -202,6 +202,27 @@ impl Store {
     /// Connects, setting SQLite up for a server: WAL, a busy timeout, foreign keys on, and a
     /// pool of several connections so readers never queue behind the writer.
     pub async fn connect(options: &DbOptions) -> Result<Self, StoreError> {
+        let statements = Arc::new(AtomicU64::new(0));
+        let db = Self::open(options, statements.clone()).await?;
+        Ok(Self {
+            db,
+            statements,
+            names: Arc::default(),
+        })
+    }
+
+    /// Another handle on the same database with a pool of its own, opened on the runtime this
+    /// is called on (so that runtime watches its sockets): the ingest writer's, on its thread.
+    /// It shares this handle's statement count and name cache.
+    pub async fn reopen(&self, options: &DbOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: Self::open(options, self.statements.clone()).await?,
+            statements: self.statements.clone(),
+            names: self.names.clone(),
+        })
+    }
+
+    async fn open(options: &DbOptions, counter: Arc<AtomicU64>) -> Result<DatabaseConnection, StoreError> {
         let mut connect = ConnectOptions::new(options.url.clone());
         connect
             .max_connections(options.max_connections)
@@ -240,17 +261,11 @@ impl Store {
             });
         }
         let mut db = Database::connect(connect).await?;
-        let statements = Arc::new(AtomicU64::new(0));
-        let counter = statements.clone();
         db.set_metric_callback(move |info| {
             counter.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(target: "shiplog::sql", elapsed = ?info.elapsed, statement = %info.statement.sql);
         });
-        Ok(Self {
-            db,
-            statements,
-            names: Arc::default(),
-        })
+        Ok(db)
     }
 
     /// Brings the schema up to date. On PostgreSQL an advisory lock makes replicas that start

@@ -314,6 +314,9 @@ async fn metrics_and_request_ids_are_there_for_operators() {
         "shiplog_deliveries_pending",
         "shiplog_deliveries_failed",
         "shiplog_live_subscribers",
+        "shiplog_ingest_batches_total",
+        "shiplog_ingest_batched_deliveries_total",
+        "shiplog_ingest_batch_seconds_bucket",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
     }
