@@ -31,6 +31,26 @@ pub struct Bucket {
     pub source: Option<String>,
 }
 
+impl Bucket {
+    /// A bucket from a grouped row, where a dimension not grouped by comes back as -1 (ids) or
+    /// an empty string (text).
+    pub(super) fn from_row(
+        start: i64,
+        system: i64,
+        environment: i64,
+        status: String,
+        source: String,
+    ) -> Self {
+        Bucket {
+            start,
+            system_id: (system >= 0).then_some(system),
+            environment_id: (environment >= 0).then_some(environment),
+            status: (!status.is_empty()).then_some(status),
+            source: (!source.is_empty()).then_some(source),
+        }
+    }
+}
+
 /// Bucket widths: fixed milliseconds, weeks starting on Monday.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Width {
@@ -138,14 +158,10 @@ impl Store {
             .await?;
         let mut buckets = Vec::new();
         while let Some((start, system, environment, status, source, count)) = rows.try_next().await? {
-            let bucket = Bucket {
-                start,
-                system_id: (system >= 0).then_some(system),
-                environment_id: (environment >= 0).then_some(environment),
-                status: (!status.is_empty()).then_some(status),
-                source: (!source.is_empty()).then_some(source),
-            };
-            buckets.push((bucket, count));
+            buckets.push((
+                Bucket::from_row(start, system, environment, status, source),
+                count,
+            ));
         }
         Ok(buckets)
     }

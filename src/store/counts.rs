@@ -343,13 +343,7 @@ impl Store {
                 .stream(self.connection())
                 .await?;
             while let Some((start, system, environment, status, count)) = rows.try_next().await? {
-                let bucket = Bucket {
-                    start,
-                    system_id: (system >= 0).then_some(system),
-                    environment_id: (environment >= 0).then_some(environment),
-                    status: (!status.is_empty()).then_some(status),
-                    source: None,
-                };
+                let bucket = Bucket::from_row(start, system, environment, status, String::new());
                 *totals.entry(bucket).or_default() += count;
             }
         }
