@@ -106,22 +106,7 @@ impl Writer {
         let task = tokio::task::spawn_blocking(move || {
             let thread = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match thread {
-                Ok(thread) => thread.block_on(async move {
-                    let own = match own {
-                        Some(options) => match store.reopen(&options).await {
-                            Ok(own) => Some(own),
-                            Err(error) => {
-                                tracing::warn!(%error, "the ingest writer could not open its own connection; sharing the pool");
-                                None
-                            }
-                        },
-                        None => None,
-                    };
-                    run(own.clone().unwrap_or(store), hub, replica, queue).await;
-                    if let Some(own) = own {
-                        own.close().await;
-                    }
-                }),
+                Ok(thread) => thread.block_on(run_on_own(store, own, hub, replica, queue)),
                 Err(error) => {
                     tracing::warn!(%error, "no runtime for the ingest writer's thread; running it on the server's");
                     runtime.block_on(run(store, hub, replica, queue))
@@ -150,6 +135,30 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// `run` on the writer's thread: with a connection of its own opened there when `own` is
+/// given (and closed at the end), else on the shared pool.
+async fn run_on_own(
+    store: Store,
+    own: Option<DbOptions>,
+    hub: Hub,
+    replica: String,
+    queue: mpsc::Receiver<Job>,
+) {
+    let Some(options) = own else {
+        return run(store, hub, replica, queue).await;
+    };
+    match store.reopen(&options).await {
+        Ok(own) => {
+            run(own.clone(), hub, replica, queue).await;
+            own.close().await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the ingest writer could not open its own connection; sharing the pool");
+            run(store, hub, replica, queue).await;
+        }
     }
 }
 
@@ -185,8 +194,10 @@ pub(super) struct Done {
 
 async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
     let size = batch.len();
-    let started = std::time::Instant::now();
-    let _measure = Measure { size, started };
+    let _measure = Measure {
+        size,
+        started: std::time::Instant::now(),
+    };
     // New deliveries (nearly all traffic) go in a few multi-row statements; a batch with a
     // pending delivery the worker finished, or one the batched write could not store, goes
     // delivery by delivery, each in its own savepoint.
