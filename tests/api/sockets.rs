@@ -1,14 +1,15 @@
 //! The real binary's PostgreSQL connections: every connection the pool opens, including the
 //! ones it opens under load long after startup, has TCP_NODELAY. sqlx 0.9.0 stopped setting
 //! it (src/store/nodelay.rs); a connection without it sends a statement bigger than one TLS
-//! record in Nagle-delayed pieces, 40 ms each.
+//! record in Nagle-delayed pieces, 40 ms each. And the ingest writer's own connection: a
+//! delivery is stored while every connection of the readers' pool is busy.
 
 use std::net::TcpStream;
 
 use serde_json::json;
 
 use crate::crash::Server;
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, generic, spawn_app_on};
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
@@ -84,4 +85,84 @@ fn postgres_sockets(pid: u32, port: u16) -> Vec<(i32, bool)> {
     }
     sockets.sort_unstable();
     sockets
+}
+
+/// On PostgreSQL the ingest writer works on a connection of its own, so a webhook is stored
+/// and answered while every connection of the readers' pool waits: slow reads never hold up
+/// deliveries. (Sharing the pool, the delivery would wait for the lock below and then fail on
+/// the pool's acquire timeout.)
+#[tokio::test]
+async fn postgres_ingest_does_not_wait_for_the_readers_pool() {
+    use std::time::Duration;
+
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+
+    let db = std::sync::Arc::new(TestDb::new().await);
+    if !db.is_postgres() {
+        eprintln!("skipped: needs PostgreSQL (set SHIPLOG_TEST_DATABASE_URL)");
+        return;
+    }
+    let app = spawn_app_on(db.clone(), |settings| settings.database_max_connections = 1).await;
+    let count = |sql: &'static str| {
+        let url = db.url().to_string();
+        async move {
+            let session = sea_orm::Database::connect(&url).await.unwrap();
+            let n = session
+                .query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap();
+            let _ = session.close().await;
+            n
+        }
+    };
+
+    // Another session holds `settings` (a table ingest never touches), so a read of it takes
+    // the readers' only connection and waits.
+    let locker = sea_orm::Database::connect(db.url()).await.unwrap();
+    let lock = locker.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let reader = tokio::spawn({
+        let store = app.store.clone();
+        async move { store.setting("held").await }
+    });
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..200 {
+        if count(waiting).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), app.store.ping())
+            .await
+            .is_err(),
+        "the readers' pool should have no connection left"
+    );
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.post_generic(&generic("held-1", "succeeded")),
+    )
+    .await
+    .expect("the delivery must not wait for the readers' pool");
+    assert!(
+        response.status().is_success(),
+        "{}: {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    let stored = "SELECT count(*) AS n FROM deployments WHERE external_id = 'held-1'";
+    assert_eq!(count(stored).await, 1, "committed, seen from another session");
+
+    // The held read finishes once the lock goes.
+    lock.rollback().await.unwrap();
+    assert_eq!(reader.await.unwrap().unwrap(), None);
+    let _ = locker.close().await;
+    app.stop().await;
 }
