@@ -103,19 +103,18 @@ async fn postgres_ingest_does_not_wait_for_the_readers_pool() {
         return;
     }
     let app = spawn_app_on(db.clone(), |settings| settings.database_max_connections = 1).await;
+    // One session of the test's own watches the server's: its waits, then what it committed.
+    let watcher = sea_orm::Database::connect(db.url()).await.unwrap();
     let count = |sql: &'static str| {
-        let url = db.url().to_string();
+        let watcher = &watcher;
         async move {
-            let session = sea_orm::Database::connect(&url).await.unwrap();
-            let n = session
+            watcher
                 .query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
                 .await
                 .unwrap()
                 .unwrap()
                 .try_get::<i64>("", "n")
-                .unwrap();
-            let _ = session.close().await;
-            n
+                .unwrap()
         }
     };
 
@@ -164,5 +163,6 @@ async fn postgres_ingest_does_not_wait_for_the_readers_pool() {
     lock.rollback().await.unwrap();
     assert_eq!(reader.await.unwrap().unwrap(), None);
     let _ = locker.close().await;
+    let _ = watcher.close().await;
     app.stop().await;
 }
