@@ -71,8 +71,11 @@ impl Application {
         crate::telemetry::metrics();
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);
-        // On PostgreSQL the writer gets a connection of its own, on its own thread (see `Writer::spawn`).
-        let own = (store.backend() == sea_orm::DatabaseBackend::Postgres).then(|| DbOptions {
+        // The writer gets a connection of its own, on its own thread (see `Writer::spawn`),
+        // except on an in-memory SQLite database, which only the shared pool can see.
+        let in_memory =
+            settings.database_url.contains(":memory:") || settings.database_url.contains("mode=memory");
+        let own = (!in_memory).then(|| DbOptions {
             max_connections: 1,
             ..options.clone()
         });

@@ -21,6 +21,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// The request did not arrive in time (408); nothing was stored.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The outcome of a delivery is not known (the database stopped answering mid-commit).
+    #[error("{0}")]
+    Unknown(String),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
 }
@@ -46,6 +52,8 @@ impl ApiError {
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TooManyRequests(_) => "rate_limited",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Unknown(_) => "outcome_unknown",
             Self::Store(_) => "unavailable",
         }
     }
@@ -58,6 +66,11 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message),
             Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
             Self::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
+            Self::RequestTimeout(message) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", message),
+            Self::Unknown(message) => {
+                tracing::error!(%message, "a delivery's commit did not finish in time");
+                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
+            }
             Self::TooManyRequests(message) => {
                 let mut response = (
                     StatusCode::TOO_MANY_REQUESTS,
@@ -69,6 +82,14 @@ impl IntoResponse for ApiError {
                     axum::http::HeaderValue::from_static("1"),
                 );
                 return response;
+            }
+            Self::Store(StoreError::TimedOut) => {
+                tracing::warn!("a delivery waited too long for the database and was not stored");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "shiplog could not store this in time (the database is slow or busy); nothing was accepted, retry later".to_string(),
+                )
             }
             Self::Store(error) => {
                 tracing::error!(%error, "request failed in the store");

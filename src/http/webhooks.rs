@@ -1,11 +1,12 @@
 //! `POST /webhooks/{source}`: verify -> parse -> map -> journal + apply (one commit) -> answer.
 //! The answer is a 2xx only once the delivery is durably stored.
 
+use std::time::{Duration, Instant};
+
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
@@ -14,6 +15,17 @@ use crate::domain::now_millis;
 use crate::sources::{Delivery, Parsed, secret_setting};
 use crate::store::ingest::{NewDelivery, Outcome, Work};
 
+/// How long a sender may take to send its body; a delivery whose body is not complete by
+/// then is answered 408 and not stored.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a received delivery may wait for the database before it is answered 503 and not
+/// stored. Once the ingest writer has taken it, the answer waits for the commit: a sender is
+/// never told "not stored" about a delivery that is (or the other way round).
+pub const STORE_DEADLINE: Duration = Duration::from_secs(30);
+/// The answer's last bound, for a database that stops answering mid-commit: then the outcome
+/// is unknown and the answer says so (a re-sent delivery is deduplicated).
+pub const COMMIT_BOUND: Duration = Duration::from_secs(120);
+
 /// Receives one webhook delivery, counting outcomes and latency for `/metrics`.
 pub async fn receive(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -21,9 +33,9 @@ pub async fn receive(
     source: Path<String>,
     query: RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let name = if state.sources.get(&source.0).is_some() {
         source.0.clone()
     } else {
@@ -62,8 +74,9 @@ async fn handle(
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
     let source = state.sources.get(&source_name).ok_or_else(|| {
         let known: Vec<&str> = state.sources.names().collect();
         ApiError::NotFound(format!(
@@ -72,19 +85,7 @@ async fn handle(
             known.join(",")
         ))
     })?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "the body is larger than {} bytes (SHIPLOG_MAX_BODY_BYTES)",
-                state.max_body_bytes
-            ))
-        } else {
-            ApiError::BadRequest {
-                code: "unreadable_body",
-                message: rejection.body_text(),
-            }
-        }
-    })?;
+    let body = read_body(body, state.max_body_bytes).await?;
     let secret = state.secrets.get(source.name()).ok_or_else(|| {
         ApiError::Unauthorized(format!(
             "{} is not set on this shiplog, so it accepts no {} deliveries",
@@ -130,11 +131,21 @@ async fn handle(
         },
         headers: Value::Object(journaled).to_string(),
     };
-    let outcome = state.writer.submit(new, work).await?;
+    let stored = state.writer.submit_by(new, work, started + STORE_DEADLINE);
+    let outcome = match tokio::time::timeout(COMMIT_BOUND, stored).await {
+        Ok(outcome) => outcome?,
+        Err(_) => {
+            return Err(ApiError::Unknown(format!(
+                "the database did not finish storing this within {} s; it may or may not be stored: re-send it (a re-sent delivery is recognised and not stored twice)",
+                COMMIT_BOUND.as_secs()
+            )));
+        }
+    };
     if matches!(outcome, Outcome::Pending { .. }) {
         state.kick.notify_one();
     }
-    tracing::info!(?outcome, "delivery stored");
+    // The journal is the audit trail; a line per delivery only when asked for (RUST_LOG=debug).
+    tracing::debug!(?outcome, "delivery stored");
     Ok(Json(match outcome {
         Outcome::Duplicate { delivery_id } => {
             json!({ "status": "duplicate", "deliveryId": delivery_id, "message": "this delivery was received before; nothing changed" })
@@ -150,4 +161,24 @@ async fn handle(
             json!({ "status": "accepted", "deliveryId": delivery_id, "deploymentIds": deployment_ids })
         }
     }))
+}
+
+/// Reads the whole body within `BODY_TIMEOUT` and `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} s; nothing was stored",
+            BODY_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(
+            format!("the body is larger than {limit} bytes (SHIPLOG_MAX_BODY_BYTES)"),
+        )),
+        Ok(Err(error)) => Err(ApiError::BadRequest {
+            code: "unreadable_body",
+            message: format!("the body could not be read: {error}"),
+        }),
+    }
 }

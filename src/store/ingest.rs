@@ -5,6 +5,7 @@
 //! the live events. A 2xx therefore always means "durably stored".
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use entity::{deliveries, deployment_events, deployments, environments, systems};
 use sea_orm::sea_query::Expr;
@@ -74,6 +75,9 @@ pub enum Outcome {
 struct Job {
     target: Target,
     work: Work,
+    /// A job still queued at this moment is answered "not stored" instead of written: its
+    /// sender has stopped waiting (see `Writer::submit_by`).
+    deadline: Option<std::time::Instant>,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
@@ -81,20 +85,59 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<Health>,
 }
+
+/// Whether the writer can store deliveries now: the reason of the last failed commit, until a
+/// commit succeeds again (`/readyz` reports it).
+#[derive(Default)]
+pub struct Health {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    fn failed(&self, reason: String) {
+        if let Ok(mut failure) = self.failure.lock() {
+            if failure.is_none() {
+                tracing::error!(%reason, "the database cannot store deliveries; answering 503 until it can");
+            }
+            *failure = Some(reason);
+        }
+    }
+
+    fn recovered(&self) {
+        if let Ok(mut failure) = self.failure.lock()
+            && failure.take().is_some()
+        {
+            tracing::warn!("the database stores deliveries again");
+        }
+    }
+
+    /// Why the last write failed, while no write has succeeded since.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|failure| failure.clone())
+    }
+}
+
+/// How often a failing writer tries a write of its own to find out whether the database can
+/// store deliveries again (a full disk freed, a database back), when no delivery arrives.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Writer {
     /// Starts the writer task. It ends when every `Writer` handle is dropped and the queue is
     /// drained, so a graceful shutdown loses nothing that was submitted.
     ///
-    /// The writer runs on a thread of its own (a single-threaded runtime), and with `own` on
-    /// its own connection opened there. Every batch is a dozen round trips made one after the
+    /// The writer runs on a thread of its own (a single-threaded runtime), on a connection of
+    /// its own opened there (`own`; `None` shares the pool, for an in-memory SQLite database,
+    /// which must stay one connection's). Every batch is a dozen round trips made one after the
     /// other; on the server's runtime each answer waited behind the HTTP tasks, and a socket
     /// of the shared pool is watched by the server's I/O driver, which busy workers poll only
     /// now and then. With 32 senders on two cores a round trip took 0.5-0.65 ms there (0.13 ms
     /// with one sender); on its own thread and connection PostgreSQL ingest measured about 20%
-    /// more webhooks/s, SQLite (no sockets; the shared pool) about 10% more. PostgreSQL gets
-    /// `own`; SQLite shares the pool (an in-memory database must stay one connection's).
+    /// more webhooks/s. On SQLite the own connection is what keeps readers from ever delaying
+    /// an acknowledgement, and what lets a connection whose transaction failed be thrown away
+    /// (SQLite can leave a transaction open when COMMIT fails with a full disk; reused, that
+    /// connection would acknowledge later deliveries it never commits).
     pub fn spawn(
         store: Store,
         own: Option<DbOptions>,
@@ -102,63 +145,112 @@ impl Writer {
         replica: String,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+        let health = Arc::new(Health::default());
         let runtime = tokio::runtime::Handle::current();
+        let writer = Self {
+            jobs,
+            health: health.clone(),
+        };
         let task = tokio::task::spawn_blocking(move || {
+            let connection = Connection {
+                shared: store,
+                own,
+                current: None,
+            };
             let thread = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match thread {
-                Ok(thread) => thread.block_on(run_on_own(store, own, hub, replica, queue)),
+                Ok(thread) => thread.block_on(run(connection, hub, replica, queue, health)),
                 Err(error) => {
                     tracing::warn!(%error, "no runtime for the ingest writer's thread; running it on the server's");
-                    runtime.block_on(run(store, hub, replica, queue))
+                    runtime.block_on(run(connection, hub, replica, queue, health))
                 }
             }
         });
-        (Self { jobs }, task)
+        (writer, task)
     }
 
     /// Journals and applies one delivery; returns once it is committed.
     pub async fn submit(&self, delivery: NewDelivery, work: Work) -> Result<Outcome, StoreError> {
-        self.write(Target::New(delivery), work).await
+        self.write(Target::New(delivery), work, None).await
+    }
+
+    /// Like `submit`, but a delivery still waiting in the queue at `deadline` is not written
+    /// and is answered `StoreError::TimedOut`. Once the writer has taken it, the answer is
+    /// whatever the commit gives, however long it takes: a sender is never told "not stored"
+    /// about a delivery that is.
+    pub async fn submit_by(
+        &self,
+        delivery: NewDelivery,
+        work: Work,
+        deadline: std::time::Instant,
+    ) -> Result<Outcome, StoreError> {
+        self.write(Target::New(delivery), work, Some(deadline)).await
     }
 
     /// Finishes a pending delivery: marks it processed (or ignored) and applies its
     /// observations in one transaction. A delivery that is no longer pending (another replica
     /// finished it) is left alone and answered `Duplicate`, so a retry never applies twice.
     pub async fn finish(&self, delivery_id: i64, work: Work) -> Result<Outcome, StoreError> {
-        self.write(Target::Pending(delivery_id), work).await
+        self.write(Target::Pending(delivery_id), work, None).await
     }
 
-    async fn write(&self, target: Target, work: Work) -> Result<Outcome, StoreError> {
+    /// Why the database cannot store deliveries now, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    async fn write(
+        &self,
+        target: Target,
+        work: Work,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { target, work, reply })
+            .send(Job {
+                target,
+                work,
+                deadline,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-/// `run` on the writer's thread: with a connection of its own opened there when `own` is
-/// given (and closed at the end), else on the shared pool.
-async fn run_on_own(
-    store: Store,
+/// The writer's connection: its own (opened on the writer's thread, and opened again after a
+/// transaction failed on it) or the shared pool.
+struct Connection {
+    shared: Store,
     own: Option<DbOptions>,
-    hub: Hub,
-    replica: String,
-    queue: mpsc::Receiver<Job>,
-) {
-    let Some(options) = own else {
-        return run(store, hub, replica, queue).await;
-    };
-    match store.reopen(&options).await {
-        Ok(own) => {
-            run(own.clone(), hub, replica, queue).await;
-            own.close().await;
+    current: Option<Store>,
+}
+
+impl Connection {
+    /// The store to write through now, opening the own connection when there is none.
+    async fn store(&mut self) -> Result<Store, StoreError> {
+        let Some(options) = &self.own else {
+            return Ok(self.shared.clone());
+        };
+        if let Some(store) = &self.current {
+            return Ok(store.clone());
         }
-        Err(error) => {
-            tracing::warn!(%error, "the ingest writer could not open its own connection; sharing the pool");
-            run(store, hub, replica, queue).await;
+        let store = self.shared.reopen(options).await?;
+        self.current = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Throws the own connection away after a transaction failed on it: whatever state the
+    /// failure left it in (an open transaction, a half-applied rollback) goes with it.
+    async fn discard(&mut self) {
+        if let Some(store) = self.current.take() {
+            store.close().await;
         }
+    }
+
+    async fn close(&mut self) {
+        self.discard().await;
     }
 }
 
@@ -169,9 +261,29 @@ pub(super) struct NameCache {
     environments: HashMap<String, i64>,
 }
 
-async fn run(store: Store, hub: Hub, replica: String, mut queue: mpsc::Receiver<Job>) {
+async fn run(
+    mut connection: Connection,
+    hub: Hub,
+    replica: String,
+    mut queue: mpsc::Receiver<Job>,
+    health: Arc<Health>,
+) {
     let mut cache = NameCache::default();
-    while let Some(first) = queue.recv().await {
+    loop {
+        let first = if health.failure().is_some() {
+            // Find out by itself when the database can write again, so `/readyz` recovers
+            // without waiting for a delivery.
+            match tokio::time::timeout(PROBE_EVERY, queue.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    probe(&mut connection, &health).await;
+                    continue;
+                }
+            }
+        } else {
+            queue.recv().await
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -179,9 +291,59 @@ async fn run(store: Store, hub: Hub, replica: String, mut queue: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        write_batch(&store, &hub, &replica, &mut cache, batch).await;
+        let now = std::time::Instant::now();
+        let (late, batch): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| job.deadline.is_some_and(|deadline| deadline <= now));
+        for job in late {
+            let _ = job.reply.send(Err(StoreError::TimedOut));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let store = match connection.store().await {
+            Ok(store) => store,
+            Err(error) => {
+                health.failed(error.to_string());
+                refuse(batch, &error);
+                continue;
+            }
+        };
+        match write_batch(&store, &hub, &replica, &mut cache, batch).await {
+            Ok(()) => health.recovered(),
+            Err(failure) => {
+                health.failed(failure.to_string());
+                cache = NameCache::default();
+                connection.discard().await;
+            }
+        }
     }
+    connection.close().await;
     tracing::debug!("ingest writer stopped");
+}
+
+/// A small write of the writer's own, while deliveries fail: its success clears the failure.
+async fn probe(connection: &mut Connection, health: &Health) {
+    let result = match connection.store().await {
+        Ok(store) => store.write_probe().await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => health.recovered(),
+        Err(error) => {
+            health.failed(error.to_string());
+            connection.discard().await;
+        }
+    }
+}
+
+/// Answers every job of a batch that could not be written: nothing of it was stored.
+fn refuse(batch: Vec<Job>, error: &StoreError) {
+    for job in batch {
+        let _ = job
+            .reply
+            .send(Err(StoreError::Invalid(format!("not stored: {error}"))));
+    }
 }
 
 /// What one job did inside its savepoint, kept until the commit.
@@ -192,7 +354,16 @@ pub(super) struct Done {
     pub(super) counts: CountDeltas,
 }
 
-async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCache, batch: Vec<Job>) {
+/// Writes one batch and answers its senders. `Err` means the transaction itself failed (it
+/// could not begin, commit or roll back): every sender was answered "not stored", and the
+/// connection must not be used again.
+async fn write_batch(
+    store: &Store,
+    hub: &Hub,
+    replica: &str,
+    cache: &mut NameCache,
+    batch: Vec<Job>,
+) -> Result<(), StoreError> {
     let size = batch.len();
     let _measure = Measure {
         size,
@@ -217,40 +388,63 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
                     .map(|(job, done)| (job.reply, Ok(done)))
                     .collect();
                 answer(hub, cache, names, results);
-                return;
+                return Ok(());
             }
-            Err(error) => {
+            Err(Batched::RolledBack(error)) => {
                 tracing::warn!(%error, size, "the batched write failed; writing delivery by delivery");
+            }
+            Err(Batched::Broken(error)) => {
+                tracing::error!(%error, size, "the ingest transaction failed; the batch is answered with 503");
+                refuse(batch, &error);
+                return Err(error);
             }
         }
     }
     let txn = match store.connection().begin().await {
         Ok(txn) => txn,
         Err(error) => {
+            let error = StoreError::Database(error);
             tracing::error!(%error, size, "could not start the ingest transaction");
-            for job in batch {
-                let _ = job.reply.send(Err(StoreError::Database(error.clone())));
-            }
-            return;
+            refuse(batch, &error);
+            return Err(error);
         }
     };
     let mut results: Vec<(oneshot::Sender<_>, Result<Done, StoreError>)> = Vec::with_capacity(size);
     let mut batch_names = NameCache::default();
     let mut counts = CountDeltas::default();
-    for job in batch {
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
         let mut result = match txn.begin().await {
             Ok(savepoint) => match write_one(&savepoint, cache, &batch_names, &job.target, &job.work).await {
-                Ok(done) => match savepoint.commit().await {
-                    Ok(()) => Ok(done),
-                    Err(error) => Err(StoreError::Database(error)),
+                Ok(done) => savepoint
+                    .commit()
+                    .await
+                    .map(|()| done)
+                    .map_err(StoreError::Database),
+                Err(error) => match savepoint.rollback().await {
+                    Ok(()) => Err(error),
+                    // The savepoint could not be undone: nothing about this transaction can
+                    // be trusted any more (SQLite may have rolled it all back by itself).
+                    Err(rollback) => Err(StoreError::Broken(format!(
+                        "{error}; then the rollback failed: {rollback}"
+                    ))),
                 },
-                Err(error) => {
-                    let _ = savepoint.rollback().await;
-                    Err(error)
-                }
             },
-            Err(error) => Err(StoreError::Database(error)),
+            Err(error) => Err(StoreError::Broken(error.to_string())),
         };
+        if let Err(StoreError::Broken(reason)) = &result {
+            let error = StoreError::Broken(reason.clone());
+            tracing::error!(%error, size, "the ingest transaction failed; the batch is answered with 503");
+            let _ = txn.rollback().await;
+            let _ = job
+                .reply
+                .send(Err(StoreError::Invalid(format!("not stored: {error}"))));
+            for (reply, _) in results {
+                let _ = reply.send(Err(StoreError::Invalid(format!("not stored: {error}"))));
+            }
+            refuse(jobs.collect(), &error);
+            return Err(error);
+        }
         if let Ok(done) = &mut result {
             batch_names.systems.extend(done.names.systems.clone());
             batch_names.environments.extend(done.names.environments.clone());
@@ -276,15 +470,28 @@ async fn write_batch(store: &Store, hub: &Hub, replica: &str, cache: &mut NameCa
         }
     };
     match committed {
-        Ok(()) => answer(hub, cache, batch_names, results),
+        Ok(()) => {
+            answer(hub, cache, batch_names, results);
+            Ok(())
+        }
         Err(error) => {
             tracing::error!(%error, size, "ingest commit failed; the batch is answered with 503");
-            *cache = NameCache::default();
             for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {error}"))));
+                let _ = reply.send(Err(StoreError::Invalid(format!("not stored: {error}"))));
             }
+            Err(error)
         }
     }
+}
+
+/// How the batched path failed.
+enum Batched {
+    /// A statement failed and the transaction was rolled back: the connection is clean and
+    /// the batch can be written again, delivery by delivery.
+    RolledBack(StoreError),
+    /// The transaction could not begin, commit or roll back: nothing was stored, and the
+    /// connection's state is unknown.
+    Broken(StoreError),
 }
 
 /// Records a batch's size and time when it is done (however it ends), for `/metrics`:
@@ -308,8 +515,12 @@ async fn write_batched(
     replica: &str,
     cache: &NameCache,
     jobs: &[(&NewDelivery, &Work)],
-) -> Result<(Vec<Done>, NameCache), StoreError> {
-    let txn = store.connection().begin().await?;
+) -> Result<(Vec<Done>, NameCache), Batched> {
+    let txn = store
+        .connection()
+        .begin()
+        .await
+        .map_err(|error| Batched::Broken(error.into()))?;
     let written = async {
         let (dones, names, counts) = super::batch::write(&txn, cache, jobs, now_millis()).await?;
         counts.flush(&txn).await?;
@@ -322,14 +533,16 @@ async fn write_batched(
     }
     .await;
     match written {
-        Ok(written) => {
-            txn.commit().await?;
-            Ok(written)
-        }
-        Err(error) => {
-            let _ = txn.rollback().await;
-            Err(error)
-        }
+        Ok(written) => match txn.commit().await {
+            Ok(()) => Ok(written),
+            Err(error) => Err(Batched::Broken(error.into())),
+        },
+        Err(error) => match txn.rollback().await {
+            Ok(()) => Err(Batched::RolledBack(error)),
+            Err(rollback) => Err(Batched::Broken(StoreError::Broken(format!(
+                "{error}; then the rollback failed: {rollback}"
+            )))),
+        },
     }
 }
 

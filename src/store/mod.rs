@@ -36,6 +36,12 @@ pub enum StoreError {
     Database(#[from] DbErr),
     #[error("the ingest writer has stopped")]
     WriterGone,
+    /// A transaction failed in a way that leaves its connection's state unknown.
+    #[error("the transaction failed: {0}")]
+    Broken(String),
+    /// The delivery waited in the writer's queue past its sender's deadline; it was not written.
+    #[error("the database did not take the delivery in time; it was not stored")]
+    TimedOut,
     #[error("{0}")]
     Invalid(String),
 }
@@ -336,6 +342,25 @@ impl Store {
         self.setting(key)
             .await?
             .ok_or_else(|| StoreError::Invalid(format!("setting {key} vanished")))
+    }
+
+    /// A write of about a delivery's size, rolled back by a delete in the same transaction and
+    /// committed: whether the database can store deliveries (the ingest writer's probe after a
+    /// failure, such as a full disk).
+    pub async fn write_probe(&self) -> Result<(), StoreError> {
+        const KEY: &str = "shiplog.write-probe";
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let row = settings::ActiveModel {
+            key: sea_orm::Set(KEY.to_string()),
+            value: sea_orm::Set("x".repeat(16 * 1024)),
+        };
+        settings::Entity::insert(row)
+            .on_conflict_do_nothing_on([settings::Column::Key])
+            .exec(&txn)
+            .await?;
+        settings::Entity::delete_by_id(KEY.to_string()).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// The SELECT for a filter; None when a named system or environment does not exist (so

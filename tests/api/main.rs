@@ -10,6 +10,7 @@ mod counts;
 mod crash;
 mod dashboard;
 mod enrichment;
+mod faults;
 mod fixtures;
 mod fuzz;
 mod grafana;
