@@ -2,20 +2,19 @@
 
 use std::str::FromStr;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphQLWs, WebSocketProtocols, WsMessage};
-use async_graphql::{BatchRequest, Data};
+use async_graphql::BatchRequest;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
 
 use super::AppState;
 use crate::graphql::budget::Held;
-use crate::graphql::loaders::{live_loader, request_loader};
+use crate::graphql::loaders::request_loader;
 
 /// The most requests one batch may carry.
 pub const MAX_BATCH: usize = 16;
@@ -160,73 +159,10 @@ pub async fn websocket(
         .unwrap_or(WebSocketProtocols::SubscriptionsTransportWS);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(super::socket::MAX_MESSAGE_BYTES)
+        .max_frame_size(super::socket::MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
             let authorized = state.tokens.allows(&headers);
-            serve(socket, state, protocol, authorized)
+            super::socket::serve(socket, state, protocol, authorized)
         })
-}
-
-/// Runs one WebSocket connection until the client leaves or the server shuts down; on
-/// shutdown the client gets a proper close frame (1001, going away).
-async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtocols, authorized: bool) {
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|message| futures_util::future::ready(message.is_ok()))
-        .filter_map(|message| {
-            futures_util::future::ready(match message {
-                Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
-                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        });
-    let mut data = Data::default();
-    data.insert(live_loader(state.store.clone()));
-    let executor = state.schema.clone();
-    let tokens = state.tokens.clone();
-    let header_ok = authorized;
-    let mut output = std::pin::pin!(
-        GraphQLWs::new(executor, input, protocol)
-            .connection_data(data)
-            .on_connection_init(move |payload| async move {
-                if header_ok || tokens.allows_init(&payload) {
-                    Ok(Data::default())
-                } else {
-                    Err(async_graphql::Error::new(
-                        "send one of SHIPLOG_API_TOKENS in the connection_init payload: {\"Authorization\": \"Bearer <token>\"}",
-                    ))
-                }
-            })
-            .keepalive_timeout(None)
-    );
-    let mut shutdown = std::pin::pin!(stopped(state.shutdown.clone()));
-    loop {
-        tokio::select! {
-            message = output.next() => {
-                let Some(message) = message else { break };
-                let frame = match message {
-                    WsMessage::Text(text) => Message::Text(text.into()),
-                    WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: reason.into() })),
-                };
-                if sink.send(frame).await.is_err() {
-                    break;
-                }
-            }
-            _ = &mut shutdown => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame { code: 1001, reason: "shiplog is shutting down".into() })))
-                    .await;
-                break;
-            }
-        }
-    }
-}
-
-/// Completes when the server starts shutting down (or the signal's sender is gone).
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let stopping = *shutdown.borrow_and_update();
-        if stopping || shutdown.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod graphql;
 pub mod limits;
 pub mod pages;
+pub mod socket;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

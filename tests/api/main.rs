@@ -26,3 +26,4 @@ mod server;
 mod sockets;
 mod sources;
 mod subscriptions;
+mod websockets;
