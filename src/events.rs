@@ -20,6 +20,14 @@ pub struct LiveEvent {
     pub environment: Named,
 }
 
+/// What a subscriber receives: an event, or word that events were lost on their way to this
+/// process (a fan-out catch-up that could not be completed), after which it must refetch.
+#[derive(Clone, Debug)]
+pub enum Live {
+    Event(Arc<LiveEvent>),
+    Gap(Arc<str>),
+}
+
 /// How many recent event ids the hub remembers to drop repeats.
 const REMEMBERED: usize = 65_536;
 
@@ -28,7 +36,7 @@ const REMEMBERED: usize = 65_536;
 /// recent event ids and sends each event once.
 #[derive(Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<Arc<LiveEvent>>,
+    sender: broadcast::Sender<Live>,
     recent: Arc<Mutex<Recent>>,
 }
 
@@ -71,13 +79,23 @@ impl Hub {
         };
         for event in events {
             if recent.insert(event.event.id) {
-                let _ = self.sender.send(Arc::new(event));
+                let _ = self.sender.send(Live::Event(Arc::new(event)));
             }
         }
     }
 
+    /// Tells every current subscriber that events were lost before they reached this process.
+    pub fn gap(&self, reason: &str) {
+        tracing::warn!(
+            reason,
+            subscribers = self.subscribers(),
+            "telling subscribers they missed events"
+        );
+        let _ = self.sender.send(Live::Gap(reason.into()));
+    }
+
     /// A new subscription, starting with the next event published.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.sender.subscribe()
     }
 

@@ -1,35 +1,171 @@
 //! `Subscription.deploymentEvents`: live status changes, filtered on the server.
 
-use async_graphql::{Context, Result, Subscription};
+use async_graphql::{Context, ErrorExtensions, Result, Subscription};
 use futures_util::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::types::{DeploymentEvent, DeploymentFilterInput};
-use crate::events::Hub;
+use crate::events::{Hub, Live};
 
 /// The root of every live stream.
 pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// Every deployment status change from now on that matches the filter.
+    /// Every deployment status change from now on that matches the filter. A subscriber that
+    /// missed events (it read too slowly and fell more than the buffer behind, or this replica
+    /// lost contact with the others for longer than it can catch up) gets one error with code
+    /// `EVENTS_MISSED`, and the stream ends: refetch what you show, then subscribe again.
     async fn deployment_events(
         &self,
         ctx: &Context<'_>,
         filter: Option<DeploymentFilterInput>,
-    ) -> Result<impl Stream<Item = DeploymentEvent>> {
+    ) -> Result<impl Stream<Item = Result<DeploymentEvent>>> {
         let filter = filter.unwrap_or_default().into_filter();
         let receiver = ctx.data::<Hub>()?.subscribe();
-        Ok(BroadcastStream::new(receiver).filter_map(move |item| match item {
-            Ok(event) => filter
+        let items = BroadcastStream::new(receiver).filter_map(move |item| match item {
+            Ok(Live::Event(event)) => filter
                 .matches(&event.deployment, &event.system.name, &event.environment.name)
-                .then(|| DeploymentEvent::from_live(&event)),
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "a subscriber fell behind and missed events");
-                None
+                .then(|| Ok(DeploymentEvent::from_live(&event))),
+            Ok(Live::Gap(reason)) => Some(Err(missed(&reason))),
+            Err(BroadcastStreamRecvError::Lagged(count)) => {
+                tracing::warn!(
+                    count,
+                    "a subscriber fell behind and missed events; ending its stream"
+                );
+                metrics::counter!("shiplog_live_subscribers_lagged_total").increment(1);
+                metrics::counter!("shiplog_live_events_missed_total").increment(count);
+                Some(Err(missed(&format!(
+                    "this subscription read too slowly and missed {count} events"
+                ))))
             }
-        }))
+        });
+        // The first error is the last item: a stream that goes on after a gap would look whole.
+        Ok(futures_util::stream::unfold(
+            (Box::pin(items), false),
+            |(mut items, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = items.next().await?;
+                let ended = item.is_err();
+                Some((item, (items, ended)))
+            },
+        ))
+    }
+}
+
+fn missed(reason: &str) -> async_graphql::Error {
+    async_graphql::Error::new(format!("{reason}; refetch what you show, then subscribe again"))
+        .extend_with(|_, extensions| extensions.set("code", "EVENTS_MISSED"))
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, Schema};
+    use entity::{deployment_events, deployments};
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::events::LiveEvent;
+    use crate::store::Named;
+
+    fn event(id: i64) -> LiveEvent {
+        LiveEvent {
+            event: deployment_events::Model {
+                id,
+                deployment_id: id,
+                delivery_id: None,
+                status: "succeeded".into(),
+                raw_status: "succeeded".into(),
+                previous_status: None,
+                occurred_at: 0,
+                recorded_at: 0,
+            },
+            deployment: deployments::Model {
+                id,
+                source: "generic".into(),
+                external_id: format!("d-{id}"),
+                system_id: 1,
+                environment_id: 1,
+                status: "succeeded".into(),
+                raw_status: "succeeded".into(),
+                raw_system: "billing".into(),
+                raw_environment: "production".into(),
+                environment_tier: None,
+                tenant: None,
+                committed_at: None,
+                status_at: 0,
+                started_at: None,
+                finished_at: None,
+                deployed_at: 0,
+                commit_sha: None,
+                git_ref: None,
+                version: None,
+                url: None,
+                actor: None,
+                first_seen_at: 0,
+                updated_at: 0,
+            },
+            system: Named {
+                id: 1,
+                name: "billing".into(),
+            },
+            environment: Named {
+                id: 1,
+                name: "production".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_once_and_its_stream_ends() {
+        let hub = Hub::new(4);
+        let schema = Schema::build(crate::graphql::Query::default(), EmptyMutation, SubscriptionRoot)
+            .data(hub.clone())
+            .finish();
+        let mut stream =
+            schema.execute_stream("subscription { deploymentEvents { deployment { externalId } } }");
+        // Registered once the stream is first polled: poll it with nothing to read yet.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
+                .await
+                .is_err(),
+            "nothing published yet"
+        );
+        hub.publish((1..=10).map(event));
+        let first = stream.next().await.expect("an answer");
+        assert_eq!(first.errors.len(), 1, "{first:?}");
+        let error = &first.errors[0];
+        assert!(error.message.contains("missed"), "{}", error.message);
+        assert_eq!(
+            error.extensions.as_ref().and_then(|e| e.get("code")),
+            Some(&async_graphql::Value::from("EVENTS_MISSED"))
+        );
+        assert!(stream.next().await.is_none(), "the stream ends after telling");
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_fan_out_is_told_to_every_subscriber() {
+        let hub = Hub::new(16);
+        let schema = Schema::build(crate::graphql::Query::default(), EmptyMutation, SubscriptionRoot)
+            .data(hub.clone())
+            .finish();
+        let mut stream =
+            schema.execute_stream("subscription { deploymentEvents { deployment { externalId } } }");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
+                .await
+                .is_err()
+        );
+        hub.publish([event(1)]);
+        hub.gap("this replica lost contact");
+        let delivered = stream.next().await.expect("the event");
+        assert!(delivered.errors.is_empty());
+        let told = stream.next().await.expect("the gap");
+        assert!(told.errors[0].message.contains("lost contact"));
+        assert!(stream.next().await.is_none());
     }
 }

@@ -91,16 +91,24 @@ pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut st
                 }
             }
         };
-        // Whatever was committed while we were not listening.
-        match store.events_recorded_since(connected_until - MARGIN_MS).await {
-            Ok(missed) => {
-                let count = missed.len();
-                hub.publish(missed);
-                if count > 0 {
-                    tracing::info!(count, "fan-out listener caught up");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "fan-out catch-up failed"),
+        // Whatever was committed while we were not listening, read again until it succeeds
+        // (the pool's connections may have been cut too). More than a catch-up can hold is
+        // told to the subscribers, who refetch.
+        let since = connected_until - MARGIN_MS;
+        let Some(missed) = retrying(&mut stop, "catch up", || store.events_recorded_since(since)).await
+        else {
+            return;
+        };
+        let count = missed.len();
+        if count as u64 >= CATCH_UP_LIMIT {
+            hub.gap(&format!(
+                "this replica lost contact with the others and more than {CATCH_UP_LIMIT} events were recorded meanwhile"
+            ));
+        } else {
+            hub.publish(missed);
+        }
+        if count > 0 {
+            tracing::info!(count, "fan-out listener caught up");
         }
         loop {
             let message = tokio::select! {
@@ -128,11 +136,35 @@ pub async fn listen(store: Store, url: String, replica: String, hub: Hub, mut st
                 continue; // published locally right after the commit
             }
             let ids: Vec<i64> = ids.split(',').filter_map(|id| id.parse().ok()).collect();
-            match store.live_events(&ids).await {
-                Ok(events) => hub.publish(events),
-                Err(error) => tracing::warn!(%error, "fan-out could not re-read events"),
+            let Some(events) = retrying(&mut stop, "re-read events", || store.live_events(&ids)).await else {
+                return;
+            };
+            hub.publish(events);
+        }
+    }
+}
+
+/// Runs `read` until it succeeds, waiting 100 ms doubling to 5 s between tries; None when the
+/// server stops first.
+async fn retrying<T, F, R>(stop: &mut watch::Receiver<bool>, what: &str, mut read: R) -> Option<T>
+where
+    R: FnMut() -> F,
+    F: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "fan-out could not {what}; retrying");
+                metrics::counter!("shiplog_fanout_retries_total").increment(1);
             }
         }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return None,
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

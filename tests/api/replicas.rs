@@ -126,3 +126,75 @@ async fn a_listener_that_lost_its_connection_catches_up_on_what_it_missed() {
     );
     let _ = admin.close().await;
 }
+
+#[tokio::test]
+async fn a_replica_that_cannot_read_for_a_while_still_delivers_every_event_once() {
+    let db = std::sync::Arc::new(TestDb::new().await);
+    if !db.is_postgres() {
+        eprintln!("skipped: replicas share a PostgreSQL database (set SHIPLOG_TEST_DATABASE_URL)");
+        return;
+    }
+    let a = spawn_app_on(db.clone(), |_| {}).await;
+    // B connects as a role of its own, so the test can take its reads away and give them back
+    // (as a failover to a standby that is not yet readable, or a revoked grant, would).
+    let role = format!("shiplog_b_{}", uuid::Uuid::new_v4().simple());
+    let admin = sea_orm::Database::connect(db.url()).await.unwrap();
+    let run = |sql: String| {
+        let admin = admin.clone();
+        async move {
+            sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql)
+                .await
+                .unwrap()
+        }
+    };
+    run(format!(
+        "CREATE ROLE {role} LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}; GRANT ALL ON SCHEMA public TO {role}"
+    ))
+    .await;
+    let b_url = db.url().replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(b_url, db.url(), "the test database URL names the user postgres");
+    let b = spawn_app_on(db.clone(), move |settings| settings.database_url = b_url).await;
+    let mut on_b = b.subscribe(EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.deliver(generic("before", "succeeded")).await;
+    let event = on_b
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the first event");
+    assert_eq!(event["deploymentEvents"]["deployment"]["externalId"], "before");
+
+    // B can no longer read events, and its listener is cut (so it must catch up too).
+    run(format!("REVOKE SELECT ON deployment_events FROM {role}")).await;
+    run(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}' AND query ILIKE 'LISTEN%'"
+    ))
+    .await;
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let id = format!("while-{n}");
+        a.deliver(generic(&id, "succeeded")).await;
+        acknowledged.insert(id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run(format!("GRANT SELECT ON deployment_events TO {role}")).await;
+
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < acknowledged.len() {
+        let Some(event) = on_b.next_event(Duration::from_secs(15)).await else {
+            break;
+        };
+        let id = event["deploymentEvents"]["deployment"]["externalId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(seen.insert(id.clone()), "{id} arrived twice");
+    }
+    let missing: Vec<_> = acknowledged.difference(&seen).collect();
+    assert!(missing.is_empty(), "replica B's subscriber missed {missing:?}");
+    b.stop().await;
+    a.stop().await;
+    run(format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
+    let _ = admin.close().await;
+}
