@@ -43,6 +43,8 @@ pub enum StartupError {
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// Client connections held at most at once (see `http::serve`).
+    connection_limit: usize,
     address: SocketAddr,
     state: AppState,
     store: Store,
@@ -139,8 +141,10 @@ impl Application {
             shutdown: stopping,
         };
         tracing::info!(%address, database = %redact_url(&settings.database_url), replica, "shiplog is ready");
+        let connection_limit = crate::http::serve::connection_limit(settings.database_max_connections);
         Ok(Self {
             listener,
+            connection_limit,
             address,
             state,
             store,
@@ -175,6 +179,7 @@ impl Application {
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self {
             listener,
+            connection_limit,
             state,
             store,
             stop,
@@ -184,13 +189,12 @@ impl Application {
         } = self;
         let app = router(state);
         let stopper = stop.clone();
-        let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stopper.send(true);
-            })
-            .await;
+        let result = crate::http::serve::serve(listener, app, connection_limit, async move {
+            signal.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopper.send(true);
+        })
+        .await;
         let _ = stop.send(true);
         for task in tasks {
             let _ = task.await;

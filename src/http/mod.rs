@@ -5,6 +5,7 @@ pub mod error;
 pub mod graphql;
 pub mod limits;
 pub mod pages;
+pub mod serve;
 pub mod socket;
 pub mod webhooks;
 

@@ -19,12 +19,18 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(db: &TestDb) -> Server {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Starts the binary with its command adjusted by `tweak` (a file limit, say).
+    pub(crate) async fn start_with(db: &TestDb, tweak: impl FnOnce(&mut Command)) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shiplog"));
+        command
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -37,9 +43,9 @@ impl Server {
             .env("RUST_LOG", "warn")
             .env_remove("SHIPLOG_CONFIG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        tweak(&mut command);
+        let child = command.spawn().unwrap();
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

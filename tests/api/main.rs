@@ -5,6 +5,7 @@ mod helpers;
 
 mod board;
 mod browser;
+mod connections;
 mod contract;
 mod counts;
 mod crash;
