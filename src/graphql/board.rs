@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_graphql::{Context, Object, Result, SimpleObject};
 
-use super::types::{Deployment, Environment, System, internal};
+use super::budget::{Charge, charge};
+use super::types::{Deployment, Environment, System, checked, internal};
 use crate::store::{Named, Store};
 
 /// The `[board]` table of the TOML file.
@@ -86,6 +87,11 @@ impl BoardQuery {
     ) -> Result<Board> {
         let store = ctx.data::<Store>()?;
         let config = ctx.data::<BoardConfig>()?;
+        checked(crate::store::DeploymentFilter {
+            systems: systems.clone().unwrap_or_default(),
+            environments: environments.clone().unwrap_or_default(),
+            ..Default::default()
+        })?;
         let wanted = |names: &Option<Vec<String>>, row: &Named| {
             names
                 .as_ref()
@@ -107,6 +113,8 @@ impl BoardQuery {
             .collect();
         let system_ids: Vec<i64> = all_systems.iter().map(|s| s.id).collect();
         let environment_ids: Vec<i64> = all_environments.iter().map(|e| e.id).collect();
+        charge(ctx, Charge::Aggregate)?;
+        charge(ctx, Charge::Rows(system_ids.len() * environment_ids.len()))?;
         let cells = if system_ids.is_empty() || environment_ids.is_empty() {
             Vec::new()
         } else {

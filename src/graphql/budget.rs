@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::plain::{Plain, plain_object};
 use async_graphql::parser::types::Field;
@@ -67,6 +68,73 @@ impl<T: Plain> OutputType for Chunked<T> {
     }
 }
 
+/// Rows one HTTP request (a batch counts as one) may ask for in all: list limits, page sizes,
+/// board cells. One `deploymentList(limit: 10000)` fits five times; 200 of them do not.
+pub const MAX_REQUEST_ROWS: usize = 50_000;
+/// Frequency points one HTTP request may ask for in all (one answer's cap, `MAX_POINTS`).
+pub const MAX_REQUEST_POINTS: usize = 200_000;
+/// Aggregate fields (board, frequency, DORA, lists, annotations) one HTTP request may run:
+/// each costs a few statements over many rows, however small its answer.
+pub const MAX_REQUEST_AGGREGATES: usize = 50;
+
+/// What one HTTP request has asked for so far (request data, shared by a batch's queries).
+/// Fields charge it before they read; a field that would go over gets a BAD_USER_INPUT error
+/// and reads nothing. The 2,000-field complexity limit counts fields, not what a field can
+/// return, so it alone let 200 aliases of a 10,000-row list through.
+#[derive(Clone, Default)]
+pub struct Cost(Arc<Spent>);
+
+#[derive(Default)]
+struct Spent {
+    rows: AtomicUsize,
+    points: AtomicUsize,
+    aggregates: AtomicUsize,
+}
+
+/// What a field is about to read.
+#[derive(Clone, Copy, Debug)]
+pub enum Charge {
+    /// Rows of a list or page.
+    Rows(usize),
+    /// Points of a frequency series.
+    Points(usize),
+    /// One aggregate field.
+    Aggregate,
+}
+
+/// Charges the request for what a field is about to read; an error (BAD_USER_INPUT) when the
+/// request would go over its budget. Operations over a WebSocket carry no `Cost`: each is
+/// bounded by the per-field limits, and a socket runs a bounded number of them.
+pub fn charge(ctx: &Context<'_>, charge: Charge) -> async_graphql::Result<()> {
+    let Some(cost) = ctx.data_opt::<Cost>() else {
+        return Ok(());
+    };
+    cost.charge(charge)
+        .map_err(|message| super::types::user_error("BAD_USER_INPUT", &message))
+}
+
+impl Cost {
+    fn charge(&self, charge: Charge) -> Result<(), String> {
+        let (counter, amount, cap, what) = match charge {
+            Charge::Rows(rows) => (&self.0.rows, rows, MAX_REQUEST_ROWS, "rows"),
+            Charge::Points(points) => (&self.0.points, points, MAX_REQUEST_POINTS, "frequency points"),
+            Charge::Aggregate => (
+                &self.0.aggregates,
+                1,
+                MAX_REQUEST_AGGREGATES,
+                "board, frequency, DORA, list or annotation fields",
+            ),
+        };
+        let before = counter.fetch_add(amount, Ordering::Relaxed);
+        if before + amount > cap {
+            return Err(format!(
+                "this request asks for more than {cap} {what} in all; lower the limits or split it into several requests"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The permits, one per core (schema data).
 #[derive(Clone)]
 pub struct BigAnswers(Arc<Semaphore>);
@@ -116,6 +184,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_request_pays_for_every_field_and_is_refused_past_its_budget() {
+        let cost = Cost::default();
+        for _ in 0..5 {
+            cost.charge(Charge::Rows(10_000)).unwrap();
+        }
+        assert!(cost.charge(Charge::Rows(1)).is_err(), "the 50,001st row");
+        for _ in 0..MAX_REQUEST_AGGREGATES {
+            cost.charge(Charge::Aggregate).unwrap();
+        }
+        assert!(cost.charge(Charge::Aggregate).is_err());
+        cost.charge(Charge::Points(MAX_REQUEST_POINTS)).unwrap();
+        assert!(cost.charge(Charge::Points(1)).is_err());
+    }
 
     #[tokio::test]
     async fn big_answers_take_turns_and_a_request_never_waits_on_itself() {

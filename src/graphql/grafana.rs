@@ -8,9 +8,10 @@ use async_graphql::parser::types::Field;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, Value};
 
 use super::budget::Chunked;
+use super::budget::{Charge, charge};
 use super::plain::{Plain, PlainValue};
 use super::scalars::Instant;
-use super::types::{internal, user_error};
+use super::types::{checked, internal, user_error};
 use crate::domain::DeploymentStatus;
 use crate::store::analytics::{Bucket, Dimension, Width};
 use crate::store::{DeploymentFilter, Named, PageRequest, Store};
@@ -271,7 +272,7 @@ impl GrafanaQuery {
     ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
-        let filter = DeploymentFilter {
+        let filter = checked(DeploymentFilter {
             systems: list(systems),
             environments: list(environments),
             statuses: statuses.unwrap_or_default(),
@@ -279,8 +280,10 @@ impl GrafanaQuery {
             from: Some(from),
             to: Some(to),
             commit_sha: None,
-        };
+        })?;
         let limit = limit.clamp(0, MAX_ROWS) as u64;
+        charge(ctx, Charge::Aggregate)?;
+        charge(ctx, Charge::Rows(limit as usize))?;
         let _permit = super::budget::reserve(ctx, limit as usize).await;
         let page = store
             .deployments_page(
@@ -377,7 +380,7 @@ impl GrafanaQuery {
                 GroupBy::Source => Dimension::Source,
             })
             .collect();
-        let filter = DeploymentFilter {
+        let filter = checked(DeploymentFilter {
             systems: list(systems),
             environments: list(environments),
             statuses: statuses.unwrap_or_default(),
@@ -385,12 +388,13 @@ impl GrafanaQuery {
             from: Some(from),
             to: Some(to),
             commit_sha: None,
-        };
+        })?;
         // Reading the counts is most of a big answer's memory (on SQLite every value of every
         // row is copied out), so the turn is taken before reading, on an estimate.
         let estimate = dimensions.iter().fold(buckets as usize, |points, dimension| {
             points * expected_groups(*dimension, &filter)
         });
+        charge(ctx, Charge::Aggregate)?;
         let _permit = super::budget::reserve(ctx, estimate).await;
         let counted = store
             .count_buckets(&filter, width, offset, &dimensions)
@@ -431,6 +435,7 @@ impl GrafanaQuery {
                 ),
             ));
         }
+        charge(ctx, Charge::Points(size))?;
         let mut points = Vec::with_capacity(size);
         let mut start = first;
         while start <= to {
@@ -522,7 +527,11 @@ impl GrafanaQuery {
         systems: Option<Vec<String>>,
     ) -> Result<Vec<String>> {
         let store = ctx.data::<Store>()?;
-        let systems = list(systems);
+        let systems = checked(DeploymentFilter {
+            systems: list(systems),
+            ..DeploymentFilter::default()
+        })?
+        .systems;
         if systems.is_empty() {
             return Ok(store
                 .environments()
@@ -559,6 +568,7 @@ impl GrafanaQuery {
         let store = ctx.data::<Store>()?;
         let config = ctx.data::<DoraConfig>()?;
         let (from, to) = window(from, to)?;
+        charge(ctx, Charge::Aggregate)?;
         let mut environments = list(environments);
         if environments.is_empty() {
             environments = config.production_environments.clone();
@@ -572,13 +582,13 @@ impl GrafanaQuery {
         let group_by = group_by.unwrap_or_else(|| vec![DoraGroupBy::System]);
         let by_system = group_by.contains(&DoraGroupBy::System);
         let by_environment = group_by.contains(&DoraGroupBy::Environment);
-        let filter = DeploymentFilter {
+        let filter = checked(DeploymentFilter {
             systems: list(systems),
             environments,
             from: Some(from),
             to: Some(to),
             ..DeploymentFilter::default()
-        };
+        })?;
         let outcomes = store.finished_outcomes(&filter).await.map_err(internal)?;
         let (system_names, environment_names) = names(
             store,

@@ -25,7 +25,7 @@ impl QueryRoot {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let filter = filter.unwrap_or_default().into_filter();
+        let filter = filter.unwrap_or_default().into_filter()?;
         deployments_connection(ctx, filter, after, before, first, last).await
     }
 
@@ -51,6 +51,7 @@ impl QueryRoot {
     ) -> Result<Vec<Delivery>> {
         let store = ctx.data::<Store>()?;
         let limit = first.clamp(0, 500) as u64;
+        super::budget::charge(ctx, super::budget::Charge::Rows(limit as usize))?;
         Ok(store
             .deliveries_in(state.as_str(), limit)
             .await

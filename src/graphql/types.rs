@@ -41,9 +41,9 @@ pub struct DeploymentFilterInput {
 }
 
 impl DeploymentFilterInput {
-    /// The store's filter.
-    pub fn into_filter(self) -> DeploymentFilter {
-        DeploymentFilter {
+    /// The store's filter, checked (BAD_USER_INPUT when it is not one the database can answer).
+    pub fn into_filter(self) -> Result<DeploymentFilter> {
+        checked(DeploymentFilter {
             systems: self.systems.unwrap_or_default(),
             environments: self.environments.unwrap_or_default(),
             statuses: self.statuses.unwrap_or_default(),
@@ -51,7 +51,15 @@ impl DeploymentFilterInput {
             from: self.from.map(|i| i.0),
             to: self.to.map(|i| i.0),
             commit_sha: self.commit_sha.filter(|s| !s.trim().is_empty()),
-        }
+        })
+    }
+}
+
+/// A filter the database can answer, or a BAD_USER_INPUT error saying what to change.
+pub fn checked(filter: DeploymentFilter) -> Result<DeploymentFilter> {
+    match filter.check() {
+        Ok(()) => Ok(filter),
+        Err(message) => Err(user_error("BAD_USER_INPUT", &message)),
     }
 }
 
@@ -130,6 +138,7 @@ pub async fn deployments_connection(
                     &format!("a page holds at most {MAX_PAGE} deployments; page with `after`/`before`"),
                 ));
             }
+            super::budget::charge(ctx, super::budget::Charge::Rows(requested))?;
             let from_end = last.is_some();
             let request = PageRequest {
                 after: after.as_ref().map(|c| c.0),
@@ -453,7 +462,7 @@ impl System {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter.unwrap_or_default().into_filter();
+        let mut filter = filter.unwrap_or_default().into_filter()?;
         filter.systems = vec![self.0.name.clone()];
         deployments_connection(ctx, filter, after, before, first, last).await
     }
@@ -504,7 +513,7 @@ impl Environment {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter.unwrap_or_default().into_filter();
+        let mut filter = filter.unwrap_or_default().into_filter()?;
         filter.environments = vec![self.0.name.clone()];
         deployments_connection(ctx, filter, after, before, first, last).await
     }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
-use crate::graphql::budget::Held;
+use crate::graphql::budget::{Cost, Held};
 use crate::graphql::loaders::request_loader;
 
 /// The most requests one batch may carry.
@@ -39,11 +39,18 @@ fn unauthorized() -> Response {
     response
 }
 
-/// Per-request data: its own DataLoader, and the slot for its share of the big-answer budget.
-fn per_request(state: &AppState, held: &Held, request: async_graphql::Request) -> async_graphql::Request {
+/// Per-request data: its own DataLoader, the slot for its share of the big-answer budget, and
+/// what the whole HTTP request (all of a batch) has asked for so far.
+fn per_request(
+    state: &AppState,
+    held: &Held,
+    cost: &Cost,
+    request: async_graphql::Request,
+) -> async_graphql::Request {
     request
         .data(request_loader(state.store.clone()))
         .data(held.clone())
+        .data(cost.clone())
 }
 
 /// Runs the request and writes its JSON; `_held`, the request's share of the big-answer budget,
@@ -97,8 +104,9 @@ pub async fn post(
         return unauthorized();
     }
     let held = Held::default();
+    let cost = Cost::default();
     let request = match request.into_inner() {
-        BatchRequest::Single(request) => BatchRequest::Single(per_request(&state, &held, request)),
+        BatchRequest::Single(request) => BatchRequest::Single(per_request(&state, &held, &cost, request)),
         BatchRequest::Batch(requests) if requests.len() > MAX_BATCH => {
             return refused(
                 StatusCode::BAD_REQUEST,
@@ -109,7 +117,7 @@ pub async fn post(
         BatchRequest::Batch(requests) => BatchRequest::Batch(
             requests
                 .into_iter()
-                .map(|request| per_request(&state, &held, request))
+                .map(|request| per_request(&state, &held, &cost, request))
                 .collect(),
         ),
     };
@@ -128,7 +136,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(que
             match async_graphql::http::parse_query_string(&query) {
                 Ok(request) => {
                     let held = Held::default();
-                    let request = per_request(&state, &held, request);
+                    let request = per_request(&state, &held, &Cost::default(), request);
                     run(&state, BatchRequest::Single(request), held).await
                 }
                 Err(error) => super::error::ApiError::BadRequest {

@@ -767,7 +767,42 @@ pub(crate) async fn ensure_environment<C: ConnectionTrait>(
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
 const MIGRATION_LOCK: i64 = 0x0073_6869_706c_6f67;
 
+/// The most names one filter list may hold: more is not a filter a person or a dashboard
+/// writes, and each name is a bound parameter of one statement.
+pub const MAX_FILTER_NAMES: usize = 1_000;
+
 impl DeploymentFilter {
+    /// Checks the filter is one the database can answer: lists of at most `MAX_FILTER_NAMES`
+    /// names of at most `MAX_NAME_LEN` bytes, a commit sha of hex digits (at most 64).
+    pub fn check(&self) -> Result<(), String> {
+        for (field, names) in [
+            ("systems", &self.systems),
+            ("environments", &self.environments),
+            ("sources", &self.sources),
+        ] {
+            if names.len() > MAX_FILTER_NAMES {
+                return Err(format!(
+                    "`{field}` lists {} names; a filter holds at most {MAX_FILTER_NAMES}",
+                    names.len()
+                ));
+            }
+            if let Some(long) = names.iter().find(|name| name.len() > crate::domain::MAX_NAME_LEN) {
+                return Err(format!(
+                    "a name in `{field}` is {} bytes; names are at most {} bytes",
+                    long.len(),
+                    crate::domain::MAX_NAME_LEN
+                ));
+            }
+        }
+        if let Some(sha) = &self.commit_sha {
+            let sha = sha.trim();
+            if sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err("`commitSha` is a commit sha or a prefix of one: up to 64 hex digits".into());
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a deployment matches, in memory (for live events); the same rules as the SQL.
     pub fn matches(&self, deployment: &deployments::Model, system: &str, environment: &str) -> bool {
         let listed = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);

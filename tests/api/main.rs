@@ -7,6 +7,7 @@ mod board;
 mod browser;
 mod connections;
 mod contract;
+mod costs;
 mod counts;
 mod crash;
 mod dashboard;
