@@ -70,7 +70,7 @@ impl Processor {
     #[tracing::instrument(skip_all, fields(delivery = delivery.id, source = %delivery.source, attempt = delivery.attempts))]
     pub async fn process(&self, delivery: deliveries::Model) {
         match self.attempt(&delivery).await {
-            Ok(outcome) => tracing::info!(?outcome, "pending delivery finished"),
+            Ok(outcome) => tracing::debug!(?outcome, "pending delivery finished"),
             Err((error, asked)) => {
                 if delivery.attempts >= self.retry.max_attempts {
                     tracing::error!(%error, "delivery failed after its last attempt");
