@@ -1,10 +1,17 @@
-//! Settings: built-in defaults, then an optional TOML file, then `SHIPLOG_*` environment
-//! variables and flags (clap reads both; a flag wins over its variable).
+//! Settings, layered with figment: built-in defaults, then the TOML file, then `SHIPLOG_*`
+//! environment variables, then flags (a flag beats its variable, which beats the file). Each
+//! key is a field of [`Settings`], written once; the variables take the fields' names
+//! (`SHIPLOG_DATABASE_URL` is `database_url`) except the few renamed in [`environment`], and a
+//! source's secret is `SHIPLOG_<SOURCE>_SECRET` or `[secrets] <source>` for every source of the
+//! registry. A source's own settings are its section (`[jenkins]`), read by the source.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::RulesConfig;
 
@@ -16,7 +23,9 @@ use crate::domain::RulesConfig;
     about = "What was deployed, where, when and how: deployment webhooks from every tool, one GraphQL API.",
     long_about = "What was deployed, where, when and how: deployment webhooks from every tool, one GraphQL API.\n\n\
         With no command, shiplog serves. Every setting can also come from a TOML file (--config, or \
-        ./shiplog.toml when it exists); flags and SHIPLOG_* variables win over the file."
+        ./shiplog.toml when it exists) and from a SHIPLOG_* variable (SHIPLOG_DATABASE_URL, \
+        SHIPLOG_GITLAB_SECRET, ...: see the README's Configuration table); flags win over variables, \
+        which win over the file."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -48,7 +57,7 @@ pub enum Command {
 }
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -58,136 +67,274 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings settable by flag and environment variable.
-#[derive(Debug, Default, Args)]
-pub struct SettingsArgs {
-    /// TOML settings file [default: ./shiplog.toml when it exists]
-    #[arg(long, env = "SHIPLOG_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
-    /// Address and port to serve on [default: 127.0.0.1:8080]
-    #[arg(long, env = "SHIPLOG_LISTEN", global = true)]
-    pub listen: Option<String>,
-    /// sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://shiplog.db]
-    #[arg(long, env = "SHIPLOG_DATABASE_URL", global = true)]
-    pub database_url: Option<String>,
-    /// Database pool size [default: SQLite: cores + 2, at least 4; PostgreSQL: 16]
-    #[arg(long, env = "SHIPLOG_DATABASE_MAX_CONNECTIONS", global = true)]
-    pub database_max_connections: Option<u32>,
-    /// SQLite durability: full (survives power loss) or normal (survives process crashes) [default: full]
-    #[arg(long, env = "SHIPLOG_SQLITE_SYNCHRONOUS", global = true)]
-    pub sqlite_synchronous: Option<SqliteSynchronous>,
-    /// Secret for POST /webhooks/generic (Authorization: Bearer) [default: generated on first start and stored]
-    #[arg(long, env = "SHIPLOG_GENERIC_SECRET", hide_env_values = true, global = true)]
-    pub generic_secret: Option<String>,
-    /// Secret for POST /webhooks/gitlab (the webhook's secret token, sent as X-Gitlab-Token)
-    #[arg(long, env = "SHIPLOG_GITLAB_SECRET", hide_env_values = true, global = true)]
-    pub gitlab_secret: Option<String>,
-    /// Secret for POST /webhooks/jenkins (Basic-auth password or ?token= in the notification URL)
-    #[arg(long, env = "SHIPLOG_JENKINS_SECRET", hide_env_values = true, global = true)]
-    pub jenkins_secret: Option<String>,
-    /// Secret for POST /webhooks/heroku (the webhook's HMAC secret)
-    #[arg(long, env = "SHIPLOG_HEROKU_SECRET", hide_env_values = true, global = true)]
-    pub heroku_secret: Option<String>,
-    /// Heroku Platform API key (read access), to find each app's pipeline and stage
-    #[arg(long, env = "SHIPLOG_HEROKU_API_KEY", hide_env_values = true, global = true)]
-    pub heroku_api_key: Option<String>,
-    /// Heroku Platform API base URL [default: https://api.heroku.com]
-    #[arg(long, env = "SHIPLOG_HEROKU_API_URL", global = true)]
-    pub heroku_api_url: Option<String>,
-    /// Secret for POST /webhooks/octopus (header X-Shiplog-Secret, or Authorization: Bearer)
-    #[arg(long, env = "SHIPLOG_OCTOPUS_SECRET", hide_env_values = true, global = true)]
-    pub octopus_secret: Option<String>,
-    /// Octopus API key (X-Octopus-ApiKey), for precise times, users and commits
-    #[arg(long, env = "SHIPLOG_OCTOPUS_API_KEY", hide_env_values = true, global = true)]
-    pub octopus_api_key: Option<String>,
-    /// Octopus server URL for API calls [default: the payload's ServerUri]
-    #[arg(long, env = "SHIPLOG_OCTOPUS_API_URL", global = true)]
-    pub octopus_api_url: Option<String>,
-    /// Attempts at enriching a delivery before it is marked failed [default: 25]
-    #[arg(long, env = "SHIPLOG_RETRY_MAX_ATTEMPTS", global = true)]
-    pub retry_max_attempts: Option<i32>,
-    /// Tokens for reading the GraphQL API, comma-separated; when set, every query and
-    /// subscription needs one (Authorization: Bearer, or Basic with the token as password)
-    #[arg(
-        long,
-        env = "SHIPLOG_API_TOKENS",
-        hide_env_values = true,
-        global = true,
-        value_delimiter = ','
-    )]
-    pub api_tokens: Option<Vec<String>>,
-    /// Browser origins allowed to call the GraphQL API (CORS), comma-separated, or * [default: none]
-    #[arg(long, env = "SHIPLOG_CORS_ORIGINS", global = true, value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Webhook deliveries per second per client address, with bursts of four times that;
-    /// 0 disables [default: 100]
-    #[arg(long, env = "SHIPLOG_WEBHOOK_RATE_LIMIT", global = true)]
-    pub webhook_rate_limit: Option<f64>,
-    /// Largest accepted request body in bytes [default: 1048576]
-    #[arg(long, env = "SHIPLOG_MAX_BODY_BYTES", global = true)]
-    pub max_body_bytes: Option<usize>,
-    /// Log format [default: text]
-    #[arg(long, env = "SHIPLOG_LOG_FORMAT", global = true)]
-    pub log_format: Option<LogFormat>,
-}
-
 /// SQLite's `synchronous` setting in WAL mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSynchronous {
+    /// Acknowledged deliveries survive power loss.
+    #[default]
     Full,
+    /// Acknowledged deliveries survive process crashes (faster).
     Normal,
 }
 
-/// The TOML file's shape. Every key is optional.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
+/// The flags: the settings people set on a command line. Every other setting has its
+/// variable and its file key.
+#[derive(Debug, Default, Args, Serialize)]
+pub struct SettingsArgs {
+    /// TOML settings file [default: ./shiplog.toml when it exists]
+    #[arg(long, env = "SHIPLOG_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address and port to serve on [default: 127.0.0.1:8080]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://shiplog.db]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Database pool size [default: SQLite: cores + 2, at least 4; PostgreSQL: 16]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database_max_connections: Option<u32>,
+    /// SQLite durability [default: full]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sqlite_synchronous: Option<SqliteSynchronous>,
-    pub max_body_bytes: Option<usize>,
-    pub log_format: Option<LogFormat>,
-    /// Tokens for reading the GraphQL API.
-    #[serde(default)]
-    pub api_tokens: Vec<String>,
+    /// A source's webhook secret, NAME=VALUE (repeatable); prefer SHIPLOG_<NAME>_SECRET, which
+    /// process listings do not show
+    #[arg(long = "secret", global = true, value_name = "NAME=VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "secrets_as_map")]
+    pub secrets: Vec<String>,
+    /// Attempts at enriching a delivery before it is marked failed [default: 25]
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub retry_max_attempts: Option<i32>,
+    /// Tokens for reading the GraphQL API, comma-separated [default: none, the API is open]
+    #[arg(long, global = true, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_tokens: Option<Vec<String>>,
+    /// Browser origins allowed to call the GraphQL API (CORS), comma-separated, or * [default: none]
+    #[arg(long, global = true, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Vec<String>>,
+    /// Webhook deliveries per second per client address (bursts of four times that); 0 disables [default: 100]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_rate_limit: Option<f64>,
-    /// Browser origins allowed to call the GraphQL API.
-    #[serde(default)]
-    pub cors_origins: Vec<String>,
-    /// source name -> secret (`[secrets] generic = "..."`).
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    /// Environment and system aliases (`[mapping.environment_aliases]`, ...).
-    #[serde(default)]
-    pub mapping: RulesConfig,
-    /// `[jenkins]`: which builds are deployments.
-    #[serde(default)]
-    pub jenkins: crate::sources::jenkins::JenkinsConfig,
-    /// `[heroku]`: environments of apps in no pipeline.
-    #[serde(default)]
-    pub heroku: crate::sources::heroku::HerokuConfig,
-    /// `[board]`: the order of environments.
-    #[serde(default)]
-    pub board: crate::graphql::board::BoardConfig,
-    /// `[dora]`: which environments count as production.
-    #[serde(default)]
-    pub dora: crate::graphql::grafana::DoraConfig,
-    /// API access for enrichment (`[api] heroku_key = ...`).
-    #[serde(default)]
-    pub api: ApiSettings,
+    /// Largest accepted request body in bytes [default: 1048576]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Log format [default: text]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+fn secrets_as_map<S: serde::Serializer>(secrets: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    let map: BTreeMap<&str, &str> = secrets.iter().filter_map(|pair| pair.split_once('=')).collect();
+    map.serialize(serializer)
 }
 
 /// API keys and URLs of the tools shiplog asks for what webhooks do not carry.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
+    #[serde(deserialize_with = "lenient::optional")]
     pub heroku_key: Option<String>,
     pub heroku_url: Option<String>,
+    #[serde(deserialize_with = "lenient::optional")]
     pub octopus_key: Option<String>,
     pub octopus_url: Option<String>,
     pub retry_max_attempts: Option<i32>,
+}
+
+/// The settings shiplog runs with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub listen: String,
+    pub database_url: String,
+    /// Pool size; None picks one for the database (see `pool_size`).
+    pub database_max_connections: Option<u32>,
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// source name -> configured secret. Sources missing here refuse deliveries (401), except
+    /// those that generate one on first start (`generic`).
+    #[serde(deserialize_with = "lenient::map")]
+    pub secrets: BTreeMap<String, String>,
+    /// `[mapping]`: environment and system aliases.
+    pub mapping: RulesConfig,
+    /// `[api]`: keys and URLs for enrichment.
+    pub api: ApiSettings,
+    /// `[dora]`: which environments count as production.
+    pub dora: crate::graphql::grafana::DoraConfig,
+    /// `[board]`: the order of environments.
+    pub board: crate::graphql::board::BoardConfig,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    /// Tokens for reading the GraphQL API (empty: open).
+    #[serde(deserialize_with = "lenient::list")]
+    pub api_tokens: Vec<String>,
+    /// CORS origins (empty: same origin only).
+    #[serde(deserialize_with = "lenient::list")]
+    pub cors_origins: Vec<String>,
+    /// Webhook deliveries per second per client (0: no limit).
+    pub webhook_rate_limit: f64,
+    /// How pending deliveries are retried (its attempts from `[api] retry_max_attempts`).
+    #[serde(skip)]
+    pub retry: crate::enrich::RetryPolicy,
+    /// Every other top-level table: a source's section (`[jenkins]`, `[heroku]`).
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, toml::Value>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            database_max_connections: None,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            secrets: BTreeMap::new(),
+            mapping: RulesConfig::default(),
+            api: ApiSettings::default(),
+            dora: Default::default(),
+            board: Default::default(),
+            max_body_bytes: 1024 * 1024,
+            log_format: LogFormat::Text,
+            api_tokens: Vec::new(),
+            cors_origins: Vec::new(),
+            webhook_rate_limit: 100.0,
+            retry: Default::default(),
+            sections: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why settings could not be loaded: the message names the file, key or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the settings are not valid: {0}")]
+    Invalid(String),
+}
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://shiplog.db";
+/// The default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The `SHIPLOG_*` variables: each field by its own name, a few renamed to where they live in
+/// the file, and every source's secret. Other `SHIPLOG_*` variables (the test suite's, say)
+/// are not settings.
+fn environment() -> Env {
+    const FIELDS: &[&str] = &[
+        "listen",
+        "database_url",
+        "database_max_connections",
+        "sqlite_synchronous",
+        "max_body_bytes",
+        "log_format",
+        "api_tokens",
+        "cors_origins",
+        "webhook_rate_limit",
+    ];
+    const RENAMED: &[(&str, &str)] = &[
+        ("heroku_api_key", "api.heroku_key"),
+        ("heroku_api_url", "api.heroku_url"),
+        ("octopus_api_key", "api.octopus_key"),
+        ("octopus_api_url", "api.octopus_url"),
+        ("retry_max_attempts", "api.retry_max_attempts"),
+    ];
+    Env::prefixed("SHIPLOG_").filter_map(|key| {
+        let key = key.as_str().to_lowercase();
+        if FIELDS.contains(&key.as_str()) {
+            return Some(key.into());
+        }
+        if let Some((_, path)) = RENAMED.iter().find(|(name, _)| *name == key) {
+            return Some((*path).into());
+        }
+        let source = key.strip_suffix("_secret").filter(|s| !s.is_empty())?;
+        Some(format!("secrets.{source}").into())
+    })
+}
+
+impl Settings {
+    /// Layers flags over variables over the file over the defaults.
+    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match &args.config {
+            Some(path) => {
+                std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            // The default file is optional (and only looked for here, not in parent folders); a
+            // file named with --config must exist.
+            None if std::path::Path::new("shiplog.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("shiplog.toml"));
+            }
+            None => {}
+        }
+        let figment = figment.merge(environment()).merge(Serialized::defaults(args));
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if let Some(attempts) = args.retry_max_attempts {
+            settings.api.retry_max_attempts = Some(attempts);
+        }
+        settings.finish()
+    }
+
+    /// Settings from a TOML text alone (README examples, tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        settings.finish()
+    }
+
+    /// Checks what serde cannot and derives the rest: every other top-level table must be a
+    /// source's section; blank secrets and keys are unset.
+    fn finish(mut self) -> Result<Self, ConfigError> {
+        let known: Vec<&str> = crate::sources::BUILT_IN.iter().map(|s| s.name).collect();
+        if let Some(unknown) = self.sections.keys().find(|key| !known.contains(&key.as_str())) {
+            return Err(ConfigError::Invalid(format!(
+                "unknown key `{unknown}` (a setting, or a source's section: {})",
+                known.join(", ")
+            )));
+        }
+        self.secrets.retain(|_, secret| !secret.trim().is_empty());
+        self.api.heroku_key = self.api.heroku_key.filter(|k| !k.is_empty());
+        self.api.octopus_key = self.api.octopus_key.filter(|k| !k.is_empty());
+        self.webhook_rate_limit = self.webhook_rate_limit.max(0.0);
+        self.retry.max_attempts = self.api.retry_max_attempts.unwrap_or(25).max(1);
+        Ok(self)
+    }
+
+    /// A source's section of the file.
+    pub fn section<'a>(&'a self, name: &'a str) -> crate::sources::Section<'a> {
+        crate::sources::Section {
+            name,
+            value: self.sections.get(name),
+        }
+    }
+
+    /// The database pool's size: as set, else by database.
+    pub fn pool_size(&self) -> u32 {
+        self.database_max_connections
+            .unwrap_or(if self.database_url.starts_with("sqlite:") {
+                sqlite_pool_size()
+            } else {
+                16
+            })
+    }
 }
 
 /// SQLite connections: the writer plus one reader per core and a spare. SQLite readers work on
@@ -201,160 +348,62 @@ fn sqlite_pool_size() -> u32 {
     (cores + 2).clamp(4, 16)
 }
 
-/// The resolved settings the server runs with.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub listen: String,
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub sqlite_synchronous_full: bool,
-    /// source name -> configured secret. Sources missing here refuse deliveries (401), except
-    /// `generic`, which gets a generated secret on first start.
-    pub secrets: BTreeMap<String, String>,
-    pub mapping: RulesConfig,
-    pub sources: crate::sources::SourcesConfig,
-    /// Resolved API access for enrichment.
-    pub api: ApiSettings,
-    /// How pending deliveries are retried.
-    pub retry: crate::enrich::RetryPolicy,
-    /// Which environments DORA counts as production.
-    pub dora: crate::graphql::grafana::DoraConfig,
-    /// The board's environment order.
-    pub board: crate::graphql::board::BoardConfig,
-    pub max_body_bytes: usize,
-    pub log_format: LogFormat,
-    /// Tokens for reading the GraphQL API (empty: open).
-    pub api_tokens: Vec<String>,
-    /// CORS origins (empty: same origin only).
-    pub cors_origins: Vec<String>,
-    /// Webhook deliveries per second per client (0: no limit).
-    pub webhook_rate_limit: f64,
-}
+/// Values as people type them in variables: a token of digits is still text, a list may be
+/// comma-separated.
+mod lenient {
+    use std::collections::BTreeMap;
 
-/// Why settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the settings file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("the settings file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
-}
+    use serde::{Deserialize, Deserializer};
 
-/// The default database: a SQLite file in the working directory.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://shiplog.db";
-/// The default address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-impl Settings {
-    /// Resolves flags and variables over the file over the defaults.
-    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
-        let (path, required) = match &args.config {
-            Some(path) => (path.clone(), true),
-            None => (PathBuf::from("shiplog.toml"), false),
-        };
-        let file = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<FileSettings>(&text).map_err(|source| ConfigError::Parse {
-                path: path.clone(),
-                source: Box::new(source),
-            })?,
-            Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
-                FileSettings::default()
-            }
-            Err(source) => return Err(ConfigError::Read { path, source }),
-        };
-        Ok(Self::resolve(args, file))
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
     }
 
-    /// Layers flags and variables over a parsed file.
-    pub fn resolve(args: &SettingsArgs, file: FileSettings) -> Self {
-        let database_url = args
-            .database_url
-            .clone()
-            .or(file.database_url)
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-        let is_sqlite = database_url.starts_with("sqlite:");
-        let mut secrets = file.secrets;
-        for (source, secret) in [
-            ("generic", &args.generic_secret),
-            ("gitlab", &args.gitlab_secret),
-            ("jenkins", &args.jenkins_secret),
-            ("heroku", &args.heroku_secret),
-            ("octopus", &args.octopus_secret),
-        ] {
-            if let Some(secret) = secret {
-                secrets.insert(source.into(), secret.clone());
+    impl Text {
+        fn into_string(self) -> String {
+            match self {
+                Text::Str(s) => s,
+                Text::Int(n) => n.to_string(),
+                Text::Float(n) => n.to_string(),
+                Text::Bool(b) => b.to_string(),
             }
         }
-        // Every source's secret can come from SHIPLOG_<SOURCE>_SECRET, including sources
-        // added after this list of flags was written.
-        for (key, value) in std::env::vars() {
-            if let Some(source) = key
-                .strip_prefix("SHIPLOG_")
-                .and_then(|k| k.strip_suffix("_SECRET"))
-                && !source.is_empty()
-                && !value.is_empty()
-            {
-                secrets.entry(source.to_lowercase()).or_insert(value);
-            }
-        }
-        secrets.retain(|_, secret| !secret.trim().is_empty());
-        Self {
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
-            database_max_connections: args
-                .database_max_connections
-                .or(file.database_max_connections)
-                .unwrap_or(if is_sqlite { sqlite_pool_size() } else { 16 }),
-            sqlite_synchronous_full: args.sqlite_synchronous.or(file.sqlite_synchronous)
-                != Some(SqliteSynchronous::Normal),
-            database_url,
-            secrets,
-            mapping: file.mapping,
-            sources: crate::sources::SourcesConfig {
-                jenkins: file.jenkins,
-                heroku: file.heroku,
-            },
-            api: ApiSettings {
-                heroku_key: args
-                    .heroku_api_key
-                    .clone()
-                    .or(file.api.heroku_key)
-                    .filter(|k| !k.is_empty()),
-                heroku_url: args.heroku_api_url.clone().or(file.api.heroku_url),
-                octopus_key: args
-                    .octopus_api_key
-                    .clone()
-                    .or(file.api.octopus_key)
-                    .filter(|k| !k.is_empty()),
-                octopus_url: args.octopus_api_url.clone().or(file.api.octopus_url),
-                retry_max_attempts: args.retry_max_attempts.or(file.api.retry_max_attempts),
-            },
-            retry: crate::enrich::RetryPolicy {
-                max_attempts: args
-                    .retry_max_attempts
-                    .or(file.api.retry_max_attempts)
-                    .unwrap_or(25)
-                    .max(1),
-                ..crate::enrich::RetryPolicy::default()
-            },
-            dora: file.dora,
-            board: file.board,
-            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            api_tokens: args.api_tokens.clone().unwrap_or(file.api_tokens),
-            cors_origins: args.cors_origins.clone().unwrap_or(file.cors_origins),
-            webhook_rate_limit: args
-                .webhook_rate_limit
-                .or(file.webhook_rate_limit)
-                .unwrap_or(100.0)
-                .max(0.0),
-        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<Text>),
+        One(Text),
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Text>::deserialize(d)?.map(Text::into_string))
+    }
+
+    pub fn map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        Ok(BTreeMap::<String, Text>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, v.into_string()))
+            .collect())
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match List::deserialize(d)? {
+            List::Many(items) => items.into_iter().map(Text::into_string).collect(),
+            List::One(one) => one
+                .into_string()
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
     }
 }
 
@@ -364,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_file_sets_everything_and_flags_win_over_it() {
-        let file: FileSettings = toml::from_str(
+        let file = tempfile_with(
             r#"
             listen = "0.0.0.0:9000"
             database_url = "postgres://db/shiplog"
@@ -373,36 +422,60 @@ mod tests {
             [mapping.environment_aliases]
             production = ["eu-prod"]
             "#,
-        )
-        .unwrap();
+        );
         let args = SettingsArgs {
+            config: Some(file.clone()),
             listen: Some("127.0.0.1:1".into()),
+            secrets: vec!["gitlab=from-flag".into()],
             ..SettingsArgs::default()
         };
-        let settings = Settings::resolve(&args, file);
+        let settings = Settings::load(&args).unwrap();
         assert_eq!(settings.listen, "127.0.0.1:1");
         assert_eq!(settings.database_url, "postgres://db/shiplog");
-        assert_eq!(settings.database_max_connections, 16);
+        assert_eq!(settings.pool_size(), 16);
         assert_eq!(
             settings.secrets.get("generic").map(String::as_str),
             Some("from-file")
         );
         assert_eq!(
+            settings.secrets.get("gitlab").map(String::as_str),
+            Some("from-flag")
+        );
+        assert_eq!(
             settings.mapping.environment_aliases["production"],
             vec!["eu-prod".to_string()]
         );
+        let _ = std::fs::remove_file(file);
+    }
+
+    fn tempfile_with(text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("shiplog-config-{}.toml", crate::startup::random_token(6)));
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     #[test]
     fn defaults_are_a_local_sqlite_file_on_port_8080() {
-        let settings = Settings::resolve(&SettingsArgs::default(), FileSettings::default());
+        let settings = Settings::from_toml("").unwrap();
         assert_eq!(settings.listen, "127.0.0.1:8080");
         assert_eq!(settings.database_url, "sqlite://shiplog.db");
-        assert!(settings.sqlite_synchronous_full);
+        assert_eq!(settings.sqlite_synchronous, SqliteSynchronous::Full);
+        assert_eq!(settings.retry.max_attempts, 25);
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_refused() {
-        assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+        let error = Settings::from_toml("listn = \"x\"").unwrap_err().to_string();
+        assert!(error.contains("listn"), "{error}");
+        assert!(Settings::from_toml("[mapping]\nsystem_alias = {}").is_err());
+        assert!(Settings::from_toml("[jenkins]\ndefault_environment = \"x\"").is_ok());
+    }
+
+    #[test]
+    fn lists_and_secrets_read_as_people_type_them() {
+        let settings = Settings::from_toml("api_tokens = \"a, b\"\n[secrets]\ngitlab = 12345").unwrap();
+        assert_eq!(settings.api_tokens, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(settings.secrets["gitlab"], "12345");
     }
 }

@@ -16,6 +16,7 @@ pub mod enrich;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod ingest;
 pub mod seed;
 pub mod sources;
 pub mod startup;

@@ -33,21 +33,20 @@ async fn main() -> anyhow::Result<()> {
             let store = open(&settings).await?;
             let rules = shiplog::domain::MappingRules::new(&settings.mapping);
             let terminal = std::io::stderr().is_terminal();
-            let summary = store
-                .replay(&rules, |done, total| {
-                    if terminal {
-                        const WIDTH: u64 = 30;
-                        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
-                        let empty = WIDTH as usize - filled;
-                        eprint!(
-                            "\r[{}{}] {done}/{total} raw names",
-                            "#".repeat(filled),
-                            " ".repeat(empty)
-                        );
-                        let _ = std::io::stderr().flush();
-                    }
-                })
-                .await?;
+            let summary = shiplog::ingest::replay::remap(&store, &rules, |done, total| {
+                if terminal {
+                    const WIDTH: u64 = 30;
+                    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
+                    let empty = WIDTH as usize - filled;
+                    eprint!(
+                        "\r[{}{}] {done}/{total} raw names",
+                        "#".repeat(filled),
+                        " ".repeat(empty)
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            })
+            .await?;
             if terminal {
                 eprintln!();
             }
@@ -68,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Secrets => {
             let store = open(&settings).await?;
-            for source in shiplog::sources::SOURCE_NAMES.iter().copied() {
+            for source in shiplog::sources::BUILT_IN.iter().map(|s| s.name) {
                 let configured = settings.secrets.contains_key(source);
                 match store.setting(&generated_secret_key(source)).await? {
                     Some(secret) if !configured => {
@@ -89,9 +88,8 @@ async fn main() -> anyhow::Result<()> {
 /// Opens and migrates the database for a one-off command.
 async fn open(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&DbOptions {
-        url: settings.database_url.clone(),
         max_connections: 2,
-        sqlite_synchronous_full: settings.sqlite_synchronous_full,
+        ..shiplog::startup::db_options(settings)
     })
     .await
     .context("opening the database")?;

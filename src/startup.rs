@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,14 +12,15 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::domain::MappingRules;
 use crate::enrich::Enrichers;
-use crate::enrich::heroku::HerokuApi;
-use crate::enrich::octopus::OctopusApi;
 use crate::enrich::worker::Processor;
 use crate::events::Hub;
 use crate::http::{AppState, router};
+use crate::ingest::Ingest;
 use crate::sources::{Registry, Secret};
-use crate::store::ingest::Writer;
+use crate::store::writer::Writer;
 use crate::store::{DbOptions, Store, StoreError};
+
+pub use crate::http::random_token;
 
 /// The settings key of a generated secret.
 pub fn generated_secret_key(source: &str) -> String {
@@ -56,11 +56,7 @@ pub struct Application {
 impl Application {
     /// Connects and migrates the database, resolves secrets, binds the port.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let options = DbOptions {
-            url: settings.database_url.clone(),
-            max_connections: settings.database_max_connections,
-            sqlite_synchronous_full: settings.sqlite_synchronous_full,
-        };
+        let options = db_options(&settings);
         let store = Store::connect(&options)
             .await
             .map_err(|source| StartupError::Database {
@@ -68,8 +64,9 @@ impl Application {
                 source,
             })?;
         store.migrate().await.map_err(StartupError::Migrate)?;
-        let sources = Registry::new(&settings.sources).map_err(|e| StartupError::Other(e.to_string()))?;
-        let secrets = resolve_secrets(&store, &settings).await?;
+        let sources = Registry::new(&settings.sections).map_err(StartupError::Other)?;
+        let secrets = resolve_secrets(&store, &settings, &sources).await?;
+        let enrichers = Enrichers::configured(&settings).map_err(StartupError::Other)?;
         crate::telemetry::metrics();
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);
@@ -82,6 +79,8 @@ impl Application {
             ..options.clone()
         });
         let (writer, writer_task) = Writer::spawn(store.clone(), own, hub.clone(), replica.clone());
+        let rules = Arc::new(MappingRules::new(&settings.mapping));
+        let ingest = Ingest::new(sources, secrets, enrichers, rules, writer);
         let (stop, stopping) = watch::channel(false);
         let mut tasks = Vec::new();
         if store.backend() == sea_orm::DatabaseBackend::Postgres {
@@ -93,17 +92,10 @@ impl Application {
                 stopping.clone(),
             )));
         }
-        let enrichers = enrichers(&settings);
-        let kick = Arc::new(tokio::sync::Notify::new());
-        let rules = Arc::new(MappingRules::new(&settings.mapping));
         let processor = Processor {
             store: store.clone(),
-            writer: writer.clone(),
-            sources: sources.clone(),
-            enrichers: enrichers.clone(),
-            rules: rules.clone(),
+            ingest: ingest.clone(),
             retry: settings.retry,
-            kick: kick.clone(),
         };
         tasks.push(tokio::spawn(processor.run(stopping.clone())));
         let listener = TcpListener::bind(&settings.listen)
@@ -129,19 +121,14 @@ impl Application {
                 settings.webhook_rate_limit * 4.0,
             )),
             store: store.clone(),
-            writer,
-            sources,
-            secrets: Arc::new(secrets),
-            rules,
+            ingest,
             max_body_bytes: settings.max_body_bytes,
-            enrichers,
-            kick,
             tokens: crate::http::auth::ApiTokens::new(&settings.api_tokens),
             cors_origins: settings.cors_origins.clone(),
             shutdown: stopping,
         };
         tracing::info!(%address, database = %redact_url(&settings.database_url), replica, "shiplog is ready");
-        let connection_limit = crate::http::serve::connection_limit(settings.database_max_connections);
+        let connection_limit = crate::http::serve::connection_limit(options.max_connections);
         Ok(Self {
             listener,
             connection_limit,
@@ -207,77 +194,66 @@ impl Application {
     }
 }
 
-/// The API clients configured for enrichment. Without a key, a source's deliveries are
-/// applied straight from the webhook.
-fn enrichers(settings: &Settings) -> Enrichers {
-    let mut enrichers = Enrichers::default();
-    if let Some(key) = &settings.api.heroku_key {
-        let base = settings
-            .api
-            .heroku_url
-            .as_deref()
-            .unwrap_or(crate::enrich::heroku::DEFAULT_API_URL);
-        let ttl = std::time::Duration::from_secs(settings.sources.heroku.coupling_cache_seconds);
-        enrichers = enrichers.with(Arc::new(HerokuApi::new(base, key, ttl)));
+/// Connection settings for the store.
+pub fn db_options(settings: &Settings) -> DbOptions {
+    DbOptions {
+        url: settings.database_url.clone(),
+        max_connections: settings.pool_size(),
+        sqlite_synchronous_full: settings.sqlite_synchronous == crate::config::SqliteSynchronous::Full,
     }
-    if let Some(key) = &settings.api.octopus_key {
-        enrichers = enrichers.with(Arc::new(OctopusApi::new(
-            settings.api.octopus_url.as_deref(),
-            key,
-        )));
-    }
-    enrichers
 }
 
-/// The secret of each source: configured, or for `generic` generated once and stored in the
-/// database (so every replica and every restart agree), printed at its first start.
+/// The secret of each source: configured, or for a source that generates one (`generic`)
+/// generated once and stored in the database (so every replica and every restart agree),
+/// printed at its first start.
 async fn resolve_secrets(
     store: &Store,
     settings: &Settings,
+    sources: &Registry,
 ) -> Result<BTreeMap<String, Secret>, StartupError> {
-    let mut secrets: BTreeMap<String, Secret> = settings
-        .secrets
-        .iter()
-        .map(|(source, secret)| (source.clone(), Secret::new(secret.clone())))
-        .collect();
-    if !secrets.contains_key("generic") {
-        let key = generated_secret_key("generic");
-        let existing = store
-            .setting(&key)
-            .await
-            .map_err(|e| StartupError::Other(e.to_string()))?;
-        let secret = match existing {
-            Some(secret) => {
-                tracing::info!(
-                    "SHIPLOG_GENERIC_SECRET is not set: using the secret generated on first start (`shiplog secrets` prints it)"
-                );
-                secret
-            }
-            None => {
-                let generated = random_token(24);
-                let stored = store
-                    .setting_or_insert(&key, &generated)
-                    .await
-                    .map_err(|e| StartupError::Other(e.to_string()))?;
-                if stored == generated {
-                    tracing::warn!(
-                        secret = %stored,
-                        "SHIPLOG_GENERIC_SECRET is not set: generated this secret for POST /webhooks/generic and stored it in the database; send it as `Authorization: Bearer <secret>` (shown once; `shiplog secrets` prints it again)"
-                    );
-                }
-                stored
-            }
-        };
-        secrets.insert("generic".into(), Secret::new(secret));
+    let mut secrets = BTreeMap::new();
+    for source in sources.iter() {
+        let name = source.name();
+        let configured = settings
+            .secrets
+            .get(name)
+            .or_else(|| settings.secrets.get(&name.replace('-', "_")));
+        if let Some(secret) = configured {
+            secrets.insert(name.to_string(), Secret::new(secret.clone()));
+        } else if source.generates_secret() {
+            let secret = generated_secret(store, name).await?;
+            secrets.insert(name.to_string(), Secret::new(secret));
+        }
     }
     Ok(secrets)
 }
 
-/// A random hex token of `bytes` bytes.
-pub fn random_token(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    hex::encode(buffer)
+/// The secret shiplog made up for `source` on its first start (made now when there is none).
+async fn generated_secret(store: &Store, source: &str) -> Result<String, StartupError> {
+    let setting = crate::sources::secret_setting(source);
+    let key = generated_secret_key(source);
+    let existing = store
+        .setting(&key)
+        .await
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+    if let Some(secret) = existing {
+        tracing::info!(
+            "{setting} is not set: using the secret generated on first start (`shiplog secrets` prints it)"
+        );
+        return Ok(secret);
+    }
+    let generated = random_token(24);
+    let stored = store
+        .setting_or_insert(&key, &generated)
+        .await
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+    if stored == generated {
+        tracing::warn!(
+            secret = %stored,
+            "{setting} is not set: generated this secret for POST /webhooks/{source} and stored it in the database; send it as `Authorization: Bearer <secret>` (shown once; `shiplog secrets` prints it again)"
+        );
+    }
+    Ok(stored)
 }
 
 /// A database URL without its password, for logs.

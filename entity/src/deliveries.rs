@@ -15,7 +15,7 @@ pub struct Model {
     pub body: String,
     #[sea_orm(column_type = "Text")]
     pub headers: String,
-    pub state: String,
+    pub state: crate::DeliveryState,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
     pub attempts: i32,

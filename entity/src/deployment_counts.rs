@@ -14,7 +14,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub day: i64,
     #[sea_orm(primary_key, auto_increment = false)]
-    pub status: String,
+    pub status: crate::DeploymentStatus,
     pub count: i64,
 }
 

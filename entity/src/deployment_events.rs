@@ -10,10 +10,10 @@ pub struct Model {
     pub id: i64,
     pub deployment_id: i64,
     pub delivery_id: Option<i64>,
-    pub status: String,
+    pub status: crate::DeploymentStatus,
     pub raw_status: String,
     /// The deployment's normalised status before this event was applied (none for the first).
-    pub previous_status: Option<String>,
+    pub previous_status: Option<crate::DeploymentStatus>,
     pub occurred_at: i64,
     pub recorded_at: i64,
 }

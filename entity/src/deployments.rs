@@ -13,7 +13,7 @@ pub struct Model {
     pub system_id: i64,
     pub environment_id: i64,
     /// Normalised status word: queued, running, succeeded, failed, cancelled, unknown.
-    pub status: String,
+    pub status: crate::DeploymentStatus,
     pub raw_status: String,
     pub raw_system: String,
     pub raw_environment: String,

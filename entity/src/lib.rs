@@ -8,4 +8,7 @@ pub mod deployment_events;
 pub mod deployments;
 pub mod environments;
 pub mod settings;
+pub mod status;
 pub mod systems;
+
+pub use status::{DeliveryState, DeploymentStatus};

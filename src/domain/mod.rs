@@ -3,12 +3,14 @@
 //! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
 
 mod rules;
-mod status;
 mod time;
 
+pub use entity::{DeliveryState, DeploymentStatus};
 pub use rules::{MappingRules, RulesConfig};
-pub use status::DeploymentStatus;
 pub use time::{InstantError, format_millis, now_millis, parse_instant, parse_instant_str};
+
+/// One UTC day in epoch milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// The longest system, environment or external id we accept (bytes).
 pub const MAX_NAME_LEN: usize = 255;
@@ -43,6 +45,10 @@ pub struct Observation {
     pub tenant: Option<String>,
     /// When the deployed commit was made, epoch ms, where the tool says.
     pub committed_at: Option<i64>,
+    /// The base URL of the tool's instance that sent it (an Octopus server, a GitLab
+    /// instance), where the delivery says: where its API is asked for more.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 #[cfg(test)]
@@ -66,6 +72,7 @@ impl Observation {
             actor: None,
             tenant: None,
             committed_at: None,
+            origin: None,
         }
     }
 }

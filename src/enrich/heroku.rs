@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use super::{EnrichError, Enricher, get_json, http_client, retry_after};
@@ -159,13 +160,8 @@ fn poisoned() -> EnrichError {
 
 /// Percent-encodes a path segment (app names are `[a-z0-9-]`, ids UUIDs; this is defence).
 fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+    utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 impl Enricher for HerokuApi {
@@ -173,27 +169,19 @@ impl Enricher for HerokuApi {
         "heroku"
     }
 
-    fn enrich<'a>(
-        &'a self,
-        body: &'a Value,
-        observations: Vec<Observation>,
-    ) -> BoxFuture<'a, Result<Vec<Observation>, EnrichError>> {
+    /// The Heroku source names a release's system after its app: the app is looked up.
+    fn enrich(&self, observations: Vec<Observation>) -> BoxFuture<'_, Result<Vec<Observation>, EnrichError>> {
         Box::pin(async move {
-            let Some(app) = body.pointer("/data/app/name").and_then(Value::as_str) else {
-                return Ok(observations);
-            };
-            let coupling = self.coupling(app).await?;
-            Ok(observations
-                .into_iter()
-                .map(|mut observation| {
-                    if let Some(coupling) = &coupling {
-                        observation.system = coupling.pipeline.clone();
-                        observation.environment = coupling.stage.clone();
-                        observation.environment_tier = Some(coupling.stage.clone());
-                    }
-                    observation
-                })
-                .collect())
+            let mut done = Vec::with_capacity(observations.len());
+            for mut observation in observations {
+                if let Some(coupling) = self.coupling(&observation.system).await? {
+                    observation.system = coupling.pipeline;
+                    observation.environment = coupling.stage.clone();
+                    observation.environment_tier = Some(coupling.stage);
+                }
+                done.push(observation);
+            }
+            Ok(done)
         })
     }
 }

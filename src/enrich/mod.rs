@@ -44,12 +44,8 @@ impl EnrichError {
 pub trait Enricher: Send + Sync + 'static {
     /// The source whose deliveries this enriches.
     fn source(&self) -> &'static str;
-    /// Fills in what the API knows. `body` is the delivery's JSON.
-    fn enrich<'a>(
-        &'a self,
-        body: &'a serde_json::Value,
-        observations: Vec<Observation>,
-    ) -> BoxFuture<'a, Result<Vec<Observation>, EnrichError>>;
+    /// Fills in what the API knows about the observations the source read.
+    fn enrich(&self, observations: Vec<Observation>) -> BoxFuture<'_, Result<Vec<Observation>, EnrichError>>;
 }
 
 /// The configured enrichers, by source.
@@ -57,6 +53,29 @@ pub trait Enricher: Send + Sync + 'static {
 pub struct Enrichers(BTreeMap<&'static str, Arc<dyn Enricher>>);
 
 impl Enrichers {
+    /// The API clients the settings configure. Without a key, a source's deliveries are
+    /// applied straight from the webhook.
+    pub fn configured(settings: &crate::config::Settings) -> Result<Self, String> {
+        let mut enrichers = Self::default();
+        if let Some(key) = &settings.api.heroku_key {
+            let base = settings
+                .api
+                .heroku_url
+                .as_deref()
+                .unwrap_or(heroku::DEFAULT_API_URL);
+            let config: crate::sources::heroku::HerokuConfig = settings.section("heroku").get()?;
+            let ttl = Duration::from_secs(config.coupling_cache_seconds);
+            enrichers = enrichers.with(Arc::new(heroku::HerokuApi::new(base, key, ttl)));
+        }
+        if let Some(key) = &settings.api.octopus_key {
+            enrichers = enrichers.with(Arc::new(octopus::OctopusApi::new(
+                settings.api.octopus_url.as_deref(),
+                key,
+            )));
+        }
+        Ok(enrichers)
+    }
+
     /// Adds one.
     pub fn with(mut self, enricher: Arc<dyn Enricher>) -> Self {
         self.0.insert(enricher.source(), enricher);

@@ -118,23 +118,17 @@ impl Enricher for OctopusApi {
         "octopus"
     }
 
-    fn enrich<'a>(
-        &'a self,
-        body: &'a Value,
-        observations: Vec<Observation>,
-    ) -> BoxFuture<'a, Result<Vec<Observation>, EnrichError>> {
+    /// Asks the server that sent the event (its `ServerUri`, the observation's origin)
+    /// unless `SHIPLOG_OCTOPUS_API_URL` names another.
+    fn enrich(&self, observations: Vec<Observation>) -> BoxFuture<'_, Result<Vec<Observation>, EnrichError>> {
         Box::pin(async move {
-            let base = match (
-                &self.base,
-                body.pointer("/Payload/ServerUri").and_then(Value::as_str),
-            ) {
-                (Some(base), _) => base.clone(),
-                (None, Some(server)) => server.trim_end_matches('/').to_string(),
-                (None, None) => return Ok(observations),
-            };
             let mut done = Vec::with_capacity(observations.len());
             for observation in observations {
-                done.push(self.complete(&base, observation).await?);
+                let base = self.base.clone().or_else(|| observation.origin.clone());
+                done.push(match base {
+                    Some(base) => self.complete(&base, observation).await?,
+                    None => observation,
+                });
             }
             Ok(done)
         })

@@ -11,7 +11,7 @@ use super::types::{Deployment, Environment, System, checked, internal};
 use crate::store::{Named, Store};
 
 /// The `[board]` table of the TOML file.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BoardConfig {
     /// Environment names or tiers, left to right; others follow, alphabetically.

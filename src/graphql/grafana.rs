@@ -50,7 +50,7 @@ pub enum DoraGroupBy {
 }
 
 /// Which environments count as production for DORA.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DoraConfig {
     /// Environment names (after aliases) that are production.
@@ -314,7 +314,7 @@ impl GrafanaQuery {
                     .get(&row.environment_id)
                     .cloned()
                     .unwrap_or_default(),
-                status: DeploymentStatus::from_stored(&row.status),
+                status: row.status,
                 duration_seconds: match (row.started_at, row.finished_at) {
                     (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
                     _ => None,

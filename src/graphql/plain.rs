@@ -114,7 +114,7 @@ impl Plain for Listed {
                 "Environment",
                 &field.selection_set.node,
             )?,
-            "status" => DeploymentStatus::from_stored(&row.status).plain(),
+            "status" => row.status.plain(),
             "rawStatus" => row.raw_status.plain(),
             "rawSystem" => row.raw_system.plain(),
             "rawEnvironment" => row.raw_environment.plain(),

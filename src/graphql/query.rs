@@ -3,9 +3,10 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    Delivery, DeliveryState, Deployment, DeploymentConnection, DeploymentFilterInput, Environment, System,
+    Delivery, Deployment, DeploymentConnection, DeploymentFilterInput, Environment, System,
     deployments_connection, internal, user_error,
 };
+use crate::domain::DeliveryState;
 use crate::store::Store;
 
 /// The root of every read.
@@ -53,7 +54,7 @@ impl QueryRoot {
         let limit = first.clamp(0, 500) as u64;
         super::budget::charge(ctx, super::budget::Charge::Rows(limit as usize))?;
         Ok(store
-            .deliveries_in(state.as_str(), limit)
+            .deliveries_in(state, limit)
             .await
             .map_err(internal)?
             .into_iter()

@@ -312,7 +312,7 @@ impl Deployment {
             .ok_or_else(|| async_graphql::Error::new("environment not found"))
     }
     async fn status(&self) -> DeploymentStatus {
-        DeploymentStatus::from_stored(&self.row.status)
+        self.row.status
     }
     /// The tool's own status word.
     async fn raw_status(&self) -> &str {
@@ -418,7 +418,7 @@ impl DeploymentEvent {
     }
     /// The status this event reported.
     async fn status(&self) -> DeploymentStatus {
-        DeploymentStatus::from_stored(&self.event.status)
+        self.event.status
     }
     /// The tool's own status word in this event.
     async fn raw_status(&self) -> &str {
@@ -426,10 +426,7 @@ impl DeploymentEvent {
     }
     /// The deployment's status before this event (null for its first).
     async fn previous_status(&self) -> Option<DeploymentStatus> {
-        self.event
-            .previous_status
-            .as_deref()
-            .map(DeploymentStatus::from_stored)
+        self.event.previous_status
     }
     /// When it happened, by the tool's clock (or when shiplog received it, if the tool does not say).
     async fn occurred_at(&self) -> Instant {
@@ -530,27 +527,6 @@ impl Environment {
     }
 }
 
-/// Where a journaled delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum DeliveryState {
-    Pending,
-    Processed,
-    Ignored,
-    Failed,
-}
-
-impl DeliveryState {
-    /// The word stored in the journal.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processed => "processed",
-            Self::Ignored => "ignored",
-            Self::Failed => "failed",
-        }
-    }
-}
-
 /// One webhook delivery as journaled (secrets never stored).
 pub struct Delivery(pub entity::deliveries::Model);
 
@@ -570,7 +546,7 @@ impl Delivery {
         Instant(self.0.received_at)
     }
     async fn state(&self) -> &str {
-        &self.0.state
+        self.0.state.as_str()
     }
     /// Why it is ignored, or why its last attempt failed.
     async fn error(&self) -> Option<&str> {

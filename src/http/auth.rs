@@ -6,7 +6,8 @@
 
 use axum::http::HeaderMap;
 
-use crate::sources::{Secret, basic_password, bearer_token};
+use crate::sources::Secret;
+use crate::sources::auth::{basic_password, bearer_token};
 
 /// The configured API tokens; empty means the API is open.
 #[derive(Clone, Debug, Default)]

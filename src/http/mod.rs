@@ -9,7 +9,6 @@ pub mod serve;
 pub mod socket;
 pub mod webhooks;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,26 +18,18 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use crate::domain::MappingRules;
 use crate::graphql::ShiplogSchema;
-use crate::sources::{Registry, Secret};
+use crate::ingest::Ingest;
 use crate::store::Store;
-use crate::store::ingest::Writer;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub schema: ShiplogSchema,
-    pub writer: Writer,
-    pub sources: Registry,
-    pub secrets: Arc<BTreeMap<String, Secret>>,
-    pub rules: Arc<MappingRules>,
+    /// The pipeline webhooks go through.
+    pub ingest: Ingest,
     pub max_body_bytes: usize,
-    /// Sources whose deliveries are enriched through an API before they are applied.
-    pub enrichers: crate::enrich::Enrichers,
-    /// Wakes the enrichment worker.
-    pub kick: Arc<tokio::sync::Notify>,
     /// Read access to the GraphQL API.
     pub tokens: auth::ApiTokens,
     /// Browser origins allowed to call the API.
@@ -119,12 +110,20 @@ impl tower_http::request_id::MakeRequestId for RequestIds {
         _: &axum::http::Request<B>,
     ) -> Option<tower_http::request_id::RequestId> {
         static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let prefix = PREFIX.get_or_init(|| crate::startup::random_token(4));
+        let prefix = PREFIX.get_or_init(|| random_token(4));
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         axum::http::HeaderValue::from_str(&format!("{prefix}-{n}"))
             .ok()
             .map(tower_http::request_id::RequestId::new)
     }
+}
+
+/// A random hex token of `bytes` bytes (request ids, replica names, generated secrets).
+pub fn random_token(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
 }
 
 /// `GET /metrics`: Prometheus text format. Needs an API token when tokens are configured.
@@ -157,7 +156,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(reason) = state.writer.failure() {
+    if let Some(reason) = state.ingest.writer().failure() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({

@@ -1,5 +1,5 @@
-//! `POST /webhooks/{source}`: verify -> parse -> map -> journal + apply (one commit) -> answer.
-//! The answer is a 2xx only once the delivery is durably stored.
+//! `POST /webhooks/{source}`: read the request, hand it to the ingest pipeline, answer. The
+//! answer is a 2xx only once the delivery is durably stored.
 
 use std::time::{Duration, Instant};
 
@@ -7,13 +7,13 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::now_millis;
-use crate::sources::{Delivery, Parsed, secret_setting};
-use crate::store::ingest::{NewDelivery, Outcome, Work};
+use crate::ingest::{IngestError, Received};
+use crate::store::Outcome;
 
 /// How long a sender may take to send its body; a delivery whose body is not complete by
 /// then is answered 408 and not stored.
@@ -27,22 +27,18 @@ pub const STORE_DEADLINE: Duration = Duration::from_secs(30);
 pub const COMMIT_BOUND: Duration = Duration::from_secs(120);
 
 /// Receives one webhook delivery, counting outcomes and latency for `/metrics`.
+#[tracing::instrument(skip_all, fields(source = %source))]
 pub async fn receive(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    state: State<AppState>,
-    source: Path<String>,
-    query: RawQuery,
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let name = if state.sources.get(&source.0).is_some() {
-        source.0.clone()
-    } else {
-        "unknown".to_string()
-    };
     let result = if state.limiter.allow(peer.ip()) {
-        handle(state, source, query, headers, body).await
+        handle(&state, &source, query.as_deref(), &headers, body, started).await
     } else {
         Err(ApiError::TooManyRequests(format!(
             "more than {} deliveries per second from {}: retry after a second (SHIPLOG_WEBHOOK_RATE_LIMIT)",
@@ -50,89 +46,39 @@ pub async fn receive(
             peer.ip()
         )))
     };
-    let outcome = match &result {
-        Ok(Json(answer)) => match (
-            answer.get("status").and_then(Value::as_str),
-            answer.get("pending"),
-        ) {
-            (Some("accepted"), Some(_)) => "pending",
-            (Some(status), _) => status,
-            (None, _) => "accepted",
-        }
-        .to_string(),
-        Err(error) => error.code().to_string(),
+    let label = match state.ingest.sources().get(&source) {
+        Some(_) => source,
+        None => "unknown".to_string(),
     };
-    metrics::counter!("shiplog_deliveries_total", "source" => name.clone(), "outcome" => outcome)
+    let outcome = match &result {
+        Ok((outcome, _)) => outcome.label(),
+        Err(error) => error.code(),
+    };
+    metrics::counter!("shiplog_deliveries_total", "source" => label.clone(), "outcome" => outcome)
         .increment(1);
-    metrics::histogram!("shiplog_delivery_seconds", "source" => name).record(started.elapsed().as_secs_f64());
-    result
+    metrics::histogram!("shiplog_delivery_seconds", "source" => label)
+        .record(started.elapsed().as_secs_f64());
+    result.map(|(_, answer)| Json(answer))
 }
 
-#[tracing::instrument(skip_all, fields(source = %source_name))]
 async fn handle(
-    State(state): State<AppState>,
-    Path(source_name): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    state: &AppState,
+    source: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let started = Instant::now();
-    let source = state.sources.get(&source_name).ok_or_else(|| {
-        let known: Vec<&str> = state.sources.names().collect();
-        ApiError::NotFound(format!(
-            "there is no source `{}`; shiplog receives /webhooks/{{{}}}",
-            source_name.chars().take(64).collect::<String>(),
-            known.join(",")
-        ))
-    })?;
+    started: Instant,
+) -> Result<(Outcome, Value), ApiError> {
     let body = read_body(body, state.max_body_bytes).await?;
-    let secret = state.secrets.get(source.name()).ok_or_else(|| {
-        ApiError::Unauthorized(format!(
-            "{} is not set on this shiplog, so it accepts no {} deliveries",
-            secret_setting(source.name()),
-            source.name()
-        ))
-    })?;
-    let delivery = Delivery {
-        headers: &headers,
-        query: query.as_deref(),
+    let received = Received {
+        source,
+        headers,
+        query,
         body: &body,
         received_at: now_millis(),
+        deadline: started + STORE_DEADLINE,
     };
-    source.verify(&delivery, secret)?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest {
-        code: "invalid_encoding",
-        message: "the body is not UTF-8 text".into(),
-    })?;
-    let work = match source.parse(&delivery)? {
-        // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
-        Parsed::Deployments(_) if state.enrichers.get(source.name()).is_some() => Work::Pending,
-        Parsed::Deployments(observations) => {
-            Work::Apply(observations.into_iter().map(|o| state.rules.map(o)).collect())
-        }
-        Parsed::Ignored(reason) => Work::Ignore(reason),
-    };
-    let journaled: Map<String, Value> = source
-        .journaled_headers()
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?.to_str().ok()?;
-            Some((name.to_string(), Value::String(value.to_string())))
-        })
-        .collect();
-    let new = NewDelivery {
-        source: source.name().to_string(),
-        delivery_key: source.delivery_key(&delivery),
-        received_at: delivery.received_at,
-        // Tools that echo our secret back in the body get it removed before it is stored.
-        body: match source.redact(&body) {
-            Some(redacted) => String::from_utf8_lossy(&redacted).into_owned(),
-            None => text.to_string(),
-        },
-        headers: Value::Object(journaled).to_string(),
-    };
-    let stored = state.writer.submit_by(new, work, started + STORE_DEADLINE);
-    let outcome = match tokio::time::timeout(COMMIT_BOUND, stored).await {
+    let outcome = match tokio::time::timeout(COMMIT_BOUND, state.ingest.receive(received)).await {
         Ok(outcome) => outcome?,
         Err(_) => {
             return Err(ApiError::Unknown(format!(
@@ -141,12 +87,15 @@ async fn handle(
             )));
         }
     };
-    if matches!(outcome, Outcome::Pending { .. }) {
-        state.kick.notify_one();
-    }
     // The journal is the audit trail; a line per delivery only when asked for (RUST_LOG=debug).
     tracing::debug!(?outcome, "delivery stored");
-    Ok(Json(match outcome {
+    let answer = answer(&outcome);
+    Ok((outcome, answer))
+}
+
+/// The JSON a sender gets for an outcome.
+fn answer(outcome: &Outcome) -> Value {
+    match outcome {
         Outcome::Duplicate { delivery_id } => {
             json!({ "status": "duplicate", "deliveryId": delivery_id, "message": "this delivery was received before; nothing changed" })
         }
@@ -160,7 +109,18 @@ async fn handle(
         } => {
             json!({ "status": "accepted", "deliveryId": delivery_id, "deploymentIds": deployment_ids })
         }
-    }))
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::UnknownSource(message) => Self::NotFound(message),
+            IngestError::Unauthorized(message) => Self::Unauthorized(message),
+            IngestError::Invalid { code, message } => Self::BadRequest { code, message },
+            IngestError::Store(error) => Self::Store(error),
+        }
+    }
 }
 
 /// Reads the whole body within `BODY_TIMEOUT` and `limit` bytes.

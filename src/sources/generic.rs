@@ -9,13 +9,23 @@
 //! `id`, `system`, `environment` and `status` are required. Times are ISO-8601 or epoch
 //! milliseconds. `committedAt` (when the deployed commit was made) feeds DORA's lead time. The secret travels as `Authorization: Bearer <secret>`.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
-use super::{Delivery, Parsed, Secret, Source, SourceError, bearer_token, body_hash, idempotency_key};
+use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError, body_key, idempotency_key};
 use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation, parse_instant};
 
+/// The registry's entry.
+pub const SOURCE: BuiltIn = BuiltIn {
+    name: "generic",
+    build: |_| Ok(Arc::new(Generic { auth: Auth::Bearer })),
+};
+
 /// The generic source (`POST /webhooks/generic`).
-pub struct Generic;
+pub struct Generic {
+    auth: Auth,
+}
 
 /// The status words the generic format accepts, and what each means.
 const STATUS_WORDS: &[(&str, DeploymentStatus)] = &[
@@ -44,109 +54,111 @@ const KNOWN_FIELDS: &[&str] = &[
 ];
 
 impl Source for Generic {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "generic"
     }
 
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
-        match bearer_token(delivery.headers) {
-            Some(token) if secret.matches(token) => Ok(()),
-            Some(_) => Err(SourceError::Unauthorized(
-                "the bearer token does not match SHIPLOG_GENERIC_SECRET".into(),
-            )),
-            None => Err(SourceError::Unauthorized(
-                "send the secret as `Authorization: Bearer <SHIPLOG_GENERIC_SECRET>`".into(),
-            )),
-        }
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
-        idempotency_key(delivery.headers).unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        Ok(Accepted {
+            key: idempotency_key(delivery.headers).unwrap_or_else(|| body_key(delivery.body)),
+            redacted: None,
+            parsed: parse(delivery)?,
+        })
     }
 
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
-        let value: Value = serde_json::from_slice(delivery.body)
-            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
-        let Value::Object(object) = value else {
-            return Err(SourceError::InvalidPayload(
-                "the body must be a JSON object with id, system, environment and status".into(),
+    fn generates_secret(&self) -> bool {
+        true
+    }
+}
+
+/// Reads a generic delivery, naming every problem at once.
+fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
+    let value: Value = serde_json::from_slice(delivery.body)
+        .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(SourceError::InvalidPayload(
+            "the body must be a JSON object with id, system, environment and status".into(),
+        ));
+    };
+    let mut problems = Vec::new();
+    let external_id = required(&object, "id", &mut problems);
+    let system = required(&object, "system", &mut problems);
+    let environment = required(&object, "environment", &mut problems);
+    let raw_status = required(&object, "status", &mut problems);
+    let status = raw_status.as_deref().and_then(|word| {
+        let found = STATUS_WORDS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(word.trim()))
+            .map(|(_, status)| *status);
+        if found.is_none() {
+            problems.push(format!(
+                "`status` is `{}`; use one of queued, running, succeeded, failed, cancelled",
+                truncated(word)
             ));
-        };
-        let mut problems = Vec::new();
-        let external_id = required(&object, "id", &mut problems);
-        let system = required(&object, "system", &mut problems);
-        let environment = required(&object, "environment", &mut problems);
-        let raw_status = required(&object, "status", &mut problems);
-        let status = raw_status.as_deref().and_then(|word| {
-            let found = STATUS_WORDS
-                .iter()
-                .find(|(known, _)| known.eq_ignore_ascii_case(word.trim()))
-                .map(|(_, status)| *status);
-            if found.is_none() {
-                problems.push(format!(
-                    "`status` is `{}`; use one of queued, running, succeeded, failed, cancelled",
-                    truncated(word)
-                ));
-            }
-            found
-        });
-        let started_at = instant(&object, "startedAt", &mut problems);
-        let finished_at = instant(&object, "finishedAt", &mut problems);
-        let committed_at = instant(&object, "committedAt", &mut problems);
-        let commit_sha = optional_text(&object, "commitSha", &mut problems);
-        let git_ref = optional_text(&object, "ref", &mut problems);
-        let version = optional_text(&object, "version", &mut problems);
-        let url = optional_text(&object, "url", &mut problems);
-        let actor = optional_text(&object, "actor", &mut problems);
-        if let Some(sha) = &commit_sha
-            && (sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        found
+    });
+    let started_at = instant(&object, "startedAt", &mut problems);
+    let finished_at = instant(&object, "finishedAt", &mut problems);
+    let committed_at = instant(&object, "committedAt", &mut problems);
+    let commit_sha = optional_text(&object, "commitSha", &mut problems);
+    let git_ref = optional_text(&object, "ref", &mut problems);
+    let version = optional_text(&object, "version", &mut problems);
+    let url = optional_text(&object, "url", &mut problems);
+    let actor = optional_text(&object, "actor", &mut problems);
+    if let Some(sha) = &commit_sha
+        && (sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        problems.push(format!("`commitSha` is `{}`; use a hex git sha", truncated(sha)));
+    }
+    if let (Some(start), Some(finish)) = (started_at, finished_at)
+        && finish < start
+    {
+        problems.push("`finishedAt` is before `startedAt`".into());
+    }
+    let unknown: Vec<&str> = object
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !KNOWN_FIELDS.contains(key))
+        .collect();
+    if !unknown.is_empty() {
+        tracing::debug!(?unknown, "generic delivery has fields shiplog does not read");
+    }
+    match (external_id, system, environment, raw_status, status) {
+        (Some(external_id), Some(system), Some(environment), Some(raw_status), Some(status))
+            if problems.is_empty() =>
         {
-            problems.push(format!("`commitSha` is `{}`; use a hex git sha", truncated(sha)));
-        }
-        if let (Some(start), Some(finish)) = (started_at, finished_at)
-            && finish < start
-        {
-            problems.push("`finishedAt` is before `startedAt`".into());
-        }
-        let unknown: Vec<&str> = object
-            .keys()
-            .map(String::as_str)
-            .filter(|key| !KNOWN_FIELDS.contains(key))
-            .collect();
-        if !unknown.is_empty() {
-            tracing::debug!(?unknown, "generic delivery has fields shiplog does not read");
-        }
-        match (external_id, system, environment, raw_status, status) {
-            (Some(external_id), Some(system), Some(environment), Some(raw_status), Some(status))
-                if problems.is_empty() =>
-            {
-                let occurred_at = match status {
-                    DeploymentStatus::Running => started_at,
-                    s if s.is_terminal() => finished_at,
-                    _ => None,
-                }
-                .unwrap_or(delivery.received_at);
-                Ok(Parsed::Deployments(vec![Observation {
-                    external_id,
-                    system,
-                    environment,
-                    environment_tier: None,
-                    status,
-                    raw_status,
-                    occurred_at,
-                    started_at,
-                    finished_at: finished_at.filter(|_| status.is_terminal()),
-                    commit_sha: commit_sha.map(|sha| sha.to_lowercase()),
-                    git_ref,
-                    version,
-                    url,
-                    actor,
-                    tenant: None,
-                    committed_at,
-                }]))
+            let occurred_at = match status {
+                DeploymentStatus::Running => started_at,
+                s if s.is_terminal() => finished_at,
+                _ => None,
             }
-            _ => Err(SourceError::InvalidPayload(problems.join("; "))),
+            .unwrap_or(delivery.received_at);
+            Ok(Parsed::Deployments(vec![Observation {
+                external_id,
+                system,
+                environment,
+                environment_tier: None,
+                status,
+                raw_status,
+                occurred_at,
+                started_at,
+                finished_at: finished_at.filter(|_| status.is_terminal()),
+                commit_sha: commit_sha.map(|sha| sha.to_lowercase()),
+                git_ref,
+                version,
+                url,
+                actor,
+                tenant: None,
+                committed_at,
+                origin: None,
+            }]))
         }
+        _ => Err(SourceError::InvalidPayload(problems.join("; "))),
     }
 }
 
@@ -225,7 +237,7 @@ mod tests {
 
     fn parse(body: &str) -> Result<Parsed, SourceError> {
         let headers = HeaderMap::new();
-        Generic.parse(&Delivery {
+        super::parse(&Delivery {
             headers: &headers,
             query: None,
             body: body.as_bytes(),

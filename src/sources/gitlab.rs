@@ -13,13 +13,39 @@
 //!   `repository.homepage`, whose path is the same `namespace/project`;
 //! - deployment events carry only `short_sha`, but their `commit_url` ends in the full sha.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use super::{Delivery, Parsed, Secret, Source, SourceError, body_hash, idempotency_key};
-use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
+use super::json::{self, name, sha, text, time, truncate};
+use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError, body_key, idempotency_key};
+use crate::domain::{DeploymentStatus, Observation};
+
+/// The registry's entry.
+pub const SOURCE: BuiltIn = BuiltIn {
+    name: "gitlab",
+    build: |_| Ok(Arc::new(Gitlab::new())),
+};
 
 /// The GitLab source.
-pub struct Gitlab;
+pub struct Gitlab {
+    auth: Auth,
+}
+
+impl Gitlab {
+    /// GitLab sends the webhook's secret token as it is, in `X-Gitlab-Token`.
+    pub fn new() -> Self {
+        Self {
+            auth: Auth::Header("X-Gitlab-Token".into()),
+        }
+    }
+}
+
+impl Default for Gitlab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// GitLab's job and deployment status words, each mapped deliberately.
 pub fn status(word: &str) -> DeploymentStatus {
@@ -38,49 +64,35 @@ pub fn status(word: &str) -> DeploymentStatus {
 }
 
 impl Source for Gitlab {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "gitlab"
     }
 
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
-        match delivery.headers.get("x-gitlab-token") {
-            Some(token) if secret.matches(token.as_bytes()) => Ok(()),
-            Some(_) => Err(SourceError::Unauthorized(
-                "the X-Gitlab-Token header does not match SHIPLOG_GITLAB_SECRET".into(),
-            )),
-            None => Err(SourceError::Unauthorized(
-                "set the webhook's secret token in GitLab to SHIPLOG_GITLAB_SECRET (sent as X-Gitlab-Token)"
-                    .into(),
-            )),
-        }
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
-        // Idempotency-Key (GitLab 17.4+) is stable when GitLab re-sends a delivery; older
-        // versions re-send the same body. X-Gitlab-Webhook-UUID is new on every request.
-        idempotency_key(delivery.headers).unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
-    }
-
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
-        let value: Value = serde_json::from_slice(delivery.body)
-            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(SourceError::InvalidPayload(
-                "the body must be a JSON object (a GitLab webhook event)".into(),
-            ));
-        }
-        match value.get("object_kind").and_then(Value::as_str) {
-            Some("deployment") => deployment_event(&value, delivery.received_at).map(|o| Parsed::Deployments(vec![o])),
-            Some("build") => job_event(&value, delivery.received_at),
-            Some("pipeline") => pipeline_event(&value, delivery.received_at),
-            Some(kind) => Ok(Parsed::Ignored(format!("`{}` events describe no deployment", truncate(kind)))),
-            None => Ok(Parsed::Ignored(
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        let event = json::object(delivery.body, "a GitLab webhook event")?;
+        let parsed = match event.get("object_kind").and_then(Value::as_str) {
+            Some("deployment") => Parsed::Deployments(vec![deployment_event(&event, delivery.received_at)?]),
+            Some("build") => job_event(&event, delivery.received_at)?,
+            Some("pipeline") => pipeline_event(&event, delivery.received_at)?,
+            Some(kind) => Parsed::Ignored(format!("`{}` events describe no deployment", truncate(kind))),
+            None => Parsed::Ignored(
                 "no `object_kind`: not a GitLab event shiplog reads (custom webhook templates are not supported)".into(),
-            )),
-        }
+            ),
+        };
+        Ok(Accepted {
+            // Idempotency-Key (GitLab 17.4+) is stable when GitLab re-sends a delivery; older
+            // versions re-send the same body. X-Gitlab-Webhook-UUID is new on every request.
+            key: idempotency_key(delivery.headers).unwrap_or_else(|| body_key(delivery.body)),
+            redacted: None,
+            parsed,
+        })
     }
 
-    fn journaled_headers(&self) -> &'static [&'static str] {
+    fn journaled_headers(&self) -> &[&str] {
         &[
             "content-type",
             "user-agent",
@@ -93,18 +105,6 @@ impl Source for Gitlab {
     }
 }
 
-fn truncate(text: &str) -> String {
-    text.chars().take(64).collect()
-}
-
-fn text(value: &Value, pointer: &str) -> Option<String> {
-    match value.pointer(pointer)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// A GitLab id: a number (string ids are accepted, as some proxies re-encode them).
 fn id(value: &Value, pointer: &str, what: &str) -> Result<String, SourceError> {
     match value.pointer(pointer) {
@@ -113,25 +113,6 @@ fn id(value: &Value, pointer: &str, what: &str) -> Result<String, SourceError> {
         _ => Err(SourceError::InvalidPayload(format!(
             "`{what}` must be a job id (a number)"
         ))),
-    }
-}
-
-fn time(value: &Value, pointer: &str) -> Result<Option<i64>, SourceError> {
-    match value.pointer(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(raw) => parse_instant(raw)
-            .map(Some)
-            .map_err(|e| SourceError::InvalidPayload(format!("`{}`: {e}", pointer.trim_start_matches('/')))),
-    }
-}
-
-fn name(raw: Option<String>, what: &str) -> Result<String, SourceError> {
-    match raw {
-        Some(name) if name.len() <= MAX_NAME_LEN => Ok(name),
-        Some(_) => Err(SourceError::InvalidPayload(format!(
-            "`{what}` is longer than {MAX_NAME_LEN} bytes"
-        ))),
-        None => Err(SourceError::InvalidPayload(format!("`{what}` is missing"))),
     }
 }
 
@@ -147,12 +128,6 @@ fn path_from_url(url: &str) -> Option<String> {
 fn sha_from_commit_url(url: &str) -> Option<String> {
     let last = url.rsplit('/').next()?;
     (last.len() == 40 && last.bytes().all(|b| b.is_ascii_hexdigit())).then(|| last.to_lowercase())
-}
-
-fn sha(raw: Option<String>) -> Option<String> {
-    raw.filter(|s| s.len() >= 7 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|s| s.to_lowercase())
-        .filter(|s| s.bytes().any(|b| b != b'0'))
 }
 
 /// When a status happened: the terminal time for terminal statuses, the start for running,
@@ -202,6 +177,7 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
         tenant: None,
         committed_at: None,
+        origin: None,
     })
 }
 
@@ -266,6 +242,7 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
         tenant: None,
         committed_at: None,
+        origin: None,
     }]))
 }
 
@@ -330,6 +307,7 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
                 .or_else(|| text(build, "/user/name")),
             tenant: None,
             committed_at,
+            origin: None,
         });
     }
     if observations.is_empty() {

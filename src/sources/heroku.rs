@@ -8,14 +8,25 @@
 //! without an API key, or for an app in no pipeline, the app name is the system and the
 //! environment comes from the `[heroku]` rule below.
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
+use std::sync::Arc;
+
 use regex::Regex;
 use serde_json::Value;
-use sha2::Sha256;
 
-use super::{Delivery, Parsed, Secret, Source, SourceError, body_hash, constant_time_eq};
-use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
+use super::json::{self, text};
+use super::{Accepted, Auth, BuiltIn, Delivery, Encoding, Parsed, Signature, Source, SourceError, body_key};
+use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation};
+
+/// The registry's entry; `[heroku]` is its section.
+pub const SOURCE: BuiltIn = BuiltIn {
+    name: "heroku",
+    build: |section| {
+        let config: HerokuConfig = section.get()?;
+        Heroku::new(config)
+            .map(|heroku| Arc::new(heroku) as Arc<dyn super::Source>)
+            .map_err(|error| format!("[heroku] environment_from_app: {error}"))
+    },
+};
 
 /// The `[heroku]` table of the TOML file.
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
@@ -43,6 +54,7 @@ impl Default for HerokuConfig {
 pub struct Heroku {
     config: HerokuConfig,
     environment_from_app: Regex,
+    auth: Auth,
 }
 
 impl Heroku {
@@ -51,6 +63,11 @@ impl Heroku {
         Ok(Self {
             environment_from_app: Regex::new(&config.environment_from_app)?,
             config,
+            auth: Auth::Hmac(Signature {
+                header: "Heroku-Webhook-Hmac-SHA256".into(),
+                encoding: Encoding::Base64,
+                prefix: String::new(),
+            }),
         })
     }
 }
@@ -69,46 +86,42 @@ pub fn status(word: &str) -> DeploymentStatus {
 }
 
 impl Source for Heroku {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "heroku"
     }
 
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
-        let Some(signature) = delivery.headers.get("heroku-webhook-hmac-sha256") else {
-            return Err(SourceError::Unauthorized(
-                "no Heroku-Webhook-Hmac-SHA256 header: create the webhook with --secret SHIPLOG_HEROKU_SECRET".into(),
-            ));
-        };
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-            .map_err(|_| SourceError::Unauthorized("SHIPLOG_HEROKU_SECRET cannot key an HMAC".into()))?;
-        mac.update(delivery.body);
-        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        if constant_time_eq(expected.as_bytes(), signature.as_bytes().trim_ascii()) {
-            Ok(())
-        } else {
-            Err(SourceError::Unauthorized(
-                "the Heroku-Webhook-Hmac-SHA256 signature does not match the body signed with SHIPLOG_HEROKU_SECRET".into(),
-            ))
-        }
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
-        let value: Value = serde_json::from_slice(delivery.body).unwrap_or(Value::Null);
-        value
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        let event = json::object(delivery.body, "a Heroku webhook event")?;
+        // Heroku's retries keep the delivery id.
+        let key = event
             .pointer("/webhook_metadata/delivery/id")
             .and_then(Value::as_str)
             .map(|id| format!("delivery:{id}"))
-            .unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+            .unwrap_or_else(|| body_key(delivery.body));
+        Ok(Accepted {
+            key,
+            redacted: None,
+            parsed: self.parse(&event, delivery.received_at)?,
+        })
     }
 
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
-        let event: Value = serde_json::from_slice(delivery.body)
-            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
-        if !event.is_object() {
-            return Err(SourceError::InvalidPayload(
-                "the body must be a JSON object (a Heroku webhook event)".into(),
-            ));
-        }
+    fn journaled_headers(&self) -> &[&str] {
+        &[
+            "content-type",
+            "user-agent",
+            "heroku-webhook-id",
+            "heroku-webhook-sent-at",
+        ]
+    }
+}
+
+impl Heroku {
+    /// One release event as an observation.
+    fn parse(&self, event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         let resource = event.get("resource").and_then(Value::as_str).unwrap_or_default();
         if resource != "release" {
             return Ok(Parsed::Ignored(format!(
@@ -116,13 +129,7 @@ impl Source for Heroku {
                 resource.chars().take(64).collect::<String>()
             )));
         }
-        let text = |pointer: &str| {
-            event.pointer(pointer).and_then(|v| match v {
-                Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-        };
+        let text = |pointer: &str| text(event, pointer);
         let release = text("/data/id")
             .ok_or_else(|| SourceError::InvalidPayload("`data.id` (the release id) is required".into()))?;
         let app = text("/data/app/name")
@@ -131,17 +138,7 @@ impl Source for Heroku {
         let raw_status = text("/data/status")
             .ok_or_else(|| SourceError::InvalidPayload("`data.status` is required".into()))?;
         let status = status(&raw_status);
-        let time = |pointer: &str| -> Result<Option<i64>, SourceError> {
-            match event.pointer(pointer) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => parse_instant(v).map(Some).map_err(|e| {
-                    SourceError::InvalidPayload(format!(
-                        "`{}`: {e}",
-                        pointer.trim_start_matches('/').replace('/', ".")
-                    ))
-                }),
-            }
-        };
+        let time = |pointer: &str| json::time(event, pointer);
         let created = time("/data/created_at")?;
         let updated = time("/data/updated_at")?;
         // The slug's commit when Heroku includes the slug; else "Deploy 1a2b3c4" in the description.
@@ -168,7 +165,7 @@ impl Source for Heroku {
             } else {
                 created
             }
-            .unwrap_or(delivery.received_at),
+            .unwrap_or(received_at),
             started_at: created,
             finished_at: if status.is_terminal() { updated } else { None },
             commit_sha: commit_sha.map(|s| s.to_lowercase()),
@@ -178,16 +175,8 @@ impl Source for Heroku {
             actor: text("/data/user/email"),
             tenant: None,
             committed_at: None,
+            origin: None,
         }]))
-    }
-
-    fn journaled_headers(&self) -> &'static [&'static str] {
-        &[
-            "content-type",
-            "user-agent",
-            "heroku-webhook-id",
-            "heroku-webhook-sent-at",
-        ]
     }
 }
 
@@ -216,8 +205,15 @@ mod tests {
             received_at: 0,
         };
         let heroku = Heroku::new(HerokuConfig::default()).unwrap();
-        assert!(heroku.verify(&delivery, &Secret::new("foobar")).is_ok());
-        assert!(heroku.verify(&delivery, &Secret::new("foobaz")).is_err());
+        let auth = heroku.auth();
+        assert!(
+            auth.verify(&delivery, &super::super::Secret::new("foobar"), "S")
+                .is_ok()
+        );
+        assert!(
+            auth.verify(&delivery, &super::super::Secret::new("foobaz"), "S")
+                .is_err()
+        );
     }
 
     #[test]

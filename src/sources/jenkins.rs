@@ -10,12 +10,25 @@
 //! (`[jenkins]` in the TOML file) with defaults that fit common job layouts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Delivery, Parsed, Secret, Source, SourceError, basic_password};
+use super::json::{self, sha};
+use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError};
 use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation};
+
+/// The registry's entry; `[jenkins]` is its section.
+pub const SOURCE: BuiltIn = BuiltIn {
+    name: "jenkins",
+    build: |section| {
+        let config: JenkinsConfig = section.get()?;
+        Jenkins::new(config)
+            .map(|jenkins| Arc::new(jenkins) as Arc<dyn super::Source>)
+            .map_err(|error| error.to_string())
+    },
+};
 
 /// The `[jenkins]` table of the TOML file.
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
@@ -60,6 +73,7 @@ pub struct Jenkins {
     environment_from_job: Regex,
     system_from_job: Option<Regex>,
     deployment_jobs: Regex,
+    auth: Auth,
 }
 
 /// Why the `[jenkins]` rules do not compile.
@@ -85,6 +99,9 @@ impl Jenkins {
                 .transpose()?,
             deployment_jobs: compile("jenkins.deployment_jobs", &config.deployment_jobs)?,
             config,
+            // The plugin cannot sign: the secret is the password of the endpoint URL's
+            // credentials, or a `token` parameter in it.
+            auth: Auth::AnyOf(vec![Auth::Basic, Auth::Query("token".into())]),
         })
     }
 }
@@ -104,74 +121,40 @@ pub fn status(phase: &str, result: Option<&str>) -> DeploymentStatus {
     }
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == "token").then(|| percent_decode(value))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (hex, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, byte) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Source for Jenkins {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "jenkins"
     }
 
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
-        let presented =
-            basic_password(delivery.headers).or_else(|| query_token(delivery.query).map(String::into_bytes));
-        match presented {
-            Some(value) if secret.matches(&value) => Ok(()),
-            Some(_) => Err(SourceError::Unauthorized(
-                "the Basic-auth password or `token` parameter does not match SHIPLOG_JENKINS_SECRET".into(),
-            )),
-            None => Err(SourceError::Unauthorized(
-                "put SHIPLOG_JENKINS_SECRET in the notification URL: https://jenkins:SECRET@shiplog/webhooks/jenkins or ?token=SECRET".into(),
-            )),
-        }
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        let value = json::object(delivery.body, "the Notification plugin's JSON")?;
         // No delivery id: a build's phase is sent once (retries re-send the same message).
-        let value: Value = serde_json::from_slice(delivery.body).unwrap_or(Value::Null);
         let field = |p: &str| value.pointer(p).map(|v| v.to_string()).unwrap_or_default();
-        format!(
+        let key = format!(
             "{}#{}#{}",
             field("/name"),
             field("/build/number"),
             field("/build/phase")
-        )
+        );
+        Ok(Accepted {
+            key,
+            redacted: None,
+            parsed: self.parse(&value, delivery.received_at)?,
+        })
     }
 
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
-        let value: Value = serde_json::from_slice(delivery.body)
-            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
+    fn journaled_headers(&self) -> &[&str] {
+        &["content-type", "user-agent"]
+    }
+}
+
+impl Jenkins {
+    /// One build phase as an observation, when the rules make the build a deployment.
+    fn parse(&self, value: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         let job = match value.get("name") {
             Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= MAX_NAME_LEN => {
                 name.trim().to_string()
@@ -263,10 +246,7 @@ impl Source for Jenkins {
             ("FINALIZED", Some(t), _) => (None, Some(t)),
             _ => (None, None),
         };
-        let occurred_at = finished_at
-            .or(started_at)
-            .or(timestamp)
-            .unwrap_or(delivery.received_at);
+        let occurred_at = finished_at.or(started_at).or(timestamp).unwrap_or(received_at);
         let scm = build.get("scm");
         let scm_text = |field: &str| {
             scm.and_then(|s| s.get(field))
@@ -275,9 +255,7 @@ impl Source for Jenkins {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        let commit_sha = scm_text("commit")
-            .filter(|s| s.len() >= 7 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(|s| s.to_lowercase());
+        let commit_sha = sha(scm_text("commit"));
         // Jenkins reports remote branches (`origin/master`).
         let git_ref = scm_text("branch").map(|b| b.strip_prefix("origin/").map(str::to_string).unwrap_or(b));
         Ok(Parsed::Deployments(vec![Observation {
@@ -301,11 +279,8 @@ impl Source for Jenkins {
             actor: parameter(&["BUILD_USER_ID".to_string(), "BUILD_USER".to_string()]),
             tenant: None,
             committed_at: None,
+            origin: None,
         }]))
-    }
-
-    fn journaled_headers(&self) -> &'static [&'static str] {
-        &["content-type", "user-agent"]
     }
 }
 
@@ -326,13 +301,6 @@ mod tests {
             DeploymentStatus::Cancelled
         );
         assert_eq!(status("COMPLETED", None), DeploymentStatus::Unknown);
-    }
-
-    #[test]
-    fn query_tokens_are_percent_decoded() {
-        assert_eq!(query_token(Some("a=1&token=s%2Fx+y")).as_deref(), Some("s/x y"));
-        assert_eq!(query_token(Some("token=%zz")).as_deref(), Some("%zz"));
-        assert_eq!(query_token(None), None);
     }
 
     #[test]

@@ -1,22 +1,48 @@
-//! Sources: one file per deployment tool. Each verifies its deliveries, names their delivery
-//! key and parses them into [`Observation`]s. Parsers are pure and synchronous: no database,
-//! network or clock here (the receive time is passed in), so a fixture always gives the same
-//! output.
+//! Sources: one file per deployment tool. A source declares how its secret travels
+//! ([`Auth`]) and turns one delivery into everything the ingest pipeline needs in one call
+//! ([`Source::accept`]): the delivery key, the body as it may be journaled, and the
+//! observations (or why the delivery describes no deployment), reading the body once.
+//! Sources are pure and synchronous: no database, network or clock here (the receive time is
+//! passed in), so a fixture always gives the same output.
+//!
+//! [`BUILT_IN`] is the only list of sources: secrets, configuration sections, the contract
+//! and fixture test suites and the seed's mix all come from it. Adding a source is a file
+//! here, a line there, a fixture folder and, when it has settings, its section.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::domain::Observation;
 
+pub mod auth;
 pub mod generic;
 pub mod gitlab;
 pub mod heroku;
 pub mod jenkins;
+pub(crate) mod json;
 pub mod octopus;
+
+pub use auth::{Auth, Encoding, Secret, Signature, constant_time_eq};
+
+/// Every source shiplog has in code, by route name.
+pub const BUILT_IN: &[BuiltIn] = &[
+    generic::SOURCE,
+    gitlab::SOURCE,
+    heroku::SOURCE,
+    jenkins::SOURCE,
+    octopus::SOURCE,
+];
+
+/// One entry of [`BUILT_IN`]: a route name and how to build the source from its settings.
+pub struct BuiltIn {
+    /// The name in the route (`/webhooks/{name}`), in `deployments.source`, in the secret's
+    /// setting (`SHIPLOG_<NAME>_SECRET`, `[secrets] <name>`) and of its TOML section (`[name]`).
+    pub name: &'static str,
+    pub build: fn(&Section<'_>) -> Result<Arc<dyn Source>, String>,
+}
 
 /// One webhook request as a source sees it.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +65,17 @@ pub enum Parsed {
     Ignored(String),
 }
 
+/// A delivery a source has read: everything the pipeline needs, from one pass over the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The key that is the same when the tool re-sends the same delivery.
+    pub key: String,
+    /// The body as it may be journaled when it differs from the one received: tools that echo
+    /// our secret back get it removed.
+    pub redacted: Option<String>,
+    pub parsed: Parsed,
+}
+
 /// Why a source refused a delivery. Every message tells the sender what to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
@@ -53,82 +90,61 @@ pub enum SourceError {
 /// A deployment tool shiplog receives webhooks from.
 pub trait Source: Send + Sync + 'static {
     /// The name in the route (`/webhooks/{name}`) and in `deployments.source`.
-    fn name(&self) -> &'static str;
-    /// Checks the delivery carries the configured secret; constant time.
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError>;
-    /// The key that is the same when the tool re-sends the same delivery.
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String;
-    /// Parses the body into observations.
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError>;
-    /// The body as it may be journaled: tools that echo our secret back get it removed here.
-    /// None keeps the body as received.
-    fn redact(&self, _body: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
+    fn name(&self) -> &str;
+    /// How the tool sends the secret.
+    fn auth(&self) -> &Auth;
+    /// Reads one delivery: its key, its journal body, its observations.
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError>;
     /// Request headers worth keeping in the journal (lower-case names; never secrets).
-    fn journaled_headers(&self) -> &'static [&'static str] {
+    fn journaled_headers(&self) -> &[&str] {
         &["content-type", "user-agent", "idempotency-key"]
     }
-}
-
-/// A configured shared secret. Its `Debug` never shows the value.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the rare places that must send or sign with it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Compares a presented value with the secret in constant time. Both sides are hashed
-    /// first, so not even the secret's length leaks through timing.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        constant_time_eq(self.0.as_bytes(), presented)
+    /// Whether shiplog makes up a secret for this source on its first start when none is
+    /// configured (the generic webhook, so the README's first curl works).
+    fn generates_secret(&self) -> bool {
+        false
     }
 }
 
-/// Compares two byte strings in constant time; both are hashed first so their lengths do not
-/// leak through timing either.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+/// A source's settings section of the TOML file (`[jenkins]`), absent when not written.
+#[derive(Clone, Copy)]
+pub struct Section<'a> {
+    pub name: &'a str,
+    pub value: Option<&'a toml::Value>,
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
+impl Section<'_> {
+    /// The section as its settings type (the defaults when it is absent); an error names the
+    /// section and the problem.
+    pub fn get<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, String> {
+        match self.value {
+            None => Ok(T::default()),
+            Some(value) => value
+                .clone()
+                .try_into()
+                .map_err(|error| format!("[{}]: {error}", self.name)),
+        }
     }
 }
 
-/// All sources shiplog knows, by route name.
+/// All sources shiplog serves, by route name.
 #[derive(Clone)]
 pub struct Registry {
-    sources: BTreeMap<&'static str, Arc<dyn Source>>,
+    sources: BTreeMap<String, Arc<dyn Source>>,
 }
 
 impl Registry {
-    /// Every built-in source, with its configuration. A new tool adds one line here.
-    pub fn new(config: &SourcesConfig) -> Result<Self, jenkins::RuleError> {
-        let sources: Vec<Arc<dyn Source>> = vec![
-            Arc::new(generic::Generic),
-            Arc::new(gitlab::Gitlab),
-            Arc::new(jenkins::Jenkins::new(config.jenkins.clone())?),
-            Arc::new(
-                heroku::Heroku::new(config.heroku.clone()).map_err(|source| jenkins::RuleError {
-                    field: "heroku.environment_from_app",
-                    source,
-                })?,
-            ),
-            Arc::new(octopus::Octopus),
-        ];
-        Ok(Self {
-            sources: sources.into_iter().map(|s| (s.name(), s)).collect(),
-        })
+    /// Every built-in source, each with its section of the settings (`sections` by name).
+    pub fn new(sections: &BTreeMap<String, toml::Value>) -> Result<Self, String> {
+        let mut sources = BTreeMap::new();
+        for built_in in BUILT_IN {
+            let section = Section {
+                name: built_in.name,
+                value: sections.get(built_in.name),
+            };
+            sources.insert(built_in.name.to_string(), (built_in.build)(&section)?);
+        }
+        Ok(Self { sources })
     }
 
     /// The source behind a route name.
@@ -137,53 +153,19 @@ impl Registry {
     }
 
     /// Every source's name.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.sources.keys().copied()
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// Every source.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Source>> + '_ {
+        self.sources.values()
     }
 }
 
-/// Per-source settings from the TOML file.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-pub struct SourcesConfig {
-    /// `[jenkins]`: which builds are deployments, and of what.
-    pub jenkins: jenkins::JenkinsConfig,
-    /// `[heroku]`: environments of apps in no pipeline.
-    pub heroku: heroku::HerokuConfig,
-}
-
-/// The route names of every built-in source.
-pub const SOURCE_NAMES: &[&str] = &["generic", "gitlab", "heroku", "jenkins", "octopus"];
-
-/// The environment variable that holds a source's secret.
+/// The environment variable that holds a source's secret (dashes become underscores).
 pub fn secret_setting(source: &str) -> String {
-    format!("SHIPLOG_{}_SECRET", source.to_uppercase())
-}
-
-/// Reads `Authorization: Bearer <token>`.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    let scheme = value.get(..7)?;
-    if scheme.eq_ignore_ascii_case(b"bearer ") {
-        Some(trim_ascii(&value[7..]))
-    } else {
-        None
-    }
-}
-
-/// Reads the password of `Authorization: Basic base64(user:password)` (any user name).
-pub fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value[6..].trim_ascii())
-        .ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    Some(decoded[colon + 1..].to_vec())
-}
-
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
+    format!("SHIPLOG_{}_SECRET", source.to_uppercase().replace('-', "_"))
 }
 
 /// The hex SHA-256 of a body: the delivery key of last resort, stable for identical bodies.
@@ -191,31 +173,13 @@ pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
+/// `sha256:<hex>` of the body, the key when a tool sends no delivery id.
+pub fn body_key(body: &[u8]) -> String {
+    format!("sha256:{}", body_hash(body))
+}
+
 /// The `Idempotency-Key` header when present and sane.
 pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("idempotency-key")?.to_str().ok()?.trim();
     (!value.is_empty() && value.len() <= 255).then(|| value.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_match_only_the_exact_value_and_never_print() {
-        let secret = Secret::new("s3cret");
-        assert!(secret.matches(b"s3cret"));
-        assert!(!secret.matches(b"s3cre"));
-        assert!(!secret.matches(b"s3cret "));
-        assert_eq!(format!("{secret:?}"), "Secret(..)");
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_case_insensitively() {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "bearer abc ".parse().unwrap());
-        assert_eq!(bearer_token(&headers), Some(&b"abc"[..]));
-        headers.insert("authorization", "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers), None);
-    }
 }

@@ -15,13 +15,42 @@
 //! inside `Subscription.EventNotificationSubscription.WebhookHeaderValue`: [`Source::redact`]
 //! removes it before the body is journaled.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use super::{Delivery, Parsed, Secret, Source, SourceError, bearer_token, body_hash};
+use super::json;
+use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError, body_key};
 use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
 
+/// The registry's entry.
+pub const SOURCE: BuiltIn = BuiltIn {
+    name: "octopus",
+    build: |_| Ok(Arc::new(Octopus::new())),
+};
+
 /// The Octopus source.
-pub struct Octopus;
+pub struct Octopus {
+    auth: Auth,
+}
+
+impl Octopus {
+    /// The secret travels in the subscription's custom header (or as a bearer token).
+    pub fn new() -> Self {
+        Self {
+            auth: Auth::AnyOf(vec![Auth::Header("X-Shiplog-Secret".into()), Auth::Bearer]),
+        }
+    }
+}
+
+impl Default for Octopus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where Octopus echoes the subscription's header value (our secret).
+const ECHO: &str = "/Payload/Subscription/EventNotificationSubscription/WebhookHeaderValue";
 
 /// What replaces the echoed secret in the journal.
 pub const REDACTED: &str = "[redacted by shiplog]";
@@ -58,169 +87,159 @@ fn span(message: &[u16], start: i64, length: i64) -> Option<String> {
 }
 
 impl Source for Octopus {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "octopus"
     }
 
-    fn verify(&self, delivery: &Delivery<'_>, secret: &Secret) -> Result<(), SourceError> {
-        let presented = delivery
-            .headers
-            .get("x-shiplog-secret")
-            .map(|v| v.as_bytes().trim_ascii())
-            .or_else(|| bearer_token(delivery.headers));
-        match presented {
-            Some(value) if secret.matches(value) => Ok(()),
-            Some(_) => Err(SourceError::Unauthorized(
-                "the X-Shiplog-Secret (or bearer) header does not match SHIPLOG_OCTOPUS_SECRET".into(),
-            )),
-            None => Err(SourceError::Unauthorized(
-                "set the subscription's header X-Shiplog-Secret to SHIPLOG_OCTOPUS_SECRET".into(),
-            )),
-        }
+    fn auth(&self) -> &Auth {
+        &self.auth
     }
 
-    fn redact(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        let echoed = value
-            .pointer("/Payload/Subscription/EventNotificationSubscription/WebhookHeaderValue")
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())?;
-        // Replace the JSON string literal in place, so the rest of the body stays byte for byte.
-        let literal = serde_json::to_string(echoed).ok()?;
-        let text = std::str::from_utf8(body).ok()?;
-        let replacement = serde_json::to_string(REDACTED).ok()?;
-        if text.contains(&literal) {
-            return Some(text.replace(&literal, &replacement).into_bytes());
-        }
-        // Escaped differently than serde would: rewrite the whole document instead.
-        let mut value = value;
-        if let Some(slot) =
-            value.pointer_mut("/Payload/Subscription/EventNotificationSubscription/WebhookHeaderValue")
-        {
-            *slot = Value::String(REDACTED.into());
-        }
-        serde_json::to_vec(&value).ok()
-    }
-
-    fn delivery_key(&self, delivery: &Delivery<'_>) -> String {
+    fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        let body = json::object(delivery.body, "an Octopus subscription payload")?;
         // Octopus may send an event more than once: the event id is the key.
-        let value: Value = serde_json::from_slice(delivery.body).unwrap_or(Value::Null);
-        value
+        let key = body
             .pointer("/Payload/Event/Id")
             .and_then(Value::as_str)
             .map(|id| format!("event:{id}"))
-            .unwrap_or_else(|| format!("sha256:{}", body_hash(delivery.body)))
+            .unwrap_or_else(|| body_key(delivery.body));
+        Ok(Accepted {
+            key,
+            redacted: redact(&body, delivery.body),
+            parsed: parse(&body, delivery.received_at)?,
+        })
     }
 
-    fn parse(&self, delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
-        let body: Value = serde_json::from_slice(delivery.body)
-            .map_err(|e| SourceError::InvalidPayload(format!("the body is not JSON: {e}")))?;
-        let event = body
-            .pointer("/Payload/Event")
-            .filter(|e| e.is_object())
-            .ok_or_else(|| {
-                SourceError::InvalidPayload(
-                    "`Payload.Event` is required: send Octopus's subscription webhook payload".into(),
-                )
-            })?;
-        let category = event.get("Category").and_then(Value::as_str).unwrap_or_default();
-        let Some(status) = status(category) else {
-            return Ok(Parsed::Ignored(format!(
-                "`{}` events describe no deployment",
-                category.chars().take(64).collect::<String>()
-            )));
-        };
-        let related: Vec<&str> = event
-            .get("RelatedDocumentIds")
-            .and_then(Value::as_array)
-            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let deployment = related
-            .iter()
-            .find(|id| id.starts_with("Deployments-"))
-            .ok_or_else(|| {
-                SourceError::InvalidPayload("`RelatedDocumentIds` names no `Deployments-N`".into())
-            })?;
-        let space = event
-            .get("SpaceId")
-            .and_then(Value::as_str)
-            .or_else(|| {
-                body.pointer("/Payload/Subscription/SpaceId")
-                    .and_then(Value::as_str)
-            })
-            .unwrap_or("Spaces-1");
-        let message: Vec<u16> = event
-            .get("Message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .encode_utf16()
-            .collect();
-        let mut names = std::collections::HashMap::new();
-        for reference in event
-            .get("MessageReferences")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(id) = reference.get("ReferencedDocumentId").and_then(Value::as_str) else {
-                continue;
-            };
-            let (Some(start), Some(length)) = (
-                number(reference.get("StartIndex")),
-                number(reference.get("Length")),
-            ) else {
-                continue;
-            };
-            if let (Some(kind), Some(text)) = (id.split('-').next(), span(&message, start, length)) {
-                names.entry(kind.to_string()).or_insert(text);
-            }
-        }
-        let project = names.get("Projects").cloned().or_else(|| {
-            related
-                .iter()
-                .find(|id| id.starts_with("Projects-"))
-                .map(|s| s.to_string())
-        });
-        let environment = names.get("Environments").cloned().or_else(|| {
-            related
-                .iter()
-                .find(|id| id.starts_with("Environments-"))
-                .map(|s| s.to_string())
-        });
-        let occurred = match event.get("Occurred").or(body.get("Timestamp")) {
-            Some(value) => parse_instant(value)
-                .map_err(|e| SourceError::InvalidPayload(format!("`Event.Occurred`: {e}")))?,
-            None => delivery.received_at,
-        };
-        let server = body
-            .pointer("/Payload/ServerUri")
-            .and_then(Value::as_str)
-            .map(|s| s.trim_end_matches('/').to_string());
-        Ok(Parsed::Deployments(vec![Observation {
-            external_id: format!("{space}/{deployment}"),
-            system: project
-                .ok_or_else(|| SourceError::InvalidPayload("the event names no project".into()))?,
-            environment: environment
-                .ok_or_else(|| SourceError::InvalidPayload("the event names no environment".into()))?,
-            environment_tier: None,
-            status,
-            raw_status: category.to_string(),
-            occurred_at: occurred,
-            started_at: (status == DeploymentStatus::Running).then_some(occurred),
-            finished_at: status.is_terminal().then_some(occurred),
-            commit_sha: None,
-            git_ref: None,
-            version: names.get("Releases").cloned(),
-            url: server.map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
-            actor: event.get("Username").and_then(Value::as_str).map(str::to_string),
-            tenant: names.get("Tenants").cloned(),
-            committed_at: None,
-        }]))
-    }
-
-    fn journaled_headers(&self) -> &'static [&'static str] {
+    fn journaled_headers(&self) -> &[&str] {
         &["content-type", "user-agent"]
     }
+}
+
+/// The body without the secret Octopus echoes back; None when it echoes none.
+fn redact(value: &Value, body: &[u8]) -> Option<String> {
+    let echoed = value
+        .pointer(ECHO)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())?;
+    // Replace the JSON string literal in place, so the rest of the body stays byte for byte.
+    let literal = serde_json::to_string(echoed).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    let replacement = serde_json::to_string(REDACTED).ok()?;
+    if text.contains(&literal) {
+        return Some(text.replace(&literal, &replacement));
+    }
+    // Escaped differently than serde would: rewrite the whole document instead.
+    let mut value = value.clone();
+    if let Some(slot) = value.pointer_mut(ECHO) {
+        *slot = Value::String(REDACTED.into());
+    }
+    serde_json::to_string(&value).ok()
+}
+
+/// One subscription event as an observation, when it is about a deployment.
+fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
+    let event = body
+        .pointer("/Payload/Event")
+        .filter(|e| e.is_object())
+        .ok_or_else(|| {
+            SourceError::InvalidPayload(
+                "`Payload.Event` is required: send Octopus's subscription webhook payload".into(),
+            )
+        })?;
+    let category = event.get("Category").and_then(Value::as_str).unwrap_or_default();
+    let Some(status) = status(category) else {
+        return Ok(Parsed::Ignored(format!(
+            "`{}` events describe no deployment",
+            category.chars().take(64).collect::<String>()
+        )));
+    };
+    let related: Vec<&str> = event
+        .get("RelatedDocumentIds")
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let deployment = related
+        .iter()
+        .find(|id| id.starts_with("Deployments-"))
+        .ok_or_else(|| SourceError::InvalidPayload("`RelatedDocumentIds` names no `Deployments-N`".into()))?;
+    let space = event
+        .get("SpaceId")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            body.pointer("/Payload/Subscription/SpaceId")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("Spaces-1");
+    let message: Vec<u16> = event
+        .get("Message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .encode_utf16()
+        .collect();
+    let mut names = std::collections::HashMap::new();
+    for reference in event
+        .get("MessageReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(id) = reference.get("ReferencedDocumentId").and_then(Value::as_str) else {
+            continue;
+        };
+        let (Some(start), Some(length)) = (
+            number(reference.get("StartIndex")),
+            number(reference.get("Length")),
+        ) else {
+            continue;
+        };
+        if let (Some(kind), Some(text)) = (id.split('-').next(), span(&message, start, length)) {
+            names.entry(kind.to_string()).or_insert(text);
+        }
+    }
+    let project = names.get("Projects").cloned().or_else(|| {
+        related
+            .iter()
+            .find(|id| id.starts_with("Projects-"))
+            .map(|s| s.to_string())
+    });
+    let environment = names.get("Environments").cloned().or_else(|| {
+        related
+            .iter()
+            .find(|id| id.starts_with("Environments-"))
+            .map(|s| s.to_string())
+    });
+    let occurred = match event.get("Occurred").or(body.get("Timestamp")) {
+        Some(value) => {
+            parse_instant(value).map_err(|e| SourceError::InvalidPayload(format!("`Event.Occurred`: {e}")))?
+        }
+        None => received_at,
+    };
+    let server = body
+        .pointer("/Payload/ServerUri")
+        .and_then(Value::as_str)
+        .map(|s| s.trim_end_matches('/').to_string());
+    Ok(Parsed::Deployments(vec![Observation {
+        external_id: format!("{space}/{deployment}"),
+        system: project.ok_or_else(|| SourceError::InvalidPayload("the event names no project".into()))?,
+        environment: environment
+            .ok_or_else(|| SourceError::InvalidPayload("the event names no environment".into()))?,
+        environment_tier: None,
+        status,
+        raw_status: category.to_string(),
+        occurred_at: occurred,
+        started_at: (status == DeploymentStatus::Running).then_some(occurred),
+        finished_at: status.is_terminal().then_some(occurred),
+        commit_sha: None,
+        git_ref: None,
+        version: names.get("Releases").cloned(),
+        url: server
+            .as_ref()
+            .map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
+        actor: event.get("Username").and_then(Value::as_str).map(str::to_string),
+        tenant: names.get("Tenants").cloned(),
+        committed_at: None,
+        origin: server,
+    }]))
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub fn next_cell(
     let at = deployment.deployed_at;
     let id = Some(deployment.id);
     let newer = |slot_id: Option<i64>, slot_at: Option<i64>| slot_id == id || slot_at.is_none_or(|t| at >= t);
-    let status = DeploymentStatus::from_stored(&deployment.status);
+    let status = deployment.status;
     match status {
         DeploymentStatus::Succeeded if newer(cell.current_id, cell.current_at) => {
             (cell.current_id, cell.current_at) = (id, Some(at));

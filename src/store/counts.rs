@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use entity::{deployment_counts, deployments, systems};
 use futures_util::TryStreamExt;
-use migration::m20261126_000002_deployment_counts::{DAY_MS, REBUILD};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -16,13 +15,14 @@ use sea_orm::{
 };
 
 use super::analytics::{Bucket, Dimension, Width};
-use super::{DeploymentFilter, Store, StoreError};
+use super::{DeploymentFilter, NameKind, Store, StoreError};
+use crate::domain::{DAY_MS, DeploymentStatus};
 
 /// Rows per multi-row upsert (5 parameters each).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// (system_id, environment_id, day, status); ids of 0 mean "all".
-type Key = (i64, i64, i64, String);
+type Key = (i64, i64, i64, DeploymentStatus);
 
 /// Changes to the rollup a transaction will make. Sorted, so concurrent writers (replicas on
 /// PostgreSQL) lock rollup rows in the same order and cannot deadlock on them.
@@ -37,7 +37,7 @@ impl CountDeltas {
         for (system, environment) in [(s, e), (s, 0), (0, e), (0, 0)] {
             *self
                 .0
-                .entry((system, environment, day, deployment.status.clone()))
+                .entry((system, environment, day, deployment.status))
                 .or_default() += sign;
         }
     }
@@ -79,7 +79,7 @@ impl CountDeltas {
                     (*system).into(),
                     (*environment).into(),
                     (*day).into(),
-                    status.clone().into(),
+                    (*status).into(),
                     (*delta).into(),
                 ]);
             }
@@ -101,6 +101,50 @@ impl CountDeltas {
         }
         Ok(())
     }
+}
+
+/// `INSERT INTO deployment_counts ... SELECT ... GROUP BY ...` for one grain: per system and
+/// environment, per system only (environment 0), per environment only, or all together.
+fn rebuild_grain(
+    by_system: bool,
+    by_environment: bool,
+) -> Result<sea_orm::sea_query::InsertStatement, StoreError> {
+    use deployment_counts::Column as Count;
+    use deployments::Column as Deployment;
+    // Deployment times are after 1970, so integer division floors. The day is written out
+    // (not bound) so PostgreSQL sees the selected and the grouped expression are the same.
+    let day = Expr::cust(format!("(deployed_at / {DAY_MS}) * {DAY_MS}"));
+    let id_or_all = |by: bool, column: Deployment| {
+        if by { Expr::col(column) } else { Expr::val(0i64) }
+    };
+    let mut select = Query::select();
+    select
+        .expr(id_or_all(by_system, Deployment::SystemId))
+        .expr(id_or_all(by_environment, Deployment::EnvironmentId))
+        .expr(day.clone())
+        .column(Deployment::Status)
+        .expr(Expr::col(Deployment::Id).count())
+        .from(deployments::Entity);
+    if by_system {
+        select.group_by_col(Deployment::SystemId);
+    }
+    if by_environment {
+        select.group_by_col(Deployment::EnvironmentId);
+    }
+    select.add_group_by([day]).group_by_col(Deployment::Status);
+    let mut insert = Query::insert();
+    insert
+        .into_table(deployment_counts::Entity)
+        .columns([
+            Count::SystemId,
+            Count::EnvironmentId,
+            Count::Day,
+            Count::Status,
+            Count::Count,
+        ])
+        .select_from(select)
+        .map_err(|error| StoreError::Invalid(format!("the rollup's rebuild statement: {error}")))?;
+    Ok(insert)
 }
 
 /// The start of the UTC day containing `t` (epoch ms, after 1970).
@@ -371,12 +415,12 @@ impl Store {
     ) -> Result<Option<sea_orm::Select<deployment_counts::Entity>>, StoreError> {
         use deployment_counts::Column;
         let mut select = deployment_counts::Entity::find();
-        let systems = match self.resolve(true, &filter.systems).await? {
+        let systems = match self.resolve(NameKind::System, &filter.systems).await? {
             Some(ids) => Some(ids),
             None if by_system => Some(self.all_system_ids().await?),
             None => None,
         };
-        let environments = match self.resolve(false, &filter.environments).await? {
+        let environments = match self.resolve(NameKind::Environment, &filter.environments).await? {
             Some(ids) => Some(ids),
             None if by_environment => Some(self.all_environment_ids().await?),
             None => None,
@@ -429,8 +473,8 @@ impl Store {
                 .await?;
         }
         deployment_counts::Entity::delete_many().exec(&txn).await?;
-        for statement in REBUILD {
-            txn.execute_unprepared(statement).await?;
+        for (by_system, by_environment) in [(true, true), (true, false), (false, true), (false, false)] {
+            txn.execute(&rebuild_grain(by_system, by_environment)?).await?;
         }
         txn.commit().await?;
         Ok(())
@@ -444,7 +488,12 @@ impl Store {
             .filter(|row| row.count != 0)
             .map(|row| {
                 (
-                    (row.system_id, row.environment_id, row.day, row.status),
+                    (
+                        row.system_id,
+                        row.environment_id,
+                        row.day,
+                        row.status.as_str().to_string(),
+                    ),
                     row.count,
                 )
             })

@@ -5,6 +5,7 @@
 //! the earliest start we saw; `finished_at` is the time of the terminal status.
 
 use entity::deployments;
+use sea_orm::ActiveValue::{NotSet, Set};
 
 use crate::domain::{DeploymentStatus, Observation};
 
@@ -33,7 +34,7 @@ pub fn new_deployment(
         external_id: observation.external_id.clone(),
         system_id,
         environment_id,
-        status: status.as_str().to_string(),
+        status,
         raw_status: observation.raw_status.clone(),
         raw_system: observation.system.clone(),
         raw_environment: observation.environment.clone(),
@@ -56,7 +57,7 @@ pub fn new_deployment(
 
 /// Whether an observation is news about the status: it is at least as far along and not older.
 pub fn supersedes(current: &deployments::Model, observation: &Observation) -> bool {
-    let current_status = DeploymentStatus::from_stored(&current.status);
+    let current_status = current.status;
     let (new, old) = (observation.status.progress(), current_status.progress());
     new > old || (new == old && observation.occurred_at >= current.status_at)
 }
@@ -80,7 +81,7 @@ pub fn merge(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let same_end = observation.status.is_terminal() && observation.status.as_str() == current.status;
+    let same_end = observation.status.is_terminal() && observation.status == current.status;
     if same_end {
         // The same ending reported again (Jenkins COMPLETED then FINALIZED, a GitLab job and
         // its deployment): the deployment ended at the earliest report of it.
@@ -88,7 +89,7 @@ pub fn merge(
         next.finished_at = Some(current.finished_at.map_or(reported, |f| f.min(reported)));
     }
     if newest && !same_end {
-        next.status = observation.status.as_str().to_string();
+        next.status = observation.status;
         next.finished_at = observation
             .status
             .is_terminal()
@@ -129,6 +130,35 @@ pub fn merge(
     next
 }
 
+/// The row as an insert or update writes it (the id left to the database).
+pub(super) fn active(model: &deployments::Model) -> deployments::ActiveModel {
+    deployments::ActiveModel {
+        id: NotSet,
+        source: Set(model.source.clone()),
+        external_id: Set(model.external_id.clone()),
+        system_id: Set(model.system_id),
+        environment_id: Set(model.environment_id),
+        status: Set(model.status),
+        raw_status: Set(model.raw_status.clone()),
+        raw_system: Set(model.raw_system.clone()),
+        raw_environment: Set(model.raw_environment.clone()),
+        environment_tier: Set(model.environment_tier.clone()),
+        tenant: Set(model.tenant.clone()),
+        committed_at: Set(model.committed_at),
+        status_at: Set(model.status_at),
+        started_at: Set(model.started_at),
+        finished_at: Set(model.finished_at),
+        deployed_at: Set(model.deployed_at),
+        commit_sha: Set(model.commit_sha.clone()),
+        git_ref: Set(model.git_ref.clone()),
+        version: Set(model.version.clone()),
+        url: Set(model.url.clone()),
+        actor: Set(model.actor.clone()),
+        first_seen_at: Set(model.first_seen_at),
+        updated_at: Set(model.updated_at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +177,7 @@ mod tests {
             400,
         );
         let merged = merge(&done, &observation(DeploymentStatus::Running, 100), 1, 1, 500);
-        assert_eq!(merged.status, "succeeded");
+        assert_eq!(merged.status, DeploymentStatus::Succeeded);
         assert_eq!(merged.started_at, Some(100));
         assert_eq!(merged.finished_at, Some(300));
         assert_eq!(merged.deployed_at, 300);
@@ -161,12 +191,12 @@ mod tests {
         let mut queued_late = observation(DeploymentStatus::Queued, 100);
         queued_late.started_at = Some(120);
         let second = merge(&first, &queued_late, 1, 1, 220);
-        assert_eq!(second.status, "running");
+        assert_eq!(second.status, DeploymentStatus::Running);
         assert_eq!(second.started_at, Some(120));
         let mut failed = observation(DeploymentStatus::Failed, 400);
         failed.commit_sha = Some("abc1".into());
         let third = merge(&second, &failed, 1, 1, 410);
-        assert_eq!(third.status, "failed");
+        assert_eq!(third.status, DeploymentStatus::Failed);
         assert_eq!(third.finished_at, Some(400));
         assert_eq!(third.commit_sha.as_deref(), Some("abc1"));
         assert_eq!(third.first_seen_at, 210);

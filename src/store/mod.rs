@@ -19,15 +19,18 @@ use sea_orm::{
 use crate::domain::DeploymentStatus;
 
 pub mod analytics;
-mod batch;
+mod apply;
 pub mod board;
+pub mod bulk;
 pub mod counts;
 pub mod fanout;
-pub mod ingest;
 pub mod merge;
 mod nodelay;
 pub mod pending;
 pub mod replay;
+pub mod writer;
+
+pub use apply::{NewDelivery, Outcome, Target, Work};
 
 /// Why the store could not do something. Callers turn these into opaque 5xx answers.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,13 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// SQLite `synchronous`: FULL keeps acknowledged deliveries across power loss.
     pub sqlite_synchronous_full: bool,
+}
+
+/// Which kind of named row: systems and environments are kept alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    System,
+    Environment,
 }
 
 /// A row that is an id and a name (systems, environments).
@@ -146,19 +156,17 @@ struct KnownNames {
 }
 
 impl KnownNames {
-    fn kind(&self, systems: bool) -> &Known {
-        if systems {
-            &self.systems
-        } else {
-            &self.environments
+    fn kind(&self, kind: NameKind) -> &Known {
+        match kind {
+            NameKind::System => &self.systems,
+            NameKind::Environment => &self.environments,
         }
     }
 
-    fn kind_mut(&mut self, systems: bool) -> &mut Known {
-        if systems {
-            &mut self.systems
-        } else {
-            &mut self.environments
+    fn kind_mut(&mut self, kind: NameKind) -> &mut Known {
+        match kind {
+            NameKind::System => &mut self.systems,
+            NameKind::Environment => &mut self.environments,
         }
     }
 }
@@ -370,8 +378,8 @@ impl Store {
         filter: &DeploymentFilter,
     ) -> Result<Option<sea_orm::Select<deployments::Entity>>, StoreError> {
         let resolved = Resolved {
-            system_ids: self.resolve(true, &filter.systems).await?,
-            environment_ids: self.resolve(false, &filter.environments).await?,
+            system_ids: self.resolve(NameKind::System, &filter.systems).await?,
+            environment_ids: self.resolve(NameKind::Environment, &filter.environments).await?,
         };
         if resolved.system_ids.as_ref().is_some_and(Vec::is_empty)
             || resolved.environment_ids.as_ref().is_some_and(Vec::is_empty)
@@ -408,14 +416,18 @@ impl Store {
     }
 
     /// Ids of the named systems (or environments); None when no names were given.
-    async fn resolve(&self, systems: bool, names: &[String]) -> Result<Option<Vec<i64>>, StoreError> {
+    pub(crate) async fn resolve(
+        &self,
+        kind: NameKind,
+        names: &[String],
+    ) -> Result<Option<Vec<i64>>, StoreError> {
         if names.is_empty() {
             return Ok(None);
         }
         let mut ids = Vec::with_capacity(names.len());
         let mut missing = Vec::new();
         if let Ok(cache) = self.names.read() {
-            let known = cache.kind(systems);
+            let known = cache.kind(kind);
             for name in names {
                 match known.by_name.get(name) {
                     Some(id) => ids.push(*id),
@@ -426,25 +438,9 @@ impl Store {
             missing = names.to_vec();
         }
         if !missing.is_empty() {
-            let found: Vec<Named> = if systems {
-                systems::Entity::find()
-                    .filter(systems::Column::Name.is_in(missing))
-                    .all(&self.db)
-                    .await?
-                    .into_iter()
-                    .map(Named::from)
-                    .collect()
-            } else {
-                environments::Entity::find()
-                    .filter(environments::Column::Name.is_in(missing))
-                    .all(&self.db)
-                    .await?
-                    .into_iter()
-                    .map(Named::from)
-                    .collect()
-            };
+            let found = named_where(&self.db, kind, NamedBy::Names(missing)).await?;
             if let Ok(mut cache) = self.names.write() {
-                cache.kind_mut(systems).remember(&found);
+                cache.kind_mut(kind).remember(&found);
             }
             ids.extend(found.into_iter().map(|named| named.id));
         }
@@ -566,19 +562,19 @@ impl Store {
 
     /// Systems by id (for the DataLoader and list pages); cached, see `names`.
     pub async fn systems_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
-        self.named_by_ids(true, ids).await
+        self.named_by_ids(NameKind::System, ids).await
     }
 
     /// Environments by id (for the DataLoader and list pages); cached, see `names`.
     pub async fn environments_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
-        self.named_by_ids(false, ids).await
+        self.named_by_ids(NameKind::Environment, ids).await
     }
 
-    async fn named_by_ids(&self, systems: bool, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
+    async fn named_by_ids(&self, kind: NameKind, ids: &[i64]) -> Result<HashMap<i64, Named>, StoreError> {
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         if let Ok(cache) = self.names.read() {
-            let known = cache.kind(systems);
+            let known = cache.kind(kind);
             for id in ids {
                 match known.by_id.get(id) {
                     Some(named) => {
@@ -595,25 +591,9 @@ impl Store {
         }
         missing.sort_unstable();
         missing.dedup();
-        let rows: Vec<Named> = if systems {
-            systems::Entity::find()
-                .filter(systems::Column::Id.is_in(missing))
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(Named::from)
-                .collect()
-        } else {
-            environments::Entity::find()
-                .filter(environments::Column::Id.is_in(missing))
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(Named::from)
-                .collect()
-        };
+        let rows = named_where(&self.db, kind, NamedBy::Ids(missing)).await?;
         if let Ok(mut cache) = self.names.write() {
-            cache.kind_mut(systems).remember(&rows);
+            cache.kind_mut(kind).remember(&rows);
         }
         found.extend(rows.into_iter().map(|named| (named.id, named)));
         Ok(found)
@@ -714,54 +694,97 @@ impl Store {
     }
 }
 
-/// The id of a system, created when new (safe against concurrent creators).
-pub(crate) async fn ensure_system<C: ConnectionTrait>(
-    conn: &C,
-    name: &str,
-    now: i64,
-) -> Result<i64, StoreError> {
-    let row = systems::ActiveModel {
-        id: sea_orm::NotSet,
-        name: sea_orm::Set(name.to_string()),
-        created_at: sea_orm::Set(now),
-    };
-    systems::Entity::insert(row)
-        .on_conflict_do_nothing_on([systems::Column::Name])
-        .exec(conn)
-        .await?;
-    systems::Entity::find()
-        .select_only()
-        .column(systems::Column::Id)
-        .filter(systems::Column::Name.eq(name))
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?
-        .ok_or_else(|| StoreError::Invalid(format!("system {name} vanished")))
+/// Which rows of a named table to read.
+enum NamedBy {
+    Ids(Vec<i64>),
+    Names(Vec<String>),
 }
 
-/// The id of an environment, created when new (safe against concurrent creators).
-pub(crate) async fn ensure_environment<C: ConnectionTrait>(
+/// Systems (or environments) by id or by name.
+async fn named_where<C: ConnectionTrait>(
     conn: &C,
+    kind: NameKind,
+    by: NamedBy,
+) -> Result<Vec<Named>, StoreError> {
+    Ok(match kind {
+        NameKind::System => {
+            let select = match by {
+                NamedBy::Ids(ids) => systems::Entity::find().filter(systems::Column::Id.is_in(ids)),
+                NamedBy::Names(names) => systems::Entity::find().filter(systems::Column::Name.is_in(names)),
+            };
+            select.all(conn).await?.into_iter().map(Named::from).collect()
+        }
+        NameKind::Environment => {
+            let select = match by {
+                NamedBy::Ids(ids) => environments::Entity::find().filter(environments::Column::Id.is_in(ids)),
+                NamedBy::Names(names) => {
+                    environments::Entity::find().filter(environments::Column::Name.is_in(names))
+                }
+            };
+            select.all(conn).await?.into_iter().map(Named::from).collect()
+        }
+    })
+}
+
+/// One system or environment by id, inside a transaction.
+pub(crate) async fn named_by_id<C: ConnectionTrait>(
+    conn: &C,
+    kind: NameKind,
+    id: i64,
+) -> Result<Named, StoreError> {
+    named_where(conn, kind, NamedBy::Ids(vec![id]))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Invalid(format!("row {id} vanished")))
+}
+
+/// The id of a system or environment, created when new (safe against concurrent creators).
+pub(crate) async fn ensure_named<C: ConnectionTrait>(
+    conn: &C,
+    kind: NameKind,
     name: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let row = environments::ActiveModel {
-        id: sea_orm::NotSet,
-        name: sea_orm::Set(name.to_string()),
-        created_at: sea_orm::Set(now),
+    let id = match kind {
+        NameKind::System => {
+            let row = systems::ActiveModel {
+                id: sea_orm::NotSet,
+                name: sea_orm::Set(name.to_string()),
+                created_at: sea_orm::Set(now),
+            };
+            systems::Entity::insert(row)
+                .on_conflict_do_nothing_on([systems::Column::Name])
+                .exec(conn)
+                .await?;
+            systems::Entity::find()
+                .select_only()
+                .column(systems::Column::Id)
+                .filter(systems::Column::Name.eq(name))
+                .into_tuple::<i64>()
+                .one(conn)
+                .await?
+        }
+        NameKind::Environment => {
+            let row = environments::ActiveModel {
+                id: sea_orm::NotSet,
+                name: sea_orm::Set(name.to_string()),
+                created_at: sea_orm::Set(now),
+            };
+            environments::Entity::insert(row)
+                .on_conflict_do_nothing_on([environments::Column::Name])
+                .exec(conn)
+                .await?;
+            environments::Entity::find()
+                .select_only()
+                .column(environments::Column::Id)
+                .filter(environments::Column::Name.eq(name))
+                .into_tuple::<i64>()
+                .one(conn)
+                .await?
+        }
     };
-    environments::Entity::insert(row)
-        .on_conflict_do_nothing_on([environments::Column::Name])
-        .exec(conn)
-        .await?;
-    environments::Entity::find()
-        .select_only()
-        .column(environments::Column::Id)
-        .filter(environments::Column::Name.eq(name))
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?
-        .ok_or_else(|| StoreError::Invalid(format!("environment {name} vanished")))
+    id.ok_or_else(|| StoreError::Invalid(format!("{name} vanished")))
 }
 
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
@@ -809,10 +832,7 @@ impl DeploymentFilter {
         listed(&self.systems, system)
             && listed(&self.environments, environment)
             && listed(&self.sources, &deployment.source)
-            && (self.statuses.is_empty()
-                || self
-                    .statuses
-                    .contains(&DeploymentStatus::from_stored(&deployment.status)))
+            && (self.statuses.is_empty() || self.statuses.contains(&deployment.status))
             && self.from.is_none_or(|from| deployment.deployed_at >= from)
             && self.to.is_none_or(|to| deployment.deployed_at <= to)
             && self.commit_sha.as_ref().is_none_or(|sha| {

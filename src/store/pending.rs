@@ -2,15 +2,14 @@
 //! applied. Workers on any number of replicas claim them with a compare-and-set lease, so no
 //! delivery is processed by two workers at once, and a crashed worker's claim simply expires.
 
-use entity::deliveries;
+use entity::{DeliveryState, deliveries};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Store, StoreError};
 
-/// Journal states.
-pub const PENDING: &str = "pending";
-pub const FAILED: &str = "failed";
+const PENDING: DeliveryState = DeliveryState::Pending;
+const FAILED: DeliveryState = DeliveryState::Failed;
 
 impl Store {
     /// Claims up to `limit` pending deliveries that are due: each is leased until
@@ -83,7 +82,11 @@ impl Store {
     }
 
     /// Journal rows in a state, newest first.
-    pub async fn deliveries_in(&self, state: &str, limit: u64) -> Result<Vec<deliveries::Model>, StoreError> {
+    pub async fn deliveries_in(
+        &self,
+        state: DeliveryState,
+        limit: u64,
+    ) -> Result<Vec<deliveries::Model>, StoreError> {
         Ok(deliveries::Entity::find()
             .filter(deliveries::Column::State.eq(state))
             .order_by_desc(deliveries::Column::Id)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use shiplog::config::{FileSettings, Settings, SettingsArgs};
+use shiplog::config::Settings;
 use shiplog::startup::Application;
 use shiplog::store::Store;
 use tokio::sync::oneshot;
@@ -105,22 +105,29 @@ impl Drop for TestDb {
     }
 }
 
-/// Settings for a test server on a free port.
+/// The secret every test server has for a source (generic's is `SECRET`).
+pub fn secret_of(source: &str) -> String {
+    match source {
+        "generic" => SECRET.into(),
+        "gitlab" => GITLAB_SECRET.into(),
+        "jenkins" => JENKINS_SECRET.into(),
+        "heroku" => HEROKU_SECRET.into(),
+        "octopus" => OCTOPUS_SECRET.into(),
+        other => format!("test-{other}-secret"),
+    }
+}
+
+/// Settings for a test server on a free port. Nothing comes from the developer's environment
+/// or a settings file: every source of the registry gets its test secret.
 pub fn test_settings(database_url: &str) -> Settings {
-    let args = SettingsArgs {
-        listen: Some("127.0.0.1:0".into()),
-        database_url: Some(database_url.into()),
-        generic_secret: Some(SECRET.into()),
-        database_max_connections: Some(4),
-        ..SettingsArgs::default()
-    };
-    let mut settings = Settings::resolve(&args, FileSettings::default());
-    // Tests must not pick up secrets from the developer's environment.
-    settings.secrets.retain(|source, _| source == "generic");
-    settings.secrets.insert("gitlab".into(), GITLAB_SECRET.into());
-    settings.secrets.insert("jenkins".into(), JENKINS_SECRET.into());
-    settings.secrets.insert("heroku".into(), HEROKU_SECRET.into());
-    settings.secrets.insert("octopus".into(), OCTOPUS_SECRET.into());
+    let mut settings = Settings::from_toml("").expect("the defaults are valid settings");
+    settings.listen = "127.0.0.1:0".into();
+    settings.database_url = database_url.into();
+    settings.database_max_connections = Some(4);
+    settings.secrets = shiplog::sources::BUILT_IN
+        .iter()
+        .map(|source| (source.name.to_string(), secret_of(source.name)))
+        .collect();
     // Tests flood from one address; the rate-limit test turns the limit on.
     settings.webhook_rate_limit = 0.0;
     // No API enrichment unless a test asks for it, whatever the environment says.

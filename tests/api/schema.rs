@@ -28,13 +28,13 @@ fn every_toml_example_in_the_readme_is_a_valid_settings_file() {
     let mut blocks = 0;
     for block in readme.split("```toml").skip(1) {
         let toml_text = block.split("```").next().unwrap();
-        let parsed: Result<shiplog::config::FileSettings, _> = toml::from_str(toml_text);
+        let parsed = shiplog::config::Settings::from_toml(toml_text);
         assert!(
             parsed.is_ok(),
             "README example does not parse: {parsed:?}\n{toml_text}"
         );
-        let settings = shiplog::config::Settings::resolve(&Default::default(), parsed.unwrap());
-        shiplog::sources::Registry::new(&settings.sources).expect("the example's rules compile");
+        let settings = parsed.unwrap();
+        shiplog::sources::Registry::new(&settings.sections).expect("the example's rules compile");
         blocks += 1;
     }
     assert!(blocks >= 2, "found {blocks} TOML examples");

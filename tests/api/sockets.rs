@@ -102,7 +102,7 @@ async fn postgres_ingest_does_not_wait_for_the_readers_pool() {
         eprintln!("skipped: needs PostgreSQL (set SHIPLOG_TEST_DATABASE_URL)");
         return;
     }
-    let app = spawn_app_on(db.clone(), |settings| settings.database_max_connections = 1).await;
+    let app = spawn_app_on(db.clone(), |settings| settings.database_max_connections = Some(1)).await;
     // One session of the test's own watches the server's: its waits, then what it committed.
     let watcher = sea_orm::Database::connect(db.url()).await.unwrap();
     let count = |sql: &'static str| {

@@ -1,29 +1,128 @@
-//! The batched write: a whole group-commit batch of new deliveries in a fixed number of
-//! multi-row statements (journal, deployments read and written, board cells, events, rollup),
-//! whatever the batch's size. The merge rules run in memory, in arrival order, exactly as the
-//! one-by-one path runs them, so both give the same rows. When anything fails here the caller
-//! rolls back and replays the batch one delivery at a time, each in its own savepoint, so one
-//! bad delivery still cannot take the others down.
+//! The apply engine: a batch of journal jobs (new deliveries, and pending deliveries the
+//! enrichment worker finished) written in a fixed number of multi-row statements (journal,
+//! deployments read and written, board cells, events, rollup), whatever the batch's size.
+//! The merge rules run in memory, in arrival order. It is the only code that applies
+//! observations: the writer runs it over a whole group-commit batch, and when that fails,
+//! over each job alone inside a savepoint, so one bad delivery cannot take the others down.
 
 use std::collections::HashMap;
 
-use entity::{board_cells, deliveries, deployment_events, deployments};
+use entity::{DeliveryState, board_cells, deliveries, deployment_events, deployments};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DatabaseTransaction, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IdenStatic, Iterable, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 
 use super::counts::CountDeltas;
-use super::ingest::{
-    Done, NameCache, NewDelivery, Outcome, Work, active, ensure_environment, ensure_system, journal_row,
-    journal_state,
-};
-use super::{Named, StoreError, board, chunks, merge};
+use super::{NameKind, Named, StoreError, board, chunks, merge};
 use crate::domain::MappedObservation;
 use crate::events::LiveEvent;
+
+/// The delivery as it goes into the journal.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub source: String,
+    pub delivery_key: String,
+    pub received_at: i64,
+    /// The raw body (secrets already removed by the source, where a tool echoes them).
+    pub body: String,
+    /// The journaled headers, as a JSON object.
+    pub headers: String,
+}
+
+/// What to do with a delivery once journaled.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Apply these observations.
+    Apply(Vec<MappedObservation>),
+    /// Journal as ignored, with the reason.
+    Ignore(String),
+    /// Journal as pending: the enrichment worker finishes it (after API calls).
+    Pending,
+}
+
+/// Which journal row a job writes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A delivery just received.
+    New(NewDelivery),
+    /// A pending delivery the worker has finished enriching.
+    Pending(i64),
+}
+
+/// What happened to a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The same delivery key was journaled before (or, for a pending delivery, another
+    /// worker finished it): nothing changed.
+    Duplicate { delivery_id: Option<i64> },
+    /// Journaled as ignored.
+    Ignored { delivery_id: i64 },
+    /// Journaled and applied to these deployments.
+    Applied {
+        delivery_id: i64,
+        deployment_ids: Vec<i64>,
+    },
+    /// Journaled as pending, to be finished by the enrichment worker.
+    Pending { delivery_id: i64 },
+}
+
+impl Outcome {
+    /// The outcome's name in metrics and answers.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Duplicate { .. } => "duplicate",
+            Self::Ignored { .. } => "ignored",
+            Self::Applied { .. } => "accepted",
+            Self::Pending { .. } => "pending",
+        }
+    }
+}
+
+/// Ids of systems and environments already committed, so steady traffic skips the lookups.
+#[derive(Clone, Debug, Default)]
+pub(super) struct NameCache {
+    systems: HashMap<String, i64>,
+    environments: HashMap<String, i64>,
+}
+
+impl NameCache {
+    fn of(&self, kind: NameKind) -> &HashMap<String, i64> {
+        match kind {
+            NameKind::System => &self.systems,
+            NameKind::Environment => &self.environments,
+        }
+    }
+
+    fn of_mut(&mut self, kind: NameKind) -> &mut HashMap<String, i64> {
+        match kind {
+            NameKind::System => &mut self.systems,
+            NameKind::Environment => &mut self.environments,
+        }
+    }
+
+    /// Takes another cache's names in.
+    pub(super) fn extend(&mut self, other: NameCache) {
+        self.systems.extend(other.systems);
+        self.environments.extend(other.environments);
+    }
+}
+
+/// What one job did, kept until the commit.
+pub(super) struct Done {
+    pub(super) outcome: Outcome,
+    pub(super) events: Vec<LiveEvent>,
+}
+
+/// What a batch wrote: per job in order, and the names it created and the rollup's changes.
+pub(super) struct Written {
+    pub(super) dones: Vec<Done>,
+    pub(super) names: NameCache,
+    pub(super) counts: CountDeltas,
+}
 
 /// Rows per multi-row statement: well under both databases' bound-parameter limits.
 const ROWS: usize = 64;
@@ -48,7 +147,7 @@ struct Step<'a> {
     environment: Named,
     /// The deployment after this observation (a new one's id is filled in once inserted).
     state: deployments::Model,
-    previous_status: Option<String>,
+    previous_status: Option<entity::DeploymentStatus>,
 }
 
 /// A deployment the batch touches: as it was in the database (None when new) and as it is now.
@@ -61,6 +160,7 @@ struct Slot {
 struct Planned<'a> {
     job: usize,
     delivery_id: i64,
+    received_at: i64,
     key: Key,
     mapped: &'a MappedObservation,
     system: Named,
@@ -68,83 +168,21 @@ struct Planned<'a> {
 }
 
 /// Writes every job inside `txn` and returns, per job in order, what it did, the system and
-/// environment names it created, and the rollup's changes. Nothing is committed here.
-pub(super) async fn write(
+/// environment names it created, and the rollup's changes. Nothing is committed here. `known`
+/// are names committed (or created earlier in this transaction) that need no lookup.
+pub(super) async fn apply(
     txn: &DatabaseTransaction,
-    cache: &NameCache,
-    jobs: &[(&NewDelivery, &Work)],
+    known: &[&NameCache],
+    jobs: &[(&Target, &Work)],
     now: i64,
-) -> Result<(Vec<Done>, NameCache, CountDeltas), StoreError> {
+) -> Result<Written, StoreError> {
     let journaled = journal(txn, jobs, now).await?;
-
-    // The observations of every applied delivery, with their system and environment ids.
     let mut names = NameCache::default();
-    let empty = NameCache::default();
-    let mut planned = Vec::new();
-    for (job, ((delivery, work), journaled)) in jobs.iter().zip(&journaled).enumerate() {
-        let (Work::Apply(observations), Journaled::New(delivery_id)) = (work, journaled) else {
-            continue;
-        };
-        for mapped in observations {
-            let system = ensure_system(txn, &mapped.system, cache, &empty, &mut names, now).await?;
-            let environment =
-                ensure_environment(txn, &mapped.environment, cache, &empty, &mut names, now).await?;
-            planned.push(Planned {
-                job,
-                delivery_id: *delivery_id,
-                key: (delivery.source.clone(), mapped.observation.external_id.clone()),
-                mapped,
-                system,
-                environment,
-            });
-        }
-    }
+    let planned = plan(txn, known, &mut names, jobs, &journaled, now).await?;
 
     // The deployments they touch, locked, then the merge rules in arrival order.
     let mut slots = existing(txn, &planned).await?;
-    let mut steps = Vec::with_capacity(planned.len());
-    for plan in planned {
-        let received_at = jobs[plan.job].0.received_at;
-        let observation = &plan.mapped.observation;
-        let (state, previous_status) = match slots.get_mut(&plan.key) {
-            Some(slot) => {
-                let next = merge::merge(
-                    &slot.current,
-                    observation,
-                    plan.system.id,
-                    plan.environment.id,
-                    received_at,
-                );
-                let previous = std::mem::replace(&mut slot.current, next.clone());
-                (next, Some(previous.status))
-            }
-            None => {
-                let fresh = merge::new_deployment(
-                    &plan.key.0,
-                    observation,
-                    plan.system.id,
-                    plan.environment.id,
-                    received_at,
-                );
-                let slot = Slot {
-                    original: None,
-                    current: fresh.clone(),
-                };
-                slots.insert(plan.key.clone(), slot);
-                (fresh, None)
-            }
-        };
-        steps.push(Step {
-            job: plan.job,
-            delivery_id: plan.delivery_id,
-            key: plan.key,
-            mapped: plan.mapped,
-            system: plan.system,
-            environment: plan.environment,
-            state,
-            previous_status,
-        });
-    }
+    let mut steps = merged(planned, &mut slots);
     let ids = write_deployments(txn, &slots).await?;
     for step in &mut steps {
         if let Some(slot) = slots.get(&step.key)
@@ -167,47 +205,143 @@ pub(super) async fn write(
     // locked last, so another replica's transaction waits on them only for the commit.
     let event_ids = write_events(txn, &steps, now).await?;
     write_cells(txn, &steps, now).await?;
+    let dones = outcomes(txn, jobs, &journaled, steps, event_ids, now).await?;
+    Ok(Written { dones, names, counts })
+}
 
+/// The observations of every applied job, with their system and environment ids.
+async fn plan<'a>(
+    txn: &DatabaseTransaction,
+    known: &[&NameCache],
+    names: &mut NameCache,
+    jobs: &[(&Target, &'a Work)],
+    journaled: &[Journaled],
+    now: i64,
+) -> Result<Vec<Planned<'a>>, StoreError> {
+    let mut planned = Vec::new();
+    for (job, ((_, work), journaled)) in jobs.iter().zip(journaled).enumerate() {
+        let (
+            Work::Apply(observations),
+            Journaled::New {
+                id,
+                received_at,
+                source,
+            },
+        ) = (work, journaled)
+        else {
+            continue;
+        };
+        for mapped in observations {
+            let system = ensure(txn, NameKind::System, &mapped.system, known, names, now).await?;
+            let environment =
+                ensure(txn, NameKind::Environment, &mapped.environment, known, names, now).await?;
+            planned.push(Planned {
+                job,
+                delivery_id: *id,
+                received_at: *received_at,
+                key: (source.clone(), mapped.observation.external_id.clone()),
+                mapped,
+                system,
+                environment,
+            });
+        }
+    }
+    Ok(planned)
+}
+
+/// The merge rules over the planned observations, in arrival order.
+fn merged<'a>(planned: Vec<Planned<'a>>, slots: &mut HashMap<Key, Slot>) -> Vec<Step<'a>> {
+    let mut steps = Vec::with_capacity(planned.len());
+    for plan in planned {
+        let observation = &plan.mapped.observation;
+        let (state, previous_status) = match slots.get_mut(&plan.key) {
+            Some(slot) => {
+                let next = merge::merge(
+                    &slot.current,
+                    observation,
+                    plan.system.id,
+                    plan.environment.id,
+                    plan.received_at,
+                );
+                let previous = std::mem::replace(&mut slot.current, next.clone());
+                (next, Some(previous.status))
+            }
+            None => {
+                let fresh = merge::new_deployment(
+                    &plan.key.0,
+                    observation,
+                    plan.system.id,
+                    plan.environment.id,
+                    plan.received_at,
+                );
+                let slot = Slot {
+                    original: None,
+                    current: fresh.clone(),
+                };
+                slots.insert(plan.key.clone(), slot);
+                (fresh, None)
+            }
+        };
+        steps.push(Step {
+            job: plan.job,
+            delivery_id: plan.delivery_id,
+            key: plan.key,
+            mapped: plan.mapped,
+            system: plan.system,
+            environment: plan.environment,
+            state,
+            previous_status,
+        });
+    }
+    steps
+}
+
+/// Each job's outcome and live events.
+async fn outcomes(
+    txn: &DatabaseTransaction,
+    jobs: &[(&Target, &Work)],
+    journaled: &[Journaled],
+    steps: Vec<Step<'_>>,
+    event_ids: Vec<i64>,
+    now: i64,
+) -> Result<Vec<Done>, StoreError> {
     let mut dones: Vec<Done> = jobs
         .iter()
-        .zip(&journaled)
+        .zip(journaled)
         .map(|((_, work), journaled)| Done {
             outcome: match (journaled, work) {
                 (Journaled::Duplicate(delivery_id), _) => Outcome::Duplicate {
                     delivery_id: *delivery_id,
                 },
-                (Journaled::New(delivery_id), Work::Apply(_)) => Outcome::Applied {
-                    delivery_id: *delivery_id,
+                (Journaled::New { id, .. }, Work::Apply(_)) => Outcome::Applied {
+                    delivery_id: *id,
                     deployment_ids: Vec::new(),
                 },
-                (Journaled::New(delivery_id), Work::Ignore(_)) => Outcome::Ignored {
-                    delivery_id: *delivery_id,
-                },
-                (Journaled::New(delivery_id), Work::Pending) => Outcome::Pending {
-                    delivery_id: *delivery_id,
-                },
+                (Journaled::New { id, .. }, Work::Ignore(_)) => Outcome::Ignored { delivery_id: *id },
+                (Journaled::New { id, .. }, Work::Pending) => Outcome::Pending { delivery_id: *id },
             },
             events: Vec::new(),
-            names: NameCache::default(),
-            counts: CountDeltas::default(),
         })
         .collect();
     // Names of systems and environments a deployment stayed in (an older observation does not
     // move it): from this batch, else read inside the transaction.
-    let mut known: HashMap<(bool, i64), Named> = HashMap::new();
+    let mut known: HashMap<(NameKind, i64), Named> = HashMap::new();
     for step in &steps {
-        known.insert((true, step.system.id), step.system.clone());
-        known.insert((false, step.environment.id), step.environment.clone());
+        known.insert((NameKind::System, step.system.id), step.system.clone());
+        known.insert(
+            (NameKind::Environment, step.environment.id),
+            step.environment.clone(),
+        );
     }
     for (step, event_id) in steps.into_iter().zip(event_ids) {
-        let system = name_of(txn, &mut known, true, step.state.system_id).await?;
-        let environment = name_of(txn, &mut known, false, step.state.environment_id).await?;
+        let system = name_of(txn, &mut known, NameKind::System, step.state.system_id).await?;
+        let environment = name_of(txn, &mut known, NameKind::Environment, step.state.environment_id).await?;
         let observation = &step.mapped.observation;
         let event = deployment_events::Model {
             id: event_id,
             deployment_id: step.state.id,
             delivery_id: Some(step.delivery_id),
-            status: observation.status.as_str().to_string(),
+            status: observation.status,
             raw_status: observation.raw_status.clone(),
             previous_status: step.previous_status,
             occurred_at: observation.occurred_at,
@@ -224,30 +358,97 @@ pub(super) async fn write(
             environment,
         });
     }
-    Ok((dones, names, counts))
+    Ok(dones)
 }
 
 /// What the journal did with one job.
 enum Journaled {
-    New(i64),
+    /// A journal row this job owns: new, or a pending one it finished.
+    New {
+        id: i64,
+        received_at: i64,
+        source: String,
+    },
     Duplicate(Option<i64>),
 }
 
-/// One multi-row insert for the whole batch; a key seen before (in the database or earlier in
-/// the batch) is a duplicate, answered with the id that holds it.
+/// The journal state a job's work gives its delivery, and the reason when ignored.
+fn journal_state(work: &Work) -> (DeliveryState, Option<String>) {
+    match work {
+        Work::Apply(_) => (DeliveryState::Processed, None),
+        Work::Ignore(reason) => (DeliveryState::Ignored, Some(reason.clone())),
+        Work::Pending => (DeliveryState::Pending, None),
+    }
+}
+
+/// The journal row of a new delivery in `state`.
+fn journal_row(
+    delivery: &NewDelivery,
+    state: DeliveryState,
+    error: Option<String>,
+    now: i64,
+) -> deliveries::ActiveModel {
+    let pending = state == DeliveryState::Pending;
+    deliveries::ActiveModel {
+        id: NotSet,
+        source: Set(delivery.source.clone()),
+        delivery_key: Set(delivery.delivery_key.clone()),
+        received_at: Set(delivery.received_at),
+        body: Set(delivery.body.clone()),
+        headers: Set(delivery.headers.clone()),
+        state: Set(state),
+        error: Set(error),
+        attempts: Set(if pending { 0 } else { 1 }),
+        next_attempt_at: Set(pending.then_some(now)),
+        processed_at: Set((!pending).then_some(now)),
+    }
+}
+
+/// Journals every job: new deliveries in one multi-row insert (a key seen before, in the
+/// database or earlier in the batch, is a duplicate, answered with the id that holds it);
+/// finished pending deliveries by moving them out of `pending` (one that is no longer
+/// pending was finished elsewhere: a duplicate).
 async fn journal(
     txn: &DatabaseTransaction,
-    jobs: &[(&NewDelivery, &Work)],
+    jobs: &[(&Target, &Work)],
     now: i64,
 ) -> Result<Vec<Journaled>, StoreError> {
+    let fresh: Vec<(usize, &NewDelivery, &Work)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (target, work))| match target {
+            Target::New(delivery) => Some((index, delivery, *work)),
+            Target::Pending(_) => None,
+        })
+        .collect();
+    let mut journaled: Vec<Option<Journaled>> = (0..jobs.len()).map(|_| None).collect();
+    for (index, journal) in journal_new(txn, &fresh, now).await? {
+        journaled[index] = Some(journal);
+    }
+    for (index, (target, work)) in jobs.iter().enumerate() {
+        if let Target::Pending(id) = target {
+            journaled[index] = Some(finish_pending(txn, *id, work, now).await?);
+        }
+    }
+    journaled
+        .into_iter()
+        .map(|j| j.ok_or_else(|| StoreError::Invalid("a job was not journaled".into())))
+        .collect()
+}
+
+async fn journal_new(
+    txn: &DatabaseTransaction,
+    jobs: &[(usize, &NewDelivery, &Work)],
+    now: i64,
+) -> Result<Vec<(usize, Journaled)>, StoreError> {
     let mut first: HashMap<Key, usize> = HashMap::new();
     let mut rows = Vec::new();
-    for (index, (delivery, work)) in jobs.iter().enumerate() {
+    for (index, delivery, work) in jobs {
         let key = (delivery.source.clone(), delivery.delivery_key.clone());
         if first.contains_key(&key) {
             continue;
         }
-        first.insert(key, index);
+        first.insert(key, *index);
         let (state, error) = journal_state(work);
         rows.push(journal_row(delivery, state, error, now));
     }
@@ -290,16 +491,57 @@ async fn journal(
     }
     Ok(jobs
         .iter()
-        .enumerate()
-        .map(|(index, (delivery, _))| {
+        .map(|(index, delivery, _)| {
             let key = (delivery.source.clone(), delivery.delivery_key.clone());
-            match inserted.get(&key) {
-                Some(id) if first.get(&key) == Some(&index) => Journaled::New(*id),
+            let journal = match inserted.get(&key) {
+                Some(id) if first.get(&key) == Some(index) => Journaled::New {
+                    id: *id,
+                    received_at: delivery.received_at,
+                    source: delivery.source.clone(),
+                },
                 Some(id) => Journaled::Duplicate(Some(*id)),
                 None => Journaled::Duplicate(existing.get(&key).copied()),
-            }
+            };
+            (*index, journal)
         })
         .collect())
+}
+
+/// Moves a pending delivery to the state its work gives it, if it is still pending.
+async fn finish_pending(
+    txn: &DatabaseTransaction,
+    id: i64,
+    work: &Work,
+    now: i64,
+) -> Result<Journaled, StoreError> {
+    let (state, error) = journal_state(work);
+    let updated = deliveries::Entity::update_many()
+        .col_expr(deliveries::Column::State, Expr::value(state))
+        .col_expr(deliveries::Column::Error, Expr::value(error))
+        .col_expr(deliveries::Column::ProcessedAt, Expr::value(Some(now)))
+        .col_expr(
+            deliveries::Column::NextAttemptAt,
+            Expr::value(Option::<i64>::None),
+        )
+        .filter(deliveries::Column::Id.eq(id))
+        .filter(deliveries::Column::State.eq(DeliveryState::Pending))
+        .exec(txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(Journaled::Duplicate(Some(id)));
+    }
+    let (received_at, source): (i64, String) = deliveries::Entity::find_by_id(id)
+        .select_only()
+        .columns([deliveries::Column::ReceivedAt, deliveries::Column::Source])
+        .into_tuple()
+        .one(txn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("delivery {id} vanished")))?;
+    Ok(Journaled::New {
+        id,
+        received_at,
+        source,
+    })
 }
 
 /// The deployments the steps name that exist already, locked (FOR UPDATE on PostgreSQL).
@@ -347,7 +589,7 @@ async fn write_deployments(
     let fresh: Vec<deployments::ActiveModel> = slots
         .values()
         .filter(|slot| slot.original.is_none())
-        .map(|slot| active(&slot.current))
+        .map(|slot| merge::active(&slot.current))
         .collect();
     let wanted = fresh.len();
     let mut ids = HashMap::with_capacity(wanted);
@@ -373,7 +615,7 @@ async fn write_deployments(
                 .is_some_and(|original| *original != slot.current)
         })
         .map(|slot| {
-            let mut row = active(&slot.current);
+            let mut row = merge::active(&slot.current);
             row.id = Set(slot.current.id);
             row
         })
@@ -453,9 +695,9 @@ async fn write_events(
                 id: NotSet,
                 deployment_id: Set(step.state.id),
                 delivery_id: Set(Some(step.delivery_id)),
-                status: Set(observation.status.as_str().to_string()),
+                status: Set(observation.status),
                 raw_status: Set(observation.raw_status.clone()),
-                previous_status: Set(step.previous_status.clone()),
+                previous_status: Set(step.previous_status),
                 occurred_at: Set(observation.occurred_at),
                 recorded_at: Set(now),
             }
@@ -482,20 +724,44 @@ async fn write_events(
 
 async fn name_of(
     txn: &DatabaseTransaction,
-    known: &mut HashMap<(bool, i64), Named>,
-    system: bool,
+    known: &mut HashMap<(NameKind, i64), Named>,
+    kind: NameKind,
     id: i64,
 ) -> Result<Named, StoreError> {
-    if let Some(named) = known.get(&(system, id)) {
+    if let Some(named) = known.get(&(kind, id)) {
         return Ok(named.clone());
     }
-    let named = if system {
-        super::ingest::named_by_id::<entity::systems::Entity>(txn, id).await?
-    } else {
-        super::ingest::named_by_id::<entity::environments::Entity>(txn, id).await?
-    };
-    known.insert((system, id), named.clone());
+    let named = super::named_by_id(txn, kind, id).await?;
+    known.insert((kind, id), named.clone());
     Ok(named)
+}
+
+/// The id of a system or environment: known already, else created (or found) in `txn`.
+async fn ensure(
+    txn: &DatabaseTransaction,
+    kind: NameKind,
+    name: &str,
+    known: &[&NameCache],
+    names: &mut NameCache,
+    now: i64,
+) -> Result<Named, StoreError> {
+    let cached = known
+        .iter()
+        .copied()
+        .chain(std::iter::once(&*names))
+        .find_map(|cache| cache.of(kind).get(name).copied());
+    let id = match cached {
+        Some(id) => id,
+        None => {
+            let id = super::ensure_named(txn, kind, name, now).await?;
+            names.of_mut(kind).insert(name.to_string(), id);
+            id
+        }
+    };
+    Ok(Named {
+        id,
+        name: name.to_string(),
+    })
 }
 
 /// Journal rows in groups of at most `ROWS` rows and about `JOURNAL_BYTES` of payload (a

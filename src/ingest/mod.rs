@@ -1,0 +1,268 @@
+//! The ingest pipeline: the one path every producer of deployments takes (the webhook
+//! handler, the enrichment worker, replay; importers next). It reads top to bottom:
+//!
+//! ```text
+//! verify   the source's declared Auth, against its secret          sources/auth.rs
+//! accept   one pass over the body: key, journal body, observations  sources/<tool>.rs
+//! enrich   (pending deliveries only, later, by the worker)          enrich/
+//! map      system and environment rules                             domain/rules.rs
+//! journal + apply, one commit (group commit)                        store/writer.rs, store/apply.rs
+//! publish  after the commit, by the writer                          events.rs
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use entity::deliveries;
+use serde_json::{Map, Value};
+
+use crate::domain::{MappedObservation, MappingRules, Observation};
+use crate::enrich::{EnrichError, Enrichers};
+use crate::sources::{Delivery, Parsed, Registry, Secret, Source, SourceError, secret_setting};
+use crate::store::writer::Writer;
+use crate::store::{NewDelivery, Outcome, StoreError, Work};
+
+pub mod replay;
+
+/// Why a delivery was not taken. Each says what to fix; `Store` means "not stored: retry".
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// No source by that name (404).
+    #[error("{0}")]
+    UnknownSource(String),
+    /// No secret configured, or the wrong one presented (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A body that cannot be read (400), with a short code.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The database could not store it (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SourceError> for IngestError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Unauthorized(message) => Self::Unauthorized(message),
+            SourceError::InvalidPayload(message) => Self::Invalid {
+                code: "invalid_payload",
+                message,
+            },
+        }
+    }
+}
+
+/// One delivery as received on a route.
+pub struct Received<'a> {
+    pub source: &'a str,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+    pub received_at: i64,
+    /// A delivery still waiting for the database then is refused, not stored.
+    pub deadline: Instant,
+}
+
+/// The pipeline, shared by every producer.
+#[derive(Clone)]
+pub struct Ingest {
+    sources: Registry,
+    secrets: Arc<BTreeMap<String, Secret>>,
+    enrichers: Enrichers,
+    rules: Arc<MappingRules>,
+    writer: Writer,
+    /// Wakes the enrichment worker when a delivery is journaled as pending.
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Ingest {
+    pub fn new(
+        sources: Registry,
+        secrets: BTreeMap<String, Secret>,
+        enrichers: Enrichers,
+        rules: Arc<MappingRules>,
+        writer: Writer,
+    ) -> Self {
+        Self {
+            sources,
+            secrets: Arc::new(secrets),
+            enrichers,
+            rules,
+            writer,
+            kick: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The sources this pipeline serves.
+    pub fn sources(&self) -> &Registry {
+        &self.sources
+    }
+
+    /// The writer (its health, for `/readyz`).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// What the enrichment worker waits on.
+    pub fn kick(&self) -> Arc<tokio::sync::Notify> {
+        self.kick.clone()
+    }
+
+    /// A webhook delivery: verify, accept, map (or leave pending for enrichment), journal and
+    /// apply in one commit. The live events go out after the commit.
+    pub async fn receive(&self, received: Received<'_>) -> Result<Outcome, IngestError> {
+        let source = self.source(received.source)?;
+        let secret = self.secrets.get(source.name()).ok_or_else(|| {
+            IngestError::Unauthorized(format!(
+                "{} is not set on this shiplog, so it accepts no {} deliveries",
+                secret_setting(source.name()),
+                source.name()
+            ))
+        })?;
+        let delivery = Delivery {
+            headers: received.headers,
+            query: received.query,
+            body: received.body,
+            received_at: received.received_at,
+        };
+        source
+            .auth()
+            .verify(&delivery, secret, &secret_setting(source.name()))?;
+        let text = std::str::from_utf8(received.body).map_err(|_| IngestError::Invalid {
+            code: "invalid_encoding",
+            message: "the body is not UTF-8 text".into(),
+        })?;
+        let accepted = source.accept(&delivery)?;
+        let work = match accepted.parsed {
+            // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
+            Parsed::Deployments(_) if self.enrichers.get(source.name()).is_some() => Work::Pending,
+            Parsed::Deployments(observations) => Work::Apply(self.map(observations)),
+            Parsed::Ignored(reason) => Work::Ignore(reason),
+        };
+        let new = NewDelivery {
+            source: source.name().to_string(),
+            delivery_key: accepted.key,
+            received_at: received.received_at,
+            body: accepted.redacted.unwrap_or_else(|| text.to_string()),
+            headers: journal_headers(source.as_ref(), received.headers),
+        };
+        let outcome = self.writer.submit_by(new, work, received.deadline).await?;
+        if matches!(outcome, Outcome::Pending { .. }) {
+            self.kick.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Finishes a pending delivery from the journal: accept it again (sources are pure), ask
+    /// the tool's API, map, apply. `Err` is why this attempt failed, with the wait the API
+    /// asked for.
+    pub async fn finish(&self, delivery: &deliveries::Model) -> Result<Outcome, Attempt> {
+        let source = self
+            .sources
+            .get(&delivery.source)
+            .ok_or_else(|| Attempt::failed(format!("no source `{}` in this shiplog", delivery.source)))?;
+        let headers = journaled_headers(&delivery.headers);
+        let journaled = Delivery {
+            headers: &headers,
+            query: None,
+            body: delivery.body.as_bytes(),
+            received_at: delivery.received_at,
+        };
+        let accepted = source
+            .accept(&journaled)
+            .map_err(|e| Attempt::failed(e.to_string()))?;
+        let work = match accepted.parsed {
+            Parsed::Ignored(reason) => Work::Ignore(reason),
+            Parsed::Deployments(observations) => {
+                let observations = match self.enrichers.get(&delivery.source) {
+                    Some(enricher) => enricher.enrich(observations).await.map_err(Attempt::from)?,
+                    None => observations,
+                };
+                Work::Apply(self.map(observations))
+            }
+        };
+        self.writer
+            .finish(delivery.id, work)
+            .await
+            .map_err(|e| Attempt::failed(e.to_string()))
+    }
+
+    /// The map step: shiplog's names beside the tool's words.
+    pub fn map(&self, observations: Vec<Observation>) -> Vec<MappedObservation> {
+        observations.into_iter().map(|o| self.rules.map(o)).collect()
+    }
+
+    /// The mapping rules (replay re-maps stored raw names with them).
+    pub fn rules(&self) -> &MappingRules {
+        &self.rules
+    }
+
+    fn source(&self, name: &str) -> Result<&Arc<dyn Source>, IngestError> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.names().collect();
+            IngestError::UnknownSource(format!(
+                "there is no source `{}`; shiplog receives /webhooks/{{{}}}",
+                name.chars().take(64).collect::<String>(),
+                known.join(",")
+            ))
+        })
+    }
+}
+
+/// A failed attempt at finishing a pending delivery.
+#[derive(Debug)]
+pub struct Attempt {
+    pub error: String,
+    /// How long the tool's API asked us to wait, if it said.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl Attempt {
+    fn failed(error: String) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<EnrichError> for Attempt {
+    fn from(error: EnrichError) -> Self {
+        Self {
+            retry_after: error.retry_after(),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// The headers a source keeps in the journal, as a JSON object.
+fn journal_headers(source: &dyn Source, headers: &HeaderMap) -> String {
+    let kept: Map<String, Value> = source
+        .journaled_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some((name.to_string(), Value::String(value.to_string())))
+        })
+        .collect();
+    Value::Object(kept).to_string()
+}
+
+/// The journaled headers back as a header map, for accepting a journaled delivery again.
+fn journaled_headers(json: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) {
+        for (name, value) in map {
+            if let (Ok(name), Some(Ok(value))) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                value.as_str().map(HeaderValue::from_str),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    headers
+}
