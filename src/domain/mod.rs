@@ -2,6 +2,8 @@
 //!
 //! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
 
+pub mod buckets;
+pub mod dora;
 mod rules;
 mod time;
 

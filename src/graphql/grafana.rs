@@ -2,7 +2,7 @@
 //! rows, every filter a list where null, [], "*" and "$__all" mean all, times as `Instant`
 //! (ISO strings or epoch milliseconds, as Grafana's macros give them). And DORA metrics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use async_graphql::parser::types::Field;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, Value};
@@ -13,7 +13,9 @@ use super::plain::{Plain, PlainValue};
 use super::scalars::Instant;
 use super::types::{checked, internal, user_error};
 use crate::domain::DeploymentStatus;
-use crate::store::analytics::{Bucket, Dimension, Width};
+use crate::domain::buckets::{Series, Width};
+use crate::domain::dora::four_keys;
+use crate::store::analytics::{Bucket, Dimension};
 use crate::store::{DeploymentFilter, Named, PageRequest, Store};
 
 /// The most rows a Grafana list returns.
@@ -205,19 +207,6 @@ pub struct DoraMetrics {
     pub lead_time_sample_size: i64,
 }
 
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let middle = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
-    })
-}
-
 /// Names of the given system and environment ids (from the store's id cache: usually no
 /// statement at all).
 async fn names(
@@ -407,56 +396,44 @@ impl GrafanaQuery {
         )
         .await?;
         // Fill: every group seen gets every bucket, zero where it had none.
-        let mut counts: BTreeMap<Bucket, i64> = BTreeMap::new();
-        let mut groups: BTreeSet<Bucket> = BTreeSet::new();
-        for (bucket, count) in counted {
-            groups.insert(Bucket {
-                start: 0,
-                ..bucket.clone()
-            });
-            counts.insert(bucket, count);
-        }
-        if groups.is_empty() && dimensions.is_empty() {
-            groups.insert(Bucket {
-                start: 0,
-                system_id: None,
-                environment_id: None,
-                status: None,
-                source: None,
-            });
-        }
-        let size = groups.len() * buckets as usize;
+        let whole = dimensions.is_empty().then(|| Bucket {
+            start: 0,
+            system_id: None,
+            environment_id: None,
+            status: None,
+            source: None,
+        });
+        let series = Series::new(
+            counted
+                .into_iter()
+                .map(|(bucket, count)| ((bucket.start, Bucket { start: 0, ..bucket }), count)),
+            whole,
+        );
+        let size = series.groups() * buckets as usize;
         if size > MAX_POINTS {
             return Err(user_error(
                 "BAD_USER_INPUT",
                 &format!(
                     "{size} points ({buckets} buckets x {} groups) is too many (at most {MAX_POINTS}): use a wider interval, fewer groupBy dimensions or a filter",
-                    groups.len()
+                    series.groups()
                 ),
             ));
         }
         charge(ctx, Charge::Points(size))?;
-        let mut points = Vec::with_capacity(size);
-        let mut start = first;
-        while start <= to {
-            for group in &groups {
-                let key = Bucket {
-                    start,
-                    ..group.clone()
-                };
-                points.push(FrequencyPoint {
-                    time: Instant(start),
-                    count: counts.get(&key).copied().unwrap_or(0),
-                    system: group.system_id.and_then(|id| system_names.get(&id).cloned()),
-                    environment: group
-                        .environment_id
-                        .and_then(|id| environment_names.get(&id).cloned()),
-                    status: group.status.as_deref().map(DeploymentStatus::from_stored),
-                    source: group.source.clone(),
-                });
-            }
-            start += width.millis();
-        }
+        let points: Vec<FrequencyPoint> = series
+            .points(first, to, width)
+            .into_iter()
+            .map(|(start, group, count)| FrequencyPoint {
+                time: Instant(start),
+                count,
+                system: group.system_id.and_then(|id| system_names.get(&id).cloned()),
+                environment: group
+                    .environment_id
+                    .and_then(|id| environment_names.get(&id).cloned()),
+                status: group.status.as_deref().map(DeploymentStatus::from_stored),
+                source: group.source.clone(),
+            })
+            .collect();
         Ok(Chunked(points))
     }
 
@@ -596,64 +573,22 @@ impl GrafanaQuery {
             outcomes.iter().map(|o| o.environment_id).collect(),
         )
         .await?;
-        #[derive(Default)]
-        struct Acc {
-            succeeded: i64,
-            failed: i64,
-            days: BTreeSet<i64>,
-            recoveries: Vec<f64>,
-            lead_times: Vec<f64>,
-        }
-        let mut groups: BTreeMap<(Option<i64>, Option<i64>), Acc> = BTreeMap::new();
-        // The open failure of each system in each environment, for recovery times.
-        let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
-        for outcome in &outcomes {
-            let key = (
-                by_system.then_some(outcome.system_id),
-                by_environment.then_some(outcome.environment_id),
-            );
-            let acc = groups.entry(key).or_default();
-            let stream = (outcome.system_id, outcome.environment_id);
-            match outcome.status {
-                DeploymentStatus::Failed => {
-                    acc.failed += 1;
-                    open_failures.entry(stream).or_insert(outcome.deployed_at);
-                }
-                _ => {
-                    acc.succeeded += 1;
-                    acc.days.insert(outcome.deployed_at.div_euclid(86_400_000));
-                    if let Some(failed_at) = open_failures.remove(&stream) {
-                        acc.recoveries
-                            .push((outcome.deployed_at - failed_at) as f64 / 1000.0);
-                    }
-                    if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
-                        acc.lead_times
-                            .push((outcome.deployed_at - committed) as f64 / 1000.0);
-                    }
-                }
-            }
-        }
-        let days = ((to - from) as f64 / 86_400_000.0).max(1.0 / 24.0);
-        Ok(groups
+        Ok(four_keys(&outcomes, by_system, by_environment, from, to)
             .into_iter()
-            .map(|((system, environment), mut acc)| {
-                let finished = acc.succeeded + acc.failed;
-                DoraMetrics {
-                    system: system.and_then(|id| system_names.get(&id).cloned()),
-                    environment: environment.and_then(|id| environment_names.get(&id).cloned()),
-                    deployments: finished,
-                    deployment_days: acc.days.len() as i64,
-                    deployments_per_day: acc.succeeded as f64 / days,
-                    succeeded_deployments: acc.succeeded,
-                    failed_deployments: acc.failed,
-                    change_failure_rate: (finished > 0).then(|| acc.failed as f64 / finished as f64),
-                    recoveries: acc.recoveries.len() as i64,
-                    mean_time_to_recovery_seconds: (!acc.recoveries.is_empty())
-                        .then(|| acc.recoveries.iter().sum::<f64>() / acc.recoveries.len() as f64),
-                    median_time_to_recovery_seconds: median(&mut acc.recoveries),
-                    lead_time_sample_size: acc.lead_times.len() as i64,
-                    median_lead_time_seconds: median(&mut acc.lead_times),
-                }
+            .map(|keys| DoraMetrics {
+                system: keys.system_id.and_then(|id| system_names.get(&id).cloned()),
+                environment: keys.environment_id.and_then(|id| environment_names.get(&id).cloned()),
+                deployments: keys.deployments,
+                deployment_days: keys.deployment_days,
+                deployments_per_day: keys.deployments_per_day,
+                succeeded_deployments: keys.succeeded,
+                failed_deployments: keys.failed,
+                change_failure_rate: keys.change_failure_rate,
+                recoveries: keys.recoveries,
+                mean_time_to_recovery_seconds: keys.mean_time_to_recovery_seconds,
+                median_time_to_recovery_seconds: keys.median_time_to_recovery_seconds,
+                median_lead_time_seconds: keys.median_lead_time_seconds,
+                lead_time_sample_size: keys.lead_time_sample_size,
             })
             .collect())
     }

@@ -1,55 +1,49 @@
-//! Per-client rate limiting on webhook routes (a token bucket per peer address), so one noisy
-//! sender cannot starve the others. Behind a load balancer every sender shares the balancer's
-//! address: raise the limit there, or rely on the balancer's own limits.
+//! Per-client rate limiting on webhook routes (governor's keyed GCRA, one cell per peer
+//! address), so one noisy sender cannot starve the others. Behind a load balancer every sender
+//! shares the balancer's address: raise the limit there, or rely on the balancer's own limits.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-/// A token bucket per client address.
-#[derive(Debug)]
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// Clients remembered before the idle ones are forgotten.
+const REMEMBERED_CLIENTS: usize = 10_000;
+
+/// A rate per client address, with bursts.
 pub struct RateLimiter {
-    /// Tokens added per second (0 disables limiting).
+    /// Deliveries per second (0: no limit).
     rate: f64,
-    /// The most tokens a bucket holds (the burst a client may send at once).
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl RateLimiter {
-    /// `rate` deliveries per second per client, bursts of `burst`.
+    /// `rate` deliveries per second per client, bursts of `burst`; a rate of 0 disables it.
     pub fn new(rate: f64, burst: f64) -> Self {
+        let quota = (rate > 0.0 && rate.is_finite())
+            .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / rate)))
+            .flatten()
+            .map(|quota| {
+                let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
+                quota.allow_burst(burst)
+            });
         Self {
             rate,
-            burst: burst.max(1.0),
-            buckets: Mutex::default(),
+            limiter: quota.map(DefaultKeyedRateLimiter::keyed),
         }
     }
 
     /// Whether this client may send one more delivery now.
     pub fn allow(&self, client: IpAddr) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Some(limiter) = &self.limiter else {
             return true;
         };
-        let now = Instant::now();
-        if buckets.len() > 10_000 {
-            // Forget clients whose buckets have refilled anyway.
-            let full = self.burst / self.rate;
-            buckets.retain(|_, (_, last)| now.duration_since(*last).as_secs_f64() < full);
+        if limiter.len() > REMEMBERED_CLIENTS {
+            // Forget clients whose allowance has refilled anyway.
+            limiter.retain_recent();
         }
-        let (tokens, last) = buckets.entry(client).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        limiter.check_key(&client).is_ok()
     }
 
     /// The configured rate, for messages.

@@ -51,48 +51,8 @@ impl Bucket {
     }
 }
 
-/// Bucket widths: fixed milliseconds, weeks starting on Monday.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Width {
-    Hour,
-    Day,
-    Week,
-}
-
-impl Width {
-    /// The bucket length in milliseconds.
-    pub fn millis(self) -> i64 {
-        match self {
-            Self::Hour => 3_600_000,
-            Self::Day => 86_400_000,
-            Self::Week => 7 * 86_400_000,
-        }
-    }
-
-    /// Where the bucket containing `t` starts, with local time at `offset` from UTC.
-    pub fn floor(self, t: i64, offset: i64) -> i64 {
-        let shift = self.shift(offset);
-        (t + shift).div_euclid(self.millis()) * self.millis() - shift
-    }
-
-    /// The epoch began on a Thursday: weeks start three days later (Monday).
-    pub(crate) fn shift(self, offset: i64) -> i64 {
-        match self {
-            Self::Week => offset + 3 * 86_400_000,
-            _ => offset,
-        }
-    }
-}
-
-/// One production deployment's facts, for DORA's sequential measures.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub system_id: i64,
-    pub environment_id: i64,
-    pub status: DeploymentStatus,
-    pub deployed_at: i64,
-    pub committed_at: Option<i64>,
-}
+pub use crate::domain::buckets::Width;
+pub use crate::domain::dora::Outcome;
 
 impl Store {
     /// Counts per bucket and group, ascending by time, counted from the deployment rows (see

@@ -1,0 +1,180 @@
+//! DORA's four keys, as dora.dev defines them, from the production deployments that finished
+//! in a window (oldest first): deployment frequency, change failure rate, failed deployment
+//! recovery time and lead time for changes. Pure: the store reads the outcomes, GraphQL shows
+//! the keys.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{DAY_MS, DeploymentStatus};
+
+/// One production deployment that finished, in the order they finished.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub system_id: i64,
+    pub environment_id: i64,
+    pub status: DeploymentStatus,
+    pub deployed_at: i64,
+    pub committed_at: Option<i64>,
+}
+
+/// The four keys for one group (a system, an environment, both, or everything).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Keys {
+    pub system_id: Option<i64>,
+    pub environment_id: Option<i64>,
+    /// Finished (succeeded or failed) deployments.
+    pub deployments: i64,
+    /// Distinct UTC days with at least one success.
+    pub deployment_days: i64,
+    /// Successes per day of the window.
+    pub deployments_per_day: f64,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// failed ÷ (succeeded + failed); None without finished deployments.
+    pub change_failure_rate: Option<f64>,
+    /// Failures followed by a success of the same system in the same environment.
+    pub recoveries: i64,
+    pub mean_time_to_recovery_seconds: Option<f64>,
+    pub median_time_to_recovery_seconds: Option<f64>,
+    /// Median commit-to-production time of successes whose commit time is known.
+    pub median_lead_time_seconds: Option<f64>,
+    pub lead_time_sample_size: i64,
+}
+
+#[derive(Default)]
+struct Group {
+    succeeded: i64,
+    failed: i64,
+    days: BTreeSet<i64>,
+    recoveries: Vec<f64>,
+    lead_times: Vec<f64>,
+}
+
+/// The keys per group over the window `[from, to]`: grouped by system and/or environment as
+/// asked. A failure's recovery is the next success of the same system in the same
+/// environment (consecutive failures count from the first).
+pub fn four_keys(outcomes: &[Outcome], by_system: bool, by_environment: bool, from: i64, to: i64) -> Vec<Keys> {
+    let mut groups: BTreeMap<(Option<i64>, Option<i64>), Group> = BTreeMap::new();
+    // The open failure of each system in each environment.
+    let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
+    for outcome in outcomes {
+        let key = (
+            by_system.then_some(outcome.system_id),
+            by_environment.then_some(outcome.environment_id),
+        );
+        let group = groups.entry(key).or_default();
+        let stream = (outcome.system_id, outcome.environment_id);
+        if outcome.status == DeploymentStatus::Failed {
+            group.failed += 1;
+            open_failures.entry(stream).or_insert(outcome.deployed_at);
+            continue;
+        }
+        group.succeeded += 1;
+        group.days.insert(outcome.deployed_at.div_euclid(DAY_MS));
+        if let Some(failed_at) = open_failures.remove(&stream) {
+            group.recoveries.push(seconds(outcome.deployed_at - failed_at));
+        }
+        if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
+            group.lead_times.push(seconds(outcome.deployed_at - committed));
+        }
+    }
+    // A window shorter than an hour counts as an hour, so a rate stays finite.
+    let days = ((to - from) as f64 / DAY_MS as f64).max(1.0 / 24.0);
+    groups
+        .into_iter()
+        .map(|((system_id, environment_id), mut group)| {
+            let finished = group.succeeded + group.failed;
+            Keys {
+                system_id,
+                environment_id,
+                deployments: finished,
+                deployment_days: group.days.len() as i64,
+                deployments_per_day: group.succeeded as f64 / days,
+                succeeded: group.succeeded,
+                failed: group.failed,
+                change_failure_rate: (finished > 0).then(|| group.failed as f64 / finished as f64),
+                recoveries: group.recoveries.len() as i64,
+                mean_time_to_recovery_seconds: mean(&group.recoveries),
+                median_time_to_recovery_seconds: median(&mut group.recoveries),
+                lead_time_sample_size: group.lead_times.len() as i64,
+                median_lead_time_seconds: median(&mut group.lead_times),
+            }
+        })
+        .collect()
+}
+
+fn seconds(millis: i64) -> f64 {
+    millis as f64 / 1000.0
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(system: i64, status: DeploymentStatus, at: i64, committed: Option<i64>) -> Outcome {
+        Outcome {
+            system_id: system,
+            environment_id: 1,
+            status,
+            deployed_at: at,
+            committed_at: committed,
+        }
+    }
+
+    #[test]
+    fn failures_recover_at_the_next_success_of_the_same_system() {
+        use DeploymentStatus::{Failed, Succeeded};
+        let outcomes = [
+            outcome(1, Succeeded, 0, Some(-60_000)),
+            outcome(1, Failed, 1_000_000, None),
+            outcome(1, Failed, 1_500_000, None),
+            outcome(2, Succeeded, 1_700_000, None),
+            outcome(1, Succeeded, 3_000_000, Some(2_940_000)),
+        ];
+        let keys = four_keys(&outcomes, true, false, 0, DAY_MS);
+        assert_eq!(keys.len(), 2);
+        let one = &keys[0];
+        assert_eq!((one.succeeded, one.failed, one.deployments), (2, 2, 4));
+        assert_eq!(one.change_failure_rate, Some(0.5));
+        assert_eq!(one.recoveries, 1, "two failures in a row recover once");
+        assert_eq!(one.mean_time_to_recovery_seconds, Some(2_000.0), "from the first failure");
+        assert_eq!(one.median_lead_time_seconds, Some(60.0));
+        assert_eq!(one.lead_time_sample_size, 2);
+        assert_eq!(one.deployment_days, 1);
+        assert_eq!(one.deployments_per_day, 2.0);
+        assert_eq!(keys[1].recoveries, 0, "system 2 never failed");
+    }
+
+    #[test]
+    fn medians_of_even_counts_are_the_middle_pair_mean() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn a_window_without_finished_deployments_has_no_rate() {
+        assert!(four_keys(&[], true, false, 0, DAY_MS).is_empty());
+        let keys = four_keys(&[outcome(1, DeploymentStatus::Succeeded, 5, None)], false, false, 0, 1000);
+        assert_eq!(keys[0].change_failure_rate, Some(0.0));
+        assert_eq!(keys[0].deployments_per_day, 24.0, "an hour is the shortest window");
+    }
+}
