@@ -138,18 +138,7 @@ fn secrets_as_map<S: serde::Serializer>(secrets: &[String], serializer: S) -> Re
     map.serialize(serializer)
 }
 
-/// API keys and URLs of the tools shiplog asks for what webhooks do not carry.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiSettings {
-    #[serde(deserialize_with = "lenient::optional")]
-    pub heroku_key: Option<String>,
-    pub heroku_url: Option<String>,
-    #[serde(deserialize_with = "lenient::optional")]
-    pub octopus_key: Option<String>,
-    pub octopus_url: Option<String>,
-    pub retry_max_attempts: Option<i32>,
-}
+pub use crate::enrich::ApiSettings;
 
 /// The settings shiplog runs with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -350,7 +339,7 @@ fn sqlite_pool_size() -> u32 {
 
 /// Values as people type them in variables: a token of digits is still text, a list may be
 /// comma-separated.
-mod lenient {
+pub(crate) mod lenient {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer};

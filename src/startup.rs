@@ -66,7 +66,12 @@ impl Application {
         store.migrate().await.map_err(StartupError::Migrate)?;
         let sources = Registry::new(&settings.sections).map_err(StartupError::Other)?;
         let secrets = resolve_secrets(&store, &settings, &sources).await?;
-        let enrichers = Enrichers::configured(&settings).map_err(StartupError::Other)?;
+        let heroku: crate::sources::heroku::HerokuConfig =
+            settings.section("heroku").get().map_err(StartupError::Other)?;
+        let enrichers = Enrichers::configured(
+            &settings.api,
+            std::time::Duration::from_secs(heroku.coupling_cache_seconds),
+        );
         crate::telemetry::metrics();
         let hub = Hub::new(16 * 1024);
         let replica = random_token(8);

@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn an_ungrouped_series_has_its_buckets_even_when_empty() {
         let series: Series<()> = Series::new([], Some(()));
-        assert_eq!(series.points(0, DAY_MS, Width::Day), vec![(0, &(), 0), (DAY_MS, &(), 0)]);
+        assert_eq!(
+            series.points(0, DAY_MS, Width::Day),
+            vec![(0, &(), 0), (DAY_MS, &(), 0)]
+        );
         let grouped: Series<&str> = Series::new([], None);
         assert!(grouped.points(0, DAY_MS, Width::Day).is_empty());
     }

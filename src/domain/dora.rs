@@ -53,7 +53,13 @@ struct Group {
 /// The keys per group over the window `[from, to]`: grouped by system and/or environment as
 /// asked. A failure's recovery is the next success of the same system in the same
 /// environment (consecutive failures count from the first).
-pub fn four_keys(outcomes: &[Outcome], by_system: bool, by_environment: bool, from: i64, to: i64) -> Vec<Keys> {
+pub fn four_keys(
+    outcomes: &[Outcome],
+    by_system: bool,
+    by_environment: bool,
+    from: i64,
+    to: i64,
+) -> Vec<Keys> {
     let mut groups: BTreeMap<(Option<i64>, Option<i64>), Group> = BTreeMap::new();
     // The open failure of each system in each environment.
     let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
@@ -155,7 +161,11 @@ mod tests {
         assert_eq!((one.succeeded, one.failed, one.deployments), (2, 2, 4));
         assert_eq!(one.change_failure_rate, Some(0.5));
         assert_eq!(one.recoveries, 1, "two failures in a row recover once");
-        assert_eq!(one.mean_time_to_recovery_seconds, Some(2_000.0), "from the first failure");
+        assert_eq!(
+            one.mean_time_to_recovery_seconds,
+            Some(2_000.0),
+            "from the first failure"
+        );
         assert_eq!(one.median_lead_time_seconds, Some(60.0));
         assert_eq!(one.lead_time_sample_size, 2);
         assert_eq!(one.deployment_days, 1);
@@ -173,8 +183,17 @@ mod tests {
     #[test]
     fn a_window_without_finished_deployments_has_no_rate() {
         assert!(four_keys(&[], true, false, 0, DAY_MS).is_empty());
-        let keys = four_keys(&[outcome(1, DeploymentStatus::Succeeded, 5, None)], false, false, 0, 1000);
+        let keys = four_keys(
+            &[outcome(1, DeploymentStatus::Succeeded, 5, None)],
+            false,
+            false,
+            0,
+            1000,
+        );
         assert_eq!(keys[0].change_failure_rate, Some(0.0));
-        assert_eq!(keys[0].deployments_per_day, 24.0, "an hour is the shortest window");
+        assert_eq!(
+            keys[0].deployments_per_day, 24.0,
+            "an hour is the shortest window"
+        );
     }
 }

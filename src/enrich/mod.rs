@@ -53,27 +53,21 @@ pub trait Enricher: Send + Sync + 'static {
 pub struct Enrichers(BTreeMap<&'static str, Arc<dyn Enricher>>);
 
 impl Enrichers {
-    /// The API clients the settings configure. Without a key, a source's deliveries are
-    /// applied straight from the webhook.
-    pub fn configured(settings: &crate::config::Settings) -> Result<Self, String> {
+    /// The API clients `api` configures (Heroku's couplings cached for `heroku_cache`).
+    /// Without a key, a source's deliveries are applied straight from the webhook.
+    pub fn configured(api: &ApiSettings, heroku_cache: Duration) -> Self {
         let mut enrichers = Self::default();
-        if let Some(key) = &settings.api.heroku_key {
-            let base = settings
-                .api
-                .heroku_url
-                .as_deref()
-                .unwrap_or(heroku::DEFAULT_API_URL);
-            let config: crate::sources::heroku::HerokuConfig = settings.section("heroku").get()?;
-            let ttl = Duration::from_secs(config.coupling_cache_seconds);
-            enrichers = enrichers.with(Arc::new(heroku::HerokuApi::new(base, key, ttl)));
+        if let Some(key) = &api.heroku_key {
+            let base = api.heroku_url.as_deref().unwrap_or(heroku::DEFAULT_API_URL);
+            enrichers = enrichers.with(Arc::new(heroku::HerokuApi::new(base, key, heroku_cache)));
         }
-        if let Some(key) = &settings.api.octopus_key {
+        if let Some(key) = &api.octopus_key {
             enrichers = enrichers.with(Arc::new(octopus::OctopusApi::new(
-                settings.api.octopus_url.as_deref(),
+                api.octopus_url.as_deref(),
                 key,
             )));
         }
-        Ok(enrichers)
+        enrichers
     }
 
     /// Adds one.
@@ -86,6 +80,19 @@ impl Enrichers {
     pub fn get(&self, source: &str) -> Option<&Arc<dyn Enricher>> {
         self.0.get(source)
     }
+}
+
+/// API keys and URLs of the tools shiplog asks for what webhooks do not carry.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    #[serde(deserialize_with = "crate::config::lenient::optional")]
+    pub heroku_key: Option<String>,
+    pub heroku_url: Option<String>,
+    #[serde(deserialize_with = "crate::config::lenient::optional")]
+    pub octopus_key: Option<String>,
+    pub octopus_url: Option<String>,
+    pub retry_max_attempts: Option<i32>,
 }
 
 /// Retry timing for pending deliveries.

@@ -110,7 +110,7 @@ pub fn charge(ctx: &Context<'_>, charge: Charge) -> async_graphql::Result<()> {
         return Ok(());
     };
     cost.charge(charge)
-        .map_err(|message| super::types::user_error("BAD_USER_INPUT", &message))
+        .map_err(|message| super::errors::user_error("BAD_USER_INPUT", &message))
 }
 
 impl Cost {

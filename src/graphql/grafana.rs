@@ -577,7 +577,9 @@ impl GrafanaQuery {
             .into_iter()
             .map(|keys| DoraMetrics {
                 system: keys.system_id.and_then(|id| system_names.get(&id).cloned()),
-                environment: keys.environment_id.and_then(|id| environment_names.get(&id).cloned()),
+                environment: keys
+                    .environment_id
+                    .and_then(|id| environment_names.get(&id).cloned()),
                 deployments: keys.deployments,
                 deployment_days: keys.deployment_days,
                 deployments_per_day: keys.deployments_per_day,

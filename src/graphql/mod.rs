@@ -2,6 +2,7 @@
 
 pub mod board;
 pub mod budget;
+pub mod errors;
 pub mod grafana;
 pub mod loaders;
 pub mod plain;

@@ -25,7 +25,8 @@ impl RateLimiter {
             .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / rate)))
             .flatten()
             .map(|quota| {
-                let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
+                let burst =
+                    NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
                 quota.allow_burst(burst)
             });
         Self {
