@@ -87,22 +87,7 @@ impl Application {
         let rules = Arc::new(MappingRules::new(&settings.mapping));
         let ingest = Ingest::new(sources, secrets, enrichers, rules, writer);
         let (stop, stopping) = watch::channel(false);
-        let mut tasks = Vec::new();
-        if store.backend() == sea_orm::DatabaseBackend::Postgres {
-            tasks.push(tokio::spawn(crate::store::fanout::listen(
-                store.clone(),
-                settings.database_url.clone(),
-                replica.clone(),
-                hub.clone(),
-                stopping.clone(),
-            )));
-        }
-        let processor = Processor {
-            store: store.clone(),
-            ingest: ingest.clone(),
-            retry: settings.retry,
-        };
-        tasks.push(tokio::spawn(processor.run(stopping.clone())));
+        let tasks = background(&store, &ingest, &settings, &replica, &hub, &stopping);
         let listener = TcpListener::bind(&settings.listen)
             .await
             .map_err(|source| StartupError::Listen {
@@ -197,6 +182,35 @@ impl Application {
         tracing::info!("shiplog stopped");
         result
     }
+}
+
+/// The tasks that run beside the server: the fan-out listener (PostgreSQL) and the enrichment
+/// worker. They end when `stopping` turns true.
+fn background(
+    store: &Store,
+    ingest: &Ingest,
+    settings: &Settings,
+    replica: &str,
+    hub: &Hub,
+    stopping: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if store.backend() == sea_orm::DatabaseBackend::Postgres {
+        tasks.push(tokio::spawn(crate::store::fanout::listen(
+            store.clone(),
+            settings.database_url.clone(),
+            replica.to_string(),
+            hub.clone(),
+            stopping.clone(),
+        )));
+    }
+    let processor = Processor {
+        store: store.clone(),
+        ingest: ingest.clone(),
+        retry: settings.retry,
+    };
+    tasks.push(tokio::spawn(processor.run(stopping.clone())));
+    tasks
 }
 
 /// Connection settings for the store.

@@ -8,6 +8,7 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 
 use super::budget::{Charge, charge};
 use super::types::{Deployment, Environment, System, checked, internal};
+use crate::store::board::Cell;
 use crate::store::{Named, Store};
 
 /// The `[board]` table of the TOML file.
@@ -123,77 +124,82 @@ impl BoardQuery {
                 .await
                 .map_err(internal)?
         };
-        // Columns: environments that have a cell, ordered by configured name or tool tier.
-        let mut tiers: HashMap<i64, String> = HashMap::new();
-        for cell in &cells {
-            for deployment in [&cell.current, &cell.in_progress, &cell.last_failure]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(tier) = &deployment.environment_tier {
-                    tiers.entry(cell.environment_id).or_insert_with(|| tier.clone());
-                }
-            }
-        }
-        let mut columns: Vec<&Named> = all_environments
-            .iter()
-            .filter(|e| cells.iter().any(|c| c.environment_id == e.id))
-            .collect();
-        columns.sort_by_key(|e| {
-            (
-                rank(
-                    &config.environment_order,
-                    &e.name,
-                    tiers.get(&e.id).map(String::as_str),
-                ),
-                e.name.clone(),
-            )
-        });
-        let systems_by_id: HashMap<i64, &Named> = all_systems.iter().map(|s| (s.id, s)).collect();
-        let environments_by_id: HashMap<i64, &Named> = all_environments.iter().map(|e| (e.id, e)).collect();
-        let mut by_system: BTreeMap<String, (Named, HashMap<i64, crate::store::board::Cell>)> =
-            BTreeMap::new();
-        for cell in cells {
-            let Some(system) = systems_by_id.get(&cell.system_id) else {
-                continue;
-            };
-            by_system
-                .entry(system.name.clone())
-                .or_insert_with(|| ((*system).clone(), HashMap::new()))
-                .1
-                .insert(cell.environment_id, cell);
-        }
-        let deployment = |row: Option<entity::deployments::Model>, system: &Named| {
-            row.map(|row| {
-                let environment = environments_by_id.get(&row.environment_id).map(|e| (*e).clone());
-                Deployment::with_names(row, Some(system.clone()), environment)
-            })
-        };
-        let rows = by_system
-            .into_values()
-            .map(|(system, mut cells)| BoardRow {
-                cells: columns
-                    .iter()
-                    .map(|environment| {
-                        let cell = cells.remove(&environment.id);
-                        let (current, in_progress, last_failure) = match cell {
-                            Some(c) => (c.current, c.in_progress, c.last_failure),
-                            None => (None, None, None),
-                        };
-                        BoardCell {
-                            environment: Environment((*environment).clone()),
-                            current: deployment(current, &system),
-                            in_progress: deployment(in_progress, &system),
-                            last_failure: deployment(last_failure, &system),
-                        }
-                    })
-                    .collect(),
-                system: System(system),
-            })
-            .collect();
+        let columns = columns(&cells, &all_environments, &config.environment_order);
+        let rows = rows(cells, &columns, &all_systems, &all_environments);
         Ok(Board {
             environments: columns.into_iter().map(|e| Environment(e.clone())).collect(),
             rows,
         })
     }
+}
+
+/// The columns: environments that have a cell, ordered by configured name or tool tier.
+fn columns<'a>(cells: &[Cell], environments: &'a [Named], order: &[String]) -> Vec<&'a Named> {
+    let mut tiers: HashMap<i64, String> = HashMap::new();
+    for cell in cells {
+        for deployment in [&cell.current, &cell.in_progress, &cell.last_failure]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(tier) = &deployment.environment_tier {
+                tiers.entry(cell.environment_id).or_insert_with(|| tier.clone());
+            }
+        }
+    }
+    let mut columns: Vec<&Named> = environments
+        .iter()
+        .filter(|e| cells.iter().any(|c| c.environment_id == e.id))
+        .collect();
+    columns.sort_by_key(|e| {
+        (
+            rank(order, &e.name, tiers.get(&e.id).map(String::as_str)),
+            e.name.clone(),
+        )
+    });
+    columns
+}
+
+/// One row per system that has a cell, by name, with a cell per column.
+fn rows(cells: Vec<Cell>, columns: &[&Named], systems: &[Named], environments: &[Named]) -> Vec<BoardRow> {
+    let systems_by_id: HashMap<i64, &Named> = systems.iter().map(|s| (s.id, s)).collect();
+    let environments_by_id: HashMap<i64, &Named> = environments.iter().map(|e| (e.id, e)).collect();
+    let mut by_system: BTreeMap<String, (Named, HashMap<i64, Cell>)> = BTreeMap::new();
+    for cell in cells {
+        let Some(system) = systems_by_id.get(&cell.system_id) else {
+            continue;
+        };
+        by_system
+            .entry(system.name.clone())
+            .or_insert_with(|| ((*system).clone(), HashMap::new()))
+            .1
+            .insert(cell.environment_id, cell);
+    }
+    let deployment = |row: Option<entity::deployments::Model>, system: &Named| {
+        row.map(|row| {
+            let environment = environments_by_id.get(&row.environment_id).map(|e| (*e).clone());
+            Deployment::with_names(row, Some(system.clone()), environment)
+        })
+    };
+    by_system
+        .into_values()
+        .map(|(system, mut cells)| BoardRow {
+            cells: columns
+                .iter()
+                .map(|environment| {
+                    let cell = cells.remove(&environment.id);
+                    let (current, in_progress, last_failure) = match cell {
+                        Some(c) => (c.current, c.in_progress, c.last_failure),
+                        None => (None, None, None),
+                    };
+                    BoardCell {
+                        environment: Environment((*environment).clone()),
+                        current: deployment(current, &system),
+                        in_progress: deployment(in_progress, &system),
+                        last_failure: deployment(last_failure, &system),
+                    }
+                })
+                .collect(),
+            system: System(system),
+        })
+        .collect()
 }

@@ -43,6 +43,27 @@ pub enum GroupBy {
     Source,
 }
 
+impl Interval {
+    fn width(self) -> Width {
+        match self {
+            Self::Hour => Width::Hour,
+            Self::Day => Width::Day,
+            Self::Week => Width::Week,
+        }
+    }
+}
+
+impl GroupBy {
+    fn dimension(self) -> Dimension {
+        match self {
+            Self::System => Dimension::System,
+            Self::Environment => Dimension::Environment,
+            Self::Status => Dimension::Status,
+            Self::Source => Dimension::Source,
+        }
+    }
+}
+
 /// DORA metrics are per system, and optionally per environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enum)]
 #[graphql(name = "DoraGroupBy")]
@@ -68,6 +89,71 @@ impl Default for DoraConfig {
             production_tier: "production".into(),
         }
     }
+}
+
+/// A frequency's buckets: their width, the UTC offset of local midnight, the first bucket's
+/// start and how many there are; an error when the offset or the count is out of bounds.
+fn buckets_of(
+    interval: Interval,
+    utc_offset_minutes: i32,
+    from: i64,
+    to: i64,
+) -> Result<(Width, i64, i64, i64)> {
+    if !(-14 * 60..=14 * 60).contains(&utc_offset_minutes) {
+        return Err(user_error(
+            "BAD_USER_INPUT",
+            "`utcOffsetMinutes` must be between -840 and 840",
+        ));
+    }
+    let width = interval.width();
+    let offset = i64::from(utc_offset_minutes) * 60_000;
+    let first = width.floor(from, offset);
+    let buckets = (to - first) / width.millis() + 1;
+    if buckets > MAX_BUCKETS {
+        return Err(user_error(
+            "BAD_USER_INPUT",
+            &format!("{buckets} buckets is too many (at most {MAX_BUCKETS}): use a wider interval"),
+        ));
+    }
+    Ok((width, offset, first, buckets))
+}
+
+/// The counted buckets as a filled series: every group seen gets every bucket, zero where it
+/// had none (an ungrouped series has its buckets even when nothing was counted).
+fn fill(counted: Vec<(Bucket, i64)>, ungrouped: bool) -> Series<Bucket> {
+    let whole = ungrouped.then_some(Bucket {
+        start: 0,
+        system_id: None,
+        environment_id: None,
+        status: None,
+        source: None,
+    });
+    Series::new(
+        counted
+            .into_iter()
+            .map(|(bucket, count)| ((bucket.start, Bucket { start: 0, ..bucket }), count)),
+        whole,
+    )
+}
+
+/// The filter of a Grafana field's arguments, checked.
+fn grafana_filter(
+    systems: Option<Vec<String>>,
+    environments: Option<Vec<String>>,
+    statuses: Option<Vec<DeploymentStatus>>,
+    sources: Option<Vec<String>>,
+    from: i64,
+    to: i64,
+) -> Result<DeploymentFilter> {
+    checked(DeploymentFilter {
+        systems: list(systems),
+        environments: list(environments),
+        statuses: statuses.unwrap_or_default(),
+        sources: list(sources),
+        from: Some(from),
+        to: Some(to),
+        commit_sha: None,
+    })
 }
 
 /// A filter list as Grafana sends it: null, [], "*" or "$__all" mean everything.
@@ -261,15 +347,7 @@ impl GrafanaQuery {
     ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
-        let filter = checked(DeploymentFilter {
-            systems: list(systems),
-            environments: list(environments),
-            statuses: statuses.unwrap_or_default(),
-            sources: list(sources),
-            from: Some(from),
-            to: Some(to),
-            commit_sha: None,
-        })?;
+        let filter = grafana_filter(systems, environments, statuses, sources, from, to)?;
         let limit = limit.clamp(0, MAX_ROWS) as u64;
         charge(ctx, Charge::Aggregate)?;
         charge(ctx, Charge::Rows(limit as usize))?;
@@ -339,45 +417,13 @@ impl GrafanaQuery {
     ) -> Result<Chunked<FrequencyPoint>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
-        if !(-14 * 60..=14 * 60).contains(&utc_offset_minutes) {
-            return Err(user_error(
-                "BAD_USER_INPUT",
-                "`utcOffsetMinutes` must be between -840 and 840",
-            ));
-        }
-        let width = match interval {
-            Interval::Hour => Width::Hour,
-            Interval::Day => Width::Day,
-            Interval::Week => Width::Week,
-        };
-        let offset = i64::from(utc_offset_minutes) * 60_000;
-        let first = width.floor(from, offset);
-        let buckets = (to - first) / width.millis() + 1;
-        if buckets > MAX_BUCKETS {
-            return Err(user_error(
-                "BAD_USER_INPUT",
-                &format!("{buckets} buckets is too many (at most {MAX_BUCKETS}): use a wider interval"),
-            ));
-        }
+        let (width, offset, first, buckets) = buckets_of(interval, utc_offset_minutes, from, to)?;
         let dimensions: Vec<Dimension> = group_by
             .unwrap_or_default()
             .into_iter()
-            .map(|g| match g {
-                GroupBy::System => Dimension::System,
-                GroupBy::Environment => Dimension::Environment,
-                GroupBy::Status => Dimension::Status,
-                GroupBy::Source => Dimension::Source,
-            })
+            .map(GroupBy::dimension)
             .collect();
-        let filter = checked(DeploymentFilter {
-            systems: list(systems),
-            environments: list(environments),
-            statuses: statuses.unwrap_or_default(),
-            sources: list(sources),
-            from: Some(from),
-            to: Some(to),
-            commit_sha: None,
-        })?;
+        let filter = grafana_filter(systems, environments, statuses, sources, from, to)?;
         // Reading the counts is most of a big answer's memory (on SQLite every value of every
         // row is copied out), so the turn is taken before reading, on an estimate.
         let estimate = dimensions.iter().fold(buckets as usize, |points, dimension| {
@@ -395,20 +441,7 @@ impl GrafanaQuery {
             counted.iter().filter_map(|(b, _)| b.environment_id).collect(),
         )
         .await?;
-        // Fill: every group seen gets every bucket, zero where it had none.
-        let whole = dimensions.is_empty().then(|| Bucket {
-            start: 0,
-            system_id: None,
-            environment_id: None,
-            status: None,
-            source: None,
-        });
-        let series = Series::new(
-            counted
-                .into_iter()
-                .map(|(bucket, count)| ((bucket.start, Bucket { start: 0, ..bucket }), count)),
-            whole,
-        );
+        let series = fill(counted, dimensions.is_empty());
         let size = series.groups() * buckets as usize;
         if size > MAX_POINTS {
             return Err(user_error(
@@ -420,7 +453,7 @@ impl GrafanaQuery {
             ));
         }
         charge(ctx, Charge::Points(size))?;
-        let points: Vec<FrequencyPoint> = series
+        let points = series
             .points(first, to, width)
             .into_iter()
             .map(|(start, group, count)| FrequencyPoint {

@@ -120,43 +120,62 @@ pub async fn serve(
             }
             Err(_) => None,
         };
-        let app = app.clone();
-        let silent = silent.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let spoke = first_byte(&stream, closed).await;
-            if let (Some(id), Ok(mut silent)) = (id, silent.lock()) {
-                silent.waiting.retain(|(waiting, _)| *waiting != id);
-            }
-            if !spoke {
-                return;
-            }
-            let service = tower::service_fn(
-                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    let app = app.clone();
-                    async move { app.oneshot(request.map(axum::body::Body::new)).await }
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT);
-            builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.map_err(|never: Infallible| match never {})),
-            );
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::trace!(%error, %peer, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            permit,
+            closed,
+            id,
+            silent.clone(),
+            graceful.watcher(),
+        ));
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// One client connection: its first byte within `HEAD_TIMEOUT` (or it is closed, or evicted
+/// to make room), then HTTP/1 or HTTP/2 until it ends or the server shuts down.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    app: Router,
+    _permit: OwnedSemaphorePermit,
+    closed: oneshot::Receiver<()>,
+    id: Option<u64>,
+    silent: Arc<Mutex<Silent>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let spoke = first_byte(&stream, closed).await;
+    if let (Some(id), Ok(mut silent)) = (id, silent.lock()) {
+        silent.waiting.retain(|(waiting, _)| *waiting != id);
+    }
+    if !spoke {
+        return;
+    }
+    let service = tower::service_fn(
+        move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move { app.oneshot(request.map(axum::body::Body::new)).await }
+        },
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+    let connection = builder.serve_connection_with_upgrades(
+        TokioIo::new(stream),
+        TowerToHyperService::new(service.map_err(|never: Infallible| match never {})),
+    );
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        tracing::trace!(%error, %peer, "connection ended with an error");
+    }
 }
 
 /// A place for one more connection: a free one, else the one silent the longest, closed.

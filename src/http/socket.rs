@@ -52,36 +52,7 @@ pub async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtoc
     let closing: Closing = Arc::default();
     // Messages the guards answer themselves (an operation refused), beside async-graphql's.
     let (side, mut side_messages) = mpsc::unbounded_channel::<Side>();
-    let input = {
-        let (guard, too_big) = (guard.clone(), closing.clone());
-        stream
-            .map(move |message| match message {
-                Ok(message) => Some(message),
-                Err(error) => {
-                    // tungstenite's capacity error ("Space limit exceeded: Message too long").
-                    if error.to_string().contains("Space limit exceeded") {
-                        close_with(
-                            &too_big,
-                            1009,
-                            &format!("a message is at most {MAX_MESSAGE_BYTES} bytes"),
-                        );
-                    }
-                    None
-                }
-            })
-            .take_while(|message| futures_util::future::ready(message.is_some()))
-            .filter_map(move |message| {
-                let admitted = (|| {
-                    let bytes = match message? {
-                        Message::Text(text) => Some(text.as_bytes().to_vec()),
-                        Message::Binary(bytes) => Some(bytes.to_vec()),
-                        _ => None,
-                    };
-                    bytes.and_then(|bytes| admit(&guard, &side, protocol, bytes))
-                })();
-                futures_util::future::ready(admitted)
-            })
-    };
+    let input = client_messages(stream, guard.clone(), closing.clone(), side, protocol);
     let mut data = Data::default();
     data.insert(live_loader(state.store.clone()));
     let executor = state.schema.clone();
@@ -150,6 +121,41 @@ pub async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtoc
     if let Some((code, reason)) = closing {
         let _ = sink.send(Message::Close(Some(close_frame(code, &reason)))).await;
     }
+}
+
+/// The client's messages as async-graphql reads them, through the guards; the stream ends at
+/// the first error (an oversized message closes with 1009).
+fn client_messages(
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    guard: Arc<Mutex<Guard>>,
+    closing: Closing,
+    side: mpsc::UnboundedSender<Side>,
+    protocol: WebSocketProtocols,
+) -> impl futures_util::Stream<Item = Vec<u8>> {
+    stream
+        .map(move |message| match message {
+            Ok(message) => Some(message),
+            Err(error) => {
+                // tungstenite's capacity error ("Space limit exceeded: Message too long").
+                if error.to_string().contains("Space limit exceeded") {
+                    close_with(
+                        &closing,
+                        1009,
+                        &format!("a message is at most {MAX_MESSAGE_BYTES} bytes"),
+                    );
+                }
+                None
+            }
+        })
+        .take_while(|message| futures_util::future::ready(message.is_some()))
+        .filter_map(move |message| {
+            let bytes = match message {
+                Some(Message::Text(text)) => Some(text.as_bytes().to_vec()),
+                Some(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            };
+            futures_util::future::ready(bytes.and_then(|bytes| admit(&guard, &side, protocol, bytes)))
+        })
 }
 
 /// Lets a client message through to async-graphql, or handles it here: a second operation with

@@ -89,19 +89,9 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
     let system = required(&object, "system", &mut problems);
     let environment = required(&object, "environment", &mut problems);
     let raw_status = required(&object, "status", &mut problems);
-    let status = raw_status.as_deref().and_then(|word| {
-        let found = STATUS_WORDS
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(word.trim()))
-            .map(|(_, status)| *status);
-        if found.is_none() {
-            problems.push(format!(
-                "`status` is `{}`; use one of queued, running, succeeded, failed, cancelled",
-                truncated(word)
-            ));
-        }
-        found
-    });
+    let status = raw_status
+        .as_deref()
+        .and_then(|word| status_of(word, &mut problems));
     let started_at = instant(&object, "startedAt", &mut problems);
     let finished_at = instant(&object, "finishedAt", &mut problems);
     let committed_at = instant(&object, "committedAt", &mut problems);
@@ -160,6 +150,21 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
         }
         _ => Err(SourceError::InvalidPayload(problems.join("; "))),
     }
+}
+
+/// The status a word means, or a problem naming the words there are.
+fn status_of(word: &str, problems: &mut Vec<String>) -> Option<DeploymentStatus> {
+    let found = STATUS_WORDS
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(word.trim()))
+        .map(|(_, status)| *status);
+    if found.is_none() {
+        problems.push(format!(
+            "`status` is `{}`; use one of queued, running, succeeded, failed, cancelled",
+            truncated(word)
+        ));
+    }
+    found
 }
 
 fn truncated(text: &str) -> String {

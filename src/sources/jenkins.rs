@@ -155,58 +155,19 @@ impl Source for Jenkins {
 impl Jenkins {
     /// One build phase as an observation, when the rules make the build a deployment.
     fn parse(&self, value: &Value, received_at: i64) -> Result<Parsed, SourceError> {
-        let job = match value.get("name") {
-            Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= MAX_NAME_LEN => {
-                name.trim().to_string()
-            }
-            Some(Value::String(name)) if name.len() > MAX_NAME_LEN => {
-                return Err(SourceError::InvalidPayload(format!(
-                    "`name` is longer than {MAX_NAME_LEN} bytes"
-                )));
-            }
-            _ => {
-                return Err(SourceError::InvalidPayload(
-                    "`name` (the job's full name) is required: send the Notification plugin's JSON format"
-                        .into(),
-                ));
-            }
-        };
+        let job = job_name(value)?;
         let build = value
             .get("build")
             .filter(|b| b.is_object())
             .ok_or_else(|| SourceError::InvalidPayload("`build` is required (an object)".into()))?;
-        let number = match build.get("number") {
-            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
-            _ => {
-                return Err(SourceError::InvalidPayload(
-                    "`build.number` is required (a number)".into(),
-                ));
-            }
-        };
+        let number = build_number(build)?;
         let phase = build.get("phase").and_then(Value::as_str).ok_or_else(|| {
             SourceError::InvalidPayload(
                 "`build.phase` is required (QUEUED, STARTED, COMPLETED, FINALIZED)".into(),
             )
         })?;
         let result = build.get("status").and_then(Value::as_str);
-        let parameters: BTreeMap<String, String> = build
-            .get("parameters")
-            .and_then(Value::as_object)
-            .map(|map| {
-                map.iter()
-                    .filter_map(|(k, v)| {
-                        let text = match v {
-                            Value::String(s) => s.trim().to_string(),
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            _ => return None,
-                        };
-                        (!text.is_empty() && text.len() <= MAX_TEXT_LEN).then(|| (k.to_uppercase(), text))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let parameters = parameters(build);
         let parameter = |names: &[String]| {
             names
                 .iter()
@@ -238,26 +199,9 @@ impl Jenkins {
         let raw_status = result.unwrap_or(phase).to_string();
         let timestamp = build.get("timestamp").and_then(Value::as_i64);
         let duration = build.get("duration").and_then(Value::as_i64).filter(|d| *d >= 0);
-        let (started_at, finished_at) = match (phase, timestamp, duration) {
-            ("STARTED", Some(t), _) => (Some(t), None),
-            ("COMPLETED", Some(t), Some(d)) => (Some(t - d), Some(t)),
-            ("COMPLETED", Some(t), None) => (None, Some(t)),
-            // FINALIZED's timestamp is the time of sending, after post-build steps.
-            ("FINALIZED", Some(t), _) => (None, Some(t)),
-            _ => (None, None),
-        };
+        let (started_at, finished_at) = phase_times(phase, timestamp, duration);
         let occurred_at = finished_at.or(started_at).or(timestamp).unwrap_or(received_at);
-        let scm = build.get("scm");
-        let scm_text = |field: &str| {
-            scm.and_then(|s| s.get(field))
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        let commit_sha = sha(scm_text("commit"));
-        // Jenkins reports remote branches (`origin/master`).
-        let git_ref = scm_text("branch").map(|b| b.strip_prefix("origin/").map(str::to_string).unwrap_or(b));
+        let (commit_sha, git_ref) = scm(build);
         Ok(Parsed::Deployments(vec![Observation {
             external_id: format!("{job}#{number}"),
             system: system.chars().take(MAX_NAME_LEN).collect(),
@@ -281,6 +225,80 @@ impl Jenkins {
             committed_at: None,
             origin: None,
         }]))
+    }
+}
+
+/// The job's name, as the plugin sends it.
+fn job_name(value: &Value) -> Result<String, SourceError> {
+    match value.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= MAX_NAME_LEN => {
+            Ok(name.trim().to_string())
+        }
+        Some(Value::String(name)) if name.len() > MAX_NAME_LEN => Err(SourceError::InvalidPayload(format!(
+            "`name` is longer than {MAX_NAME_LEN} bytes"
+        ))),
+        _ => Err(SourceError::InvalidPayload(
+            "`name` (the job's full name) is required: send the Notification plugin's JSON format".into(),
+        )),
+    }
+}
+
+/// The build number (a number, or digits in a string).
+fn build_number(build: &Value) -> Result<String, SourceError> {
+    match build.get("number") {
+        Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Ok(s.clone()),
+        _ => Err(SourceError::InvalidPayload(
+            "`build.number` is required (a number)".into(),
+        )),
+    }
+}
+
+/// The build's parameters by upper-cased name (text, numbers and booleans as text).
+fn parameters(build: &Value) -> BTreeMap<String, String> {
+    build
+        .get("parameters")
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.trim().to_string(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    (!text.is_empty() && text.len() <= MAX_TEXT_LEN).then(|| (k.to_uppercase(), text))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The commit and branch the build's SCM section names (Jenkins reports remote branches,
+/// `origin/master`).
+fn scm(build: &Value) -> (Option<String>, Option<String>) {
+    let scm = build.get("scm");
+    let scm_text = |field: &str| {
+        scm.and_then(|s| s.get(field))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let branch = scm_text("branch").map(|b| b.strip_prefix("origin/").map(str::to_string).unwrap_or(b));
+    (sha(scm_text("commit")), branch)
+}
+
+/// The start and finish a phase's `timestamp` (and `duration`) tell.
+fn phase_times(phase: &str, timestamp: Option<i64>, duration: Option<i64>) -> (Option<i64>, Option<i64>) {
+    match (phase, timestamp, duration) {
+        ("STARTED", Some(t), _) => (Some(t), None),
+        ("COMPLETED", Some(t), Some(d)) => (Some(t - d), Some(t)),
+        ("COMPLETED", Some(t), None) => (None, Some(t)),
+        // FINALIZED's timestamp is the time of sending, after post-build steps.
+        ("FINALIZED", Some(t), _) => (None, Some(t)),
+        _ => (None, None),
     }
 }
 

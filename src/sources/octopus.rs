@@ -170,32 +170,7 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
                 .and_then(Value::as_str)
         })
         .unwrap_or("Spaces-1");
-    let message: Vec<u16> = event
-        .get("Message")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .encode_utf16()
-        .collect();
-    let mut names = std::collections::HashMap::new();
-    for reference in event
-        .get("MessageReferences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(id) = reference.get("ReferencedDocumentId").and_then(Value::as_str) else {
-            continue;
-        };
-        let (Some(start), Some(length)) = (
-            number(reference.get("StartIndex")),
-            number(reference.get("Length")),
-        ) else {
-            continue;
-        };
-        if let (Some(kind), Some(text)) = (id.split('-').next(), span(&message, start, length)) {
-            names.entry(kind.to_string()).or_insert(text);
-        }
-    }
+    let names = message_names(event);
     let project = names.get("Projects").cloned().or_else(|| {
         related
             .iter()
@@ -240,6 +215,38 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         committed_at: None,
         origin: server,
     }]))
+}
+
+/// The names `Event.Message` holds at the spans `MessageReferences` gives, by document kind
+/// (`Projects`, `Environments`, `Releases`, `Tenants`).
+fn message_names(event: &Value) -> std::collections::HashMap<String, String> {
+    let message: Vec<u16> = event
+        .get("Message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .encode_utf16()
+        .collect();
+    let mut names = std::collections::HashMap::new();
+    for reference in event
+        .get("MessageReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(id) = reference.get("ReferencedDocumentId").and_then(Value::as_str) else {
+            continue;
+        };
+        let (Some(start), Some(length)) = (
+            number(reference.get("StartIndex")),
+            number(reference.get("Length")),
+        ) else {
+            continue;
+        };
+        if let (Some(kind), Some(text)) = (id.split('-').next(), span(&message, start, length)) {
+            names.entry(kind.to_string()).or_insert(text);
+        }
+    }
+    names
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ impl Store {
         filter: &DeploymentFilter,
         group: Option<CountGroup>,
     ) -> Result<HashMap<i64, u64>, StoreError> {
-        use sea_orm::sea_query::{SelectStatement, UnionType};
+        use sea_orm::sea_query::SelectStatement;
         let (system_column, environment_column) =
             (deployments::Column::SystemId, deployments::Column::EnvironmentId);
         let rows_part = |select: sea_orm::Select<deployments::Entity>| -> SelectStatement {
@@ -293,6 +293,15 @@ impl Store {
                 }
             }
         }
+        self.sum_parts(parts).await
+    }
+
+    /// Runs the parts as one `UNION ALL` and adds up each group's counts.
+    async fn sum_parts(
+        &self,
+        parts: Vec<sea_orm::sea_query::SelectStatement>,
+    ) -> Result<HashMap<i64, u64>, StoreError> {
+        use sea_orm::sea_query::UnionType;
         let mut parts = parts.into_iter();
         let Some(mut statement) = parts.next() else {
             return Ok(HashMap::new());
