@@ -326,12 +326,9 @@ impl Settings {
     }
 }
 
-/// SQLite connections: the writer plus one reader per core and a spare. SQLite readers work on
-/// this process's own cores, so more of them only add page caches and threads (each keeps its
-/// own C-library heap). On 2 cores, over a million deployments at concurrency 16: 8 connections,
-/// 36-52 MiB under the query load; 4 connections, 28-39 MiB, with lists faster and counts per
-/// environment 17% slower in that run (869 / 990 / 1,491 / 912 req/s against 1,325 / 1,379 /
-/// 1,234 / 897).
+/// SQLite readers: one per core and a spare (the writer has its own connection). SQLite
+/// readers work on this process's own cores, so more of them only add page caches and threads
+/// (each keeps its own C-library heap) for no more throughput (README, Performance).
 fn sqlite_pool_size() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
     (cores + 2).clamp(4, 16)

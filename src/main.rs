@@ -6,8 +6,8 @@ use shiplog::config::{Cli, Command, Settings};
 use shiplog::startup::{Application, generated_secret_key};
 use shiplog::store::{DbOptions, Store};
 
-/// mimalloc instead of glibc's malloc: GraphQL answers are many small allocations, and under
-/// load glibc's allocator took about a sixth of the server's CPU (perf, newest-100 query).
+/// mimalloc instead of glibc's malloc: GraphQL answers are many small allocations, which
+/// glibc's allocator serves slowly under load (README, Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,8 +1,7 @@
-//! Big answers. A year of daily counts for 50 systems is 18,300 points; heaptrack put one such
-//! answer at 17.5 MB live at its peak (on SQLite a third of it is sqlx's copies of every value
-//! of every row, then the rows, the points, the value tree and the JSON), and sixteen at once
-//! took the server to 135 MiB on PostgreSQL and 253 MiB on SQLite. So at most one big answer per
-//! core is built at a time (`reserve`), taking its turn before it reads anything: on a machine
+//! What a request may cost. Big answers (a year of daily counts per system is tens of thousands
+//! of points) hold the rows, the points, the value tree and the JSON in memory at once (on
+//! SQLite also sqlx's copies of every value of every row), so many at once multiply the
+//! server's memory (README, Performance). So at most one big answer per core is built at a time (`reserve`), taking its turn before it reads anything: on a machine
 //! whose cores are busy building them, more at once only share the same cores. And `Chunked`
 //! builds a long list's objects directly when only plain fields are asked for (see `plain`),
 //! else resolves it a slice at a time (async-graphql starts a future per item and joins them

@@ -2,10 +2,9 @@
 //! asks only for plain fields.
 //!
 //! async-graphql resolves every field of every object as its own boxed future, polled through
-//! a `FuturesUnordered`, with a context and a path node each. A page of 100 deployments with
-//! nine fields and the system and environment names is about 1,300 such futures; a profile of
-//! that query put a third of shiplog's CPU in them (the executor, its maps and the moves of
-//! the futures). `types::Listed` is the same GraphQL type, `Deployment`; when every selection under it
+//! a `FuturesUnordered`, with a context and a path node each: a page of 100 deployments with
+//! a dozen fields is over a thousand futures, and profiles of list queries put a large share
+//! of the CPU there (README, Performance). `types::Listed` is the same GraphQL type, `Deployment`; when every selection under it
 //! is a plain field (no fragment, no directive, no `events`, no repeated response key) and
 //! the names are already at hand, it builds the object directly from the row. Anything else
 //! goes through the generic path, unchanged. Grafana's long lists (`Chunked` rows, points and

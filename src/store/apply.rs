@@ -127,11 +127,9 @@ pub(super) struct Written {
 /// Rows per multi-row statement: well under both databases' bound-parameter limits.
 const ROWS: usize = 64;
 /// Bytes of bodies and headers per journal insert (a bigger delivery goes alone). Each insert
-/// is a round trip, and the writer's batch is a chain of them: at concurrency 32 on
-/// PostgreSQL, with the writer on its own thread and connection, 256 KiB (one insert for a
-/// whole batch of 3 KB bodies) against 8 KiB (three or four) measured 3,790/3,416/2,864
-/// against 3,180/3,421/2,646 webhooks/s in alternating runs. (Big statements were slow only
-/// while connections the pool opened under load lacked TCP_NODELAY; see `nodelay`.)
+/// is a round trip, and the writer's batch is a chain of them, so a whole batch of typical
+/// bodies fits in one (README, Performance). Big statements are only slow on connections
+/// without TCP_NODELAY; see `nodelay`.
 const JOURNAL_BYTES: usize = 256 * 1024;
 
 /// (source, external id) or (source, delivery key).

@@ -80,9 +80,8 @@ impl Writer {
     /// which must stay one connection's). Every batch is a dozen round trips made one after the
     /// other; on the server's runtime each answer waited behind the HTTP tasks, and a socket
     /// of the shared pool is watched by the server's I/O driver, which busy workers poll only
-    /// now and then. With 32 senders on two cores a round trip took 0.5-0.65 ms there (0.13 ms
-    /// with one sender); on its own thread and connection PostgreSQL ingest measured about 20%
-    /// more webhooks/s. On SQLite the own connection is what keeps readers from ever delaying
+    /// now and then (README, Performance, has the measurements). On SQLite the own connection
+    /// is what keeps readers from ever delaying
     /// an acknowledgement, and what lets a connection whose transaction failed be thrown away
     /// (SQLite can leave a transaction open when COMMIT fails with a full disk; reused, that
     /// connection would acknowledge later deliveries it never commits).
