@@ -3,7 +3,7 @@
 //! cancellations and a few still running, every source represented. Deterministic for a
 //! given `--seed`, so two runs give the same rows.
 
-use crate::domain::{DeploymentStatus, now_millis};
+use crate::domain::{DeploymentStatus, Observation, now_millis};
 use crate::store::bulk::BulkDeployment;
 use crate::store::{NameKind, Store, StoreError};
 
@@ -171,22 +171,30 @@ impl Maker<'_> {
             random.next(),
             random.next() as u32
         );
+        let finished = (status != DeploymentStatus::Running).then_some(started + duration);
         BulkDeployment {
             source: source.to_string(),
-            external_id: format!("seed-{}-{n}", self.run_tag),
             system_id: self.system_ids[system],
             environment_id: self.environment_ids[environment],
-            status,
-            raw_status: raw.to_string(),
-            raw_system: system_name(system as u32),
-            raw_environment: environment_name(environment as u32),
-            started_at: started,
-            finished_at: (status != DeploymentStatus::Running).then_some(started + duration),
-            commit_sha: Some(sha),
-            git_ref: Some("main".to_string()),
-            version: Some(format!("1.{}.{}", n / 1000, n % 1000)),
-            url: Some(format!("https://ci.example.com/{source}/{n}")),
-            actor: Some(ACTORS[random.below(ACTORS.len() as u64) as usize].to_string()),
+            observation: Observation {
+                external_id: format!("seed-{}-{n}", self.run_tag),
+                system: system_name(system as u32),
+                environment: environment_name(environment as u32),
+                environment_tier: None,
+                status,
+                raw_status: raw.to_string(),
+                occurred_at: finished.unwrap_or(started),
+                started_at: Some(started),
+                finished_at: finished,
+                commit_sha: Some(sha),
+                git_ref: Some("main".to_string()),
+                version: Some(format!("1.{}.{}", n / 1000, n % 1000)),
+                url: Some(format!("https://ci.example.com/{source}/{n}")),
+                actor: Some(ACTORS[random.below(ACTORS.len() as u64) as usize].to_string()),
+                tenant: None,
+                committed_at: None,
+                origin: None,
+            },
         }
     }
 }

@@ -17,27 +17,29 @@ pub struct Outcome {
     pub committed_at: Option<i64>,
 }
 
-/// The four keys for one group (a system, an environment, both, or everything).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Keys {
-    pub system_id: Option<i64>,
-    pub environment_id: Option<i64>,
-    /// Finished (succeeded or failed) deployments.
+/// DORA's four keys for one system (and environment) over a window.
+#[derive(Clone, Debug, Default, PartialEq, async_graphql::SimpleObject)]
+pub struct DoraMetrics {
+    pub system: Option<String>,
+    pub environment: Option<String>,
+    /// Production deployments that finished (succeeded or failed) in the window.
     pub deployments: i64,
-    /// Distinct UTC days with at least one success.
+    /// Distinct UTC days with at least one successful production deployment.
     pub deployment_days: i64,
-    /// Successes per day of the window.
+    /// Successful production deployments per day of the window.
     pub deployments_per_day: f64,
-    pub succeeded: i64,
-    pub failed: i64,
-    /// failed ÷ (succeeded + failed); None without finished deployments.
+    pub succeeded_deployments: i64,
+    pub failed_deployments: i64,
+    /// failed ÷ (succeeded + failed); null without finished deployments.
     pub change_failure_rate: Option<f64>,
     /// Failures followed by a success of the same system in the same environment.
     pub recoveries: i64,
+    /// Mean time from a failed deployment to the next successful one (seconds).
     pub mean_time_to_recovery_seconds: Option<f64>,
     pub median_time_to_recovery_seconds: Option<f64>,
-    /// Median commit-to-production time of successes whose commit time is known.
+    /// Median commit-to-production time of successful deployments whose commit time is known.
     pub median_lead_time_seconds: Option<f64>,
+    /// How many successful deployments had a commit time.
     pub lead_time_sample_size: i64,
 }
 
@@ -50,16 +52,17 @@ struct Group {
     lead_times: Vec<f64>,
 }
 
-/// The keys per group over the window `[from, to]`: grouped by system and/or environment as
-/// asked. A failure's recovery is the next success of the same system in the same
-/// environment (consecutive failures count from the first).
+/// The keys per group over the window `(from, to)`: grouped by system and/or environment as
+/// `by` asks, each group named by `system` and `environment` (ids to names). A failure's
+/// recovery is the next success of the same system in the same environment (consecutive
+/// failures count from the first).
 pub fn four_keys(
     outcomes: &[Outcome],
-    by_system: bool,
-    by_environment: bool,
-    from: i64,
-    to: i64,
-) -> Vec<Keys> {
+    (by_system, by_environment): (bool, bool),
+    (from, to): (i64, i64),
+    system: impl Fn(i64) -> Option<String>,
+    environment: impl Fn(i64) -> Option<String>,
+) -> Vec<DoraMetrics> {
     let mut groups: BTreeMap<(Option<i64>, Option<i64>), Group> = BTreeMap::new();
     // The open failure of each system in each environment.
     let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
@@ -90,14 +93,14 @@ pub fn four_keys(
         .into_iter()
         .map(|((system_id, environment_id), mut group)| {
             let finished = group.succeeded + group.failed;
-            Keys {
-                system_id,
-                environment_id,
+            DoraMetrics {
+                system: system_id.and_then(&system),
+                environment: environment_id.and_then(&environment),
                 deployments: finished,
                 deployment_days: group.days.len() as i64,
                 deployments_per_day: group.succeeded as f64 / days,
-                succeeded: group.succeeded,
-                failed: group.failed,
+                succeeded_deployments: group.succeeded,
+                failed_deployments: group.failed,
                 change_failure_rate: (finished > 0).then(|| group.failed as f64 / finished as f64),
                 recoveries: group.recoveries.len() as i64,
                 mean_time_to_recovery_seconds: mean(&group.recoveries),
@@ -155,10 +158,20 @@ mod tests {
             outcome(2, Succeeded, 1_700_000, None),
             outcome(1, Succeeded, 3_000_000, Some(2_940_000)),
         ];
-        let keys = four_keys(&outcomes, true, false, 0, DAY_MS);
+        let keys = four_keys(
+            &outcomes,
+            (true, false),
+            (0, DAY_MS),
+            |id| Some(id.to_string()),
+            |_| None,
+        );
         assert_eq!(keys.len(), 2);
         let one = &keys[0];
-        assert_eq!((one.succeeded, one.failed, one.deployments), (2, 2, 4));
+        assert_eq!(one.system.as_deref(), Some("1"));
+        assert_eq!(
+            (one.succeeded_deployments, one.failed_deployments, one.deployments),
+            (2, 2, 4)
+        );
         assert_eq!(one.change_failure_rate, Some(0.5));
         assert_eq!(one.recoveries, 1, "two failures in a row recover once");
         assert_eq!(
@@ -182,14 +195,10 @@ mod tests {
 
     #[test]
     fn a_window_without_finished_deployments_has_no_rate() {
-        assert!(four_keys(&[], true, false, 0, DAY_MS).is_empty());
-        let keys = four_keys(
-            &[outcome(1, DeploymentStatus::Succeeded, 5, None)],
-            false,
-            false,
-            0,
-            1000,
-        );
+        let none = |_| None;
+        assert!(four_keys(&[], (true, false), (0, DAY_MS), none, none).is_empty());
+        let one = [outcome(1, DeploymentStatus::Succeeded, 5, None)];
+        let keys = four_keys(&one, (false, false), (0, 1000), none, none);
         assert_eq!(keys[0].change_failure_rate, Some(0.0));
         assert_eq!(
             keys[0].deployments_per_day, 24.0,

@@ -267,31 +267,7 @@ impl Plain for DeploymentAnnotation {
     }
 }
 
-/// DORA's four keys for one system (and environment) over a window.
-#[derive(SimpleObject, Default)]
-pub struct DoraMetrics {
-    pub system: Option<String>,
-    pub environment: Option<String>,
-    /// Production deployments that finished (succeeded or failed) in the window.
-    pub deployments: i64,
-    /// Distinct UTC days with at least one successful production deployment.
-    pub deployment_days: i64,
-    /// Successful production deployments per day of the window.
-    pub deployments_per_day: f64,
-    pub succeeded_deployments: i64,
-    pub failed_deployments: i64,
-    /// failed ÷ (succeeded + failed); null without finished deployments.
-    pub change_failure_rate: Option<f64>,
-    /// Failures followed by a success of the same system in the same environment.
-    pub recoveries: i64,
-    /// Mean time from a failed deployment to the next successful one (seconds).
-    pub mean_time_to_recovery_seconds: Option<f64>,
-    pub median_time_to_recovery_seconds: Option<f64>,
-    /// Median commit-to-production time of successful deployments whose commit time is known.
-    pub median_lead_time_seconds: Option<f64>,
-    /// How many successful deployments had a commit time.
-    pub lead_time_sample_size: i64,
-}
+pub use crate::domain::dora::DoraMetrics;
 
 /// Names of the given system and environment ids (from the store's id cache: usually no
 /// statement at all).
@@ -606,25 +582,13 @@ impl GrafanaQuery {
             outcomes.iter().map(|o| o.environment_id).collect(),
         )
         .await?;
-        Ok(four_keys(&outcomes, by_system, by_environment, from, to)
-            .into_iter()
-            .map(|keys| DoraMetrics {
-                system: keys.system_id.and_then(|id| system_names.get(&id).cloned()),
-                environment: keys
-                    .environment_id
-                    .and_then(|id| environment_names.get(&id).cloned()),
-                deployments: keys.deployments,
-                deployment_days: keys.deployment_days,
-                deployments_per_day: keys.deployments_per_day,
-                succeeded_deployments: keys.succeeded,
-                failed_deployments: keys.failed,
-                change_failure_rate: keys.change_failure_rate,
-                recoveries: keys.recoveries,
-                mean_time_to_recovery_seconds: keys.mean_time_to_recovery_seconds,
-                median_time_to_recovery_seconds: keys.median_time_to_recovery_seconds,
-                median_lead_time_seconds: keys.median_lead_time_seconds,
-                lead_time_sample_size: keys.lead_time_sample_size,
-            })
-            .collect())
+        let name = |names: &HashMap<i64, String>, id: i64| names.get(&id).cloned();
+        Ok(four_keys(
+            &outcomes,
+            (by_system, by_environment),
+            (from, to),
+            |id| name(&system_names, id),
+            |id| name(&environment_names, id),
+        ))
     }
 }

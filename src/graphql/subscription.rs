@@ -120,21 +120,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_subscriber_that_falls_behind_is_told_once_and_its_stream_ends() {
-        let hub = Hub::new(4);
+    /// A subscription on `hub`, registered (its stream polled once, with nothing to read yet).
+    async fn subscribed(hub: &Hub) -> impl futures_util::Stream<Item = async_graphql::Response> + Unpin {
         let schema = Schema::build(crate::graphql::Query::default(), EmptyMutation, SubscriptionRoot)
             .data(hub.clone())
             .finish();
-        let mut stream =
-            schema.execute_stream("subscription { deploymentEvents { deployment { externalId } } }");
-        // Registered once the stream is first polled: poll it with nothing to read yet.
+        let query = "subscription { deploymentEvents { deployment { externalId } } }";
+        let mut stream = Box::pin(schema.execute_stream(query));
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
                 .await
                 .is_err(),
             "nothing published yet"
         );
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_once_and_its_stream_ends() {
+        let hub = Hub::new(4);
+        let mut stream = subscribed(&hub).await;
         hub.publish((1..=10).map(event));
         let first = stream.next().await.expect("an answer");
         assert_eq!(first.errors.len(), 1, "{first:?}");
@@ -150,16 +155,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_in_the_fan_out_is_told_to_every_subscriber() {
         let hub = Hub::new(16);
-        let schema = Schema::build(crate::graphql::Query::default(), EmptyMutation, SubscriptionRoot)
-            .data(hub.clone())
-            .finish();
-        let mut stream =
-            schema.execute_stream("subscription { deploymentEvents { deployment { externalId } } }");
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
-                .await
-                .is_err()
-        );
+        let mut stream = subscribed(&hub).await;
         hub.publish([event(1)]);
         hub.gap("this replica lost contact");
         let delivered = stream.next().await.expect("the event");

@@ -24,27 +24,17 @@ use crate::domain::{DeploymentStatus, Observation};
 /// The registry's entry.
 pub const SOURCE: BuiltIn = BuiltIn {
     name: "gitlab",
-    build: |_| Ok(Arc::new(Gitlab::new())),
+    build: |_| {
+        Ok(Arc::new(Gitlab {
+            auth: Auth::Header("X-Gitlab-Token".into()),
+        }))
+    },
 };
 
 /// The GitLab source.
 pub struct Gitlab {
-    auth: Auth,
-}
-
-impl Gitlab {
     /// GitLab sends the webhook's secret token as it is, in `X-Gitlab-Token`.
-    pub fn new() -> Self {
-        Self {
-            auth: Auth::Header("X-Gitlab-Token".into()),
-        }
-    }
-}
-
-impl Default for Gitlab {
-    fn default() -> Self {
-        Self::new()
-    }
+    auth: Auth,
 }
 
 /// GitLab's job and deployment status words, each mapped deliberately.

@@ -8,8 +8,6 @@
 //! without an API key, or for an app in no pipeline, the app name is the system and the
 //! environment comes from the `[heroku]` rule below.
 
-use std::sync::Arc;
-
 use regex::Regex;
 use serde_json::Value;
 
@@ -21,10 +19,10 @@ use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation};
 pub const SOURCE: BuiltIn = BuiltIn {
     name: "heroku",
     build: |section| {
-        let config: HerokuConfig = section.get()?;
-        Heroku::new(config)
-            .map(|heroku| Arc::new(heroku) as Arc<dyn super::Source>)
-            .map_err(|error| format!("[heroku] environment_from_app: {error}"))
+        super::built(
+            "heroku",
+            Heroku::new(section.get()?).map_err(|e| format!("environment_from_app: {e}")),
+        )
     },
 };
 

@@ -10,7 +10,6 @@
 //! (`[jenkins]` in the TOML file) with defaults that fit common job layouts.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
@@ -22,12 +21,7 @@ use crate::domain::{DeploymentStatus, MAX_NAME_LEN, MAX_TEXT_LEN, Observation};
 /// The registry's entry; `[jenkins]` is its section.
 pub const SOURCE: BuiltIn = BuiltIn {
     name: "jenkins",
-    build: |section| {
-        let config: JenkinsConfig = section.get()?;
-        Jenkins::new(config)
-            .map(|jenkins| Arc::new(jenkins) as Arc<dyn super::Source>)
-            .map_err(|error| error.to_string())
-    },
+    build: |section| super::built("jenkins", Jenkins::new(section.get()?)),
 };
 
 /// The `[jenkins]` table of the TOML file.
@@ -78,7 +72,7 @@ pub struct Jenkins {
 
 /// Why the `[jenkins]` rules do not compile.
 #[derive(Debug, thiserror::Error)]
-#[error("[{field}]: {source}")]
+#[error("{field}: {source}")]
 pub struct RuleError {
     pub field: &'static str,
     pub source: regex::Error,
@@ -91,13 +85,13 @@ impl Jenkins {
             Regex::new(pattern).map_err(|source| RuleError { field, source })
         };
         Ok(Self {
-            environment_from_job: compile("jenkins.environment_from_job", &config.environment_from_job)?,
+            environment_from_job: compile("environment_from_job", &config.environment_from_job)?,
             system_from_job: config
                 .system_from_job
                 .as_deref()
-                .map(|p| compile("jenkins.system_from_job", p))
+                .map(|p| compile("system_from_job", p))
                 .transpose()?,
-            deployment_jobs: compile("jenkins.deployment_jobs", &config.deployment_jobs)?,
+            deployment_jobs: compile("deployment_jobs", &config.deployment_jobs)?,
             config,
             // The plugin cannot sign: the secret is the password of the endpoint URL's
             // credentials, or a `token` parameter in it.

@@ -163,6 +163,17 @@ impl Registry {
     }
 }
 
+/// A source built from its compiled settings, or the settings' error naming its section.
+pub(crate) fn built<S: Source, E: std::fmt::Display>(
+    section: &str,
+    source: Result<S, E>,
+) -> Result<Arc<dyn Source>, String> {
+    match source {
+        Ok(source) => Ok(Arc::new(source)),
+        Err(error) => Err(format!("[{section}] {error}")),
+    }
+}
+
 /// The environment variable that holds a source's secret (dashes become underscores).
 pub fn secret_setting(source: &str) -> String {
     format!("SHIPLOG_{}_SECRET", source.to_uppercase().replace('-', "_"))

@@ -26,27 +26,17 @@ use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation, parse_instant};
 /// The registry's entry.
 pub const SOURCE: BuiltIn = BuiltIn {
     name: "octopus",
-    build: |_| Ok(Arc::new(Octopus::new())),
+    build: |_| {
+        Ok(Arc::new(Octopus {
+            auth: Auth::AnyOf(vec![Auth::Header("X-Shiplog-Secret".into()), Auth::Bearer]),
+        }))
+    },
 };
 
 /// The Octopus source.
 pub struct Octopus {
-    auth: Auth,
-}
-
-impl Octopus {
     /// The secret travels in the subscription's custom header (or as a bearer token).
-    pub fn new() -> Self {
-        Self {
-            auth: Auth::AnyOf(vec![Auth::Header("X-Shiplog-Secret".into()), Auth::Bearer]),
-        }
-    }
-}
-
-impl Default for Octopus {
-    fn default() -> Self {
-        Self::new()
-    }
+    auth: Auth,
 }
 
 /// Where Octopus echoes the subscription's header value (our secret).

@@ -2,33 +2,24 @@
 //! statements with one event each, then the board and the rollup rebuilt and the tables
 //! analysed. Not the ingest path: nothing here merges, journals or publishes.
 
-use entity::{DeploymentStatus, deployment_events, deployments};
+use entity::{deployment_events, deployments};
 use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QuerySelect, TransactionTrait};
 
 use super::{NameKind, Store, StoreError, ensure_named};
+use crate::domain::Observation;
 
 /// Rows per INSERT statement (19 columns each, well under both databases' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// One finished (or running) deployment to load as it is.
+/// One finished (or running) deployment to load as it is: what a tool would have observed of
+/// it last, with the system and environment it belongs to.
 #[derive(Clone, Debug)]
 pub struct BulkDeployment {
     pub source: String,
-    pub external_id: String,
     pub system_id: i64,
     pub environment_id: i64,
-    pub status: DeploymentStatus,
-    pub raw_status: String,
-    pub raw_system: String,
-    pub raw_environment: String,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub commit_sha: Option<String>,
-    pub git_ref: Option<String>,
-    pub version: Option<String>,
-    pub url: Option<String>,
-    pub actor: Option<String>,
+    pub observation: Observation,
 }
 
 impl Store {
@@ -137,26 +128,27 @@ fn insert_deployments(rows: &[BulkDeployment]) -> sea_orm::sea_query::InsertStat
         ])
         .to_owned();
     for row in rows {
-        let deployed = row.finished_at.unwrap_or(row.started_at);
+        let seen = &row.observation;
+        let deployed = seen.finished_at.or(seen.started_at).unwrap_or(seen.occurred_at);
         insert.values_panic([
             row.source.clone().into(),
-            row.external_id.clone().into(),
+            seen.external_id.clone().into(),
             row.system_id.into(),
             row.environment_id.into(),
-            row.status.into(),
-            row.raw_status.clone().into(),
-            row.raw_system.clone().into(),
-            row.raw_environment.clone().into(),
+            seen.status.into(),
+            seen.raw_status.clone().into(),
+            seen.system.clone().into(),
+            seen.environment.clone().into(),
             deployed.into(),
-            Some(row.started_at).into(),
-            row.finished_at.into(),
+            seen.started_at.into(),
+            seen.finished_at.into(),
             deployed.into(),
-            row.commit_sha.clone().into(),
-            row.git_ref.clone().into(),
-            row.version.clone().into(),
-            row.url.clone().into(),
-            row.actor.clone().into(),
-            row.started_at.into(),
+            seen.commit_sha.clone().into(),
+            seen.git_ref.clone().into(),
+            seen.version.clone().into(),
+            seen.url.clone().into(),
+            seen.actor.clone().into(),
+            seen.started_at.unwrap_or(deployed).into(),
             deployed.into(),
         ]);
     }

@@ -5,7 +5,7 @@
 //! the earliest start we saw; `finished_at` is the time of the terminal status.
 
 use entity::deployments;
-use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::ActiveValue::NotSet;
 
 use crate::domain::{DeploymentStatus, Observation};
 
@@ -130,33 +130,12 @@ pub fn merge(
     next
 }
 
-/// The row as an insert or update writes it (the id left to the database).
+/// The row as an insert or an upsert writes it (the id left to the database).
 pub(super) fn active(model: &deployments::Model) -> deployments::ActiveModel {
-    deployments::ActiveModel {
-        id: NotSet,
-        source: Set(model.source.clone()),
-        external_id: Set(model.external_id.clone()),
-        system_id: Set(model.system_id),
-        environment_id: Set(model.environment_id),
-        status: Set(model.status),
-        raw_status: Set(model.raw_status.clone()),
-        raw_system: Set(model.raw_system.clone()),
-        raw_environment: Set(model.raw_environment.clone()),
-        environment_tier: Set(model.environment_tier.clone()),
-        tenant: Set(model.tenant.clone()),
-        committed_at: Set(model.committed_at),
-        status_at: Set(model.status_at),
-        started_at: Set(model.started_at),
-        finished_at: Set(model.finished_at),
-        deployed_at: Set(model.deployed_at),
-        commit_sha: Set(model.commit_sha.clone()),
-        git_ref: Set(model.git_ref.clone()),
-        version: Set(model.version.clone()),
-        url: Set(model.url.clone()),
-        actor: Set(model.actor.clone()),
-        first_seen_at: Set(model.first_seen_at),
-        updated_at: Set(model.updated_at),
-    }
+    use sea_orm::IntoActiveModel;
+    let mut row = model.clone().into_active_model();
+    row.id = NotSet;
+    row
 }
 
 #[cfg(test)]

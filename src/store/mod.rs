@@ -694,6 +694,24 @@ impl Store {
     }
 }
 
+impl NameKind {
+    /// Its table: systems and environments have the same columns (id, name, created_at).
+    fn table(self) -> sea_orm::sea_query::DynIden {
+        use sea_orm::sea_query::IntoIden;
+        match self {
+            NameKind::System => systems::Entity.into_iden(),
+            NameKind::Environment => environments::Entity.into_iden(),
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [NameKind; 2] = [NameKind::System, NameKind::Environment];
+}
+
+/// The named tables' columns, by name (the same in both).
+const ID: &str = "id";
+const NAME: &str = "name";
+
 /// Which rows of a named table to read.
 enum NamedBy {
     Ids(Vec<i64>),
@@ -706,24 +724,24 @@ async fn named_where<C: ConnectionTrait>(
     kind: NameKind,
     by: NamedBy,
 ) -> Result<Vec<Named>, StoreError> {
-    Ok(match kind {
-        NameKind::System => {
-            let select = match by {
-                NamedBy::Ids(ids) => systems::Entity::find().filter(systems::Column::Id.is_in(ids)),
-                NamedBy::Names(names) => systems::Entity::find().filter(systems::Column::Name.is_in(names)),
-            };
-            select.all(conn).await?.into_iter().map(Named::from).collect()
-        }
-        NameKind::Environment => {
-            let select = match by {
-                NamedBy::Ids(ids) => environments::Entity::find().filter(environments::Column::Id.is_in(ids)),
-                NamedBy::Names(names) => {
-                    environments::Entity::find().filter(environments::Column::Name.is_in(names))
-                }
-            };
-            select.all(conn).await?.into_iter().map(Named::from).collect()
-        }
-    })
+    use sea_orm::sea_query::Alias;
+    let condition = match by {
+        NamedBy::Ids(ids) => Expr::col(Alias::new(ID)).is_in(ids),
+        NamedBy::Names(names) => Expr::col(Alias::new(NAME)).is_in(names),
+    };
+    let select = Query::select()
+        .columns([Alias::new(ID), Alias::new(NAME)])
+        .from(kind.table())
+        .and_where(condition)
+        .to_owned();
+    let mut named = Vec::new();
+    for row in conn.query_all(&select).await? {
+        named.push(Named {
+            id: row.try_get("", ID)?,
+            name: row.try_get("", NAME)?,
+        });
+    }
+    Ok(named)
 }
 
 /// One system or environment by id, inside a transaction.
@@ -746,45 +764,20 @@ pub(crate) async fn ensure_named<C: ConnectionTrait>(
     name: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let id = match kind {
-        NameKind::System => {
-            let row = systems::ActiveModel {
-                id: sea_orm::NotSet,
-                name: sea_orm::Set(name.to_string()),
-                created_at: sea_orm::Set(now),
-            };
-            systems::Entity::insert(row)
-                .on_conflict_do_nothing_on([systems::Column::Name])
-                .exec(conn)
-                .await?;
-            systems::Entity::find()
-                .select_only()
-                .column(systems::Column::Id)
-                .filter(systems::Column::Name.eq(name))
-                .into_tuple::<i64>()
-                .one(conn)
-                .await?
-        }
-        NameKind::Environment => {
-            let row = environments::ActiveModel {
-                id: sea_orm::NotSet,
-                name: sea_orm::Set(name.to_string()),
-                created_at: sea_orm::Set(now),
-            };
-            environments::Entity::insert(row)
-                .on_conflict_do_nothing_on([environments::Column::Name])
-                .exec(conn)
-                .await?;
-            environments::Entity::find()
-                .select_only()
-                .column(environments::Column::Id)
-                .filter(environments::Column::Name.eq(name))
-                .into_tuple::<i64>()
-                .one(conn)
-                .await?
-        }
-    };
-    id.ok_or_else(|| StoreError::Invalid(format!("{name} vanished")))
+    use sea_orm::sea_query::{Alias, OnConflict};
+    let insert = Query::insert()
+        .into_table(kind.table())
+        .columns([Alias::new(NAME), Alias::new("created_at")])
+        .values_panic([name.into(), now.into()])
+        .on_conflict(OnConflict::column(Alias::new(NAME)).do_nothing().to_owned())
+        .to_owned();
+    conn.execute(&insert).await?;
+    named_where(conn, kind, NamedBy::Names(vec![name.to_string()]))
+        .await?
+        .into_iter()
+        .next()
+        .map(|named| named.id)
+        .ok_or_else(|| StoreError::Invalid(format!("{name} vanished")))
 }
 
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").

@@ -3,7 +3,7 @@
 //! clean-up afterwards (board and rollup rebuilt, unused names removed). The mapping itself is
 //! the ingest pipeline's (`ingest::replay`).
 
-use entity::{board_cells, deployments, environments, systems};
+use entity::{board_cells, deployments};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
@@ -57,29 +57,33 @@ impl Store {
         board_cells::Entity::delete_many().exec(self.connection()).await?;
         self.rebuild_board().await?;
         self.rebuild_counts().await?;
-        let used_systems = Query::select()
-            .distinct()
-            .column(deployments::Column::SystemId)
-            .from(deployments::Entity)
-            .to_owned();
-        let systems_removed = systems::Entity::delete_many()
-            .filter(systems::Column::Id.not_in_subquery(used_systems))
-            .exec(self.connection())
-            .await?
-            .rows_affected;
-        let used_environments = Query::select()
-            .distinct()
-            .column(deployments::Column::EnvironmentId)
-            .from(deployments::Entity)
-            .to_owned();
-        let environments_removed = environments::Entity::delete_many()
-            .filter(environments::Column::Id.not_in_subquery(used_environments))
-            .exec(self.connection())
-            .await?
-            .rows_affected;
+        let mut removed = [0; 2];
+        for (count, kind) in removed.iter_mut().zip(NameKind::ALL) {
+            *count = self.remove_unused(kind).await?;
+        }
         if let Ok(mut cache) = self.names.write() {
             *cache = super::KnownNames::default();
         }
-        Ok((systems_removed, environments_removed))
+        Ok((removed[0], removed[1]))
+    }
+
+    /// Removes the systems (or environments) no deployment points to; returns how many.
+    async fn remove_unused(&self, kind: NameKind) -> Result<u64, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, ExprTrait};
+        let column = match kind {
+            NameKind::System => deployments::Column::SystemId,
+            NameKind::Environment => deployments::Column::EnvironmentId,
+        };
+        let used = Query::select()
+            .distinct()
+            .column(column)
+            .from(deployments::Entity)
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(kind.table())
+            .and_where(Expr::col(Alias::new("id")).not_in_subquery(used))
+            .to_owned();
+        Ok(self.connection().execute(&delete).await?.rows_affected())
     }
 }

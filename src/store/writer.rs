@@ -249,7 +249,12 @@ async fn run(
                 continue;
             }
         };
-        match write_batch(&store, &hub, &replica, &mut cache, batch).await {
+        let ends = Ends {
+            store: &store,
+            hub: &hub,
+            replica: &replica,
+        };
+        match write_batch(&ends, &mut cache, batch).await {
             Ok(()) => health.recovered(),
             Err(failure) => {
                 health.failed(failure.to_string());
@@ -279,23 +284,29 @@ async fn probe(connection: &mut Connection, health: &Health) {
 
 /// Answers every job of a batch that could not be written: nothing of it was stored.
 fn refuse(batch: Vec<Job>, error: &StoreError) {
-    for job in batch {
-        let _ = job
-            .reply
-            .send(Err(StoreError::Invalid(format!("not stored: {error}"))));
+    refuse_replies(batch.into_iter().map(|job| job.reply), error);
+}
+
+/// Tells each sender its delivery was not stored.
+fn refuse_replies(replies: impl IntoIterator<Item = Reply>, error: &StoreError) {
+    for reply in replies {
+        let _ = reply.send(Err(StoreError::Invalid(format!("not stored: {error}"))));
     }
+}
+
+/// Where a batch goes: the database, then this process's subscribers and the other replicas.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    store: &'a Store,
+    hub: &'a Hub,
+    replica: &'a str,
 }
 
 /// Writes one batch and answers its senders. `Err` means the transaction itself failed (it
 /// could not begin, commit or roll back): every sender was answered "not stored", and the
 /// connection must not be used again.
-async fn write_batch(
-    store: &Store,
-    hub: &Hub,
-    replica: &str,
-    cache: &mut NameCache,
-    batch: Vec<Job>,
-) -> Result<(), StoreError> {
+async fn write_batch(to: &Ends<'_>, cache: &mut NameCache, batch: Vec<Job>) -> Result<(), StoreError> {
+    let Ends { store, hub, replica } = *to;
     let size = batch.len();
     let _measure = Measure {
         size,
@@ -321,7 +332,7 @@ async fn write_batch(
             return Err(error);
         }
     }
-    write_one_by_one(store, hub, replica, cache, batch).await
+    write_one_by_one(to, cache, batch).await
 }
 
 /// The whole batch in one transaction, a fixed number of statements.
@@ -369,13 +380,8 @@ async fn write_whole(
 
 /// Each job alone, in a savepoint of one transaction: a job that fails is answered with its
 /// error and the others are written.
-async fn write_one_by_one(
-    store: &Store,
-    hub: &Hub,
-    replica: &str,
-    cache: &mut NameCache,
-    batch: Vec<Job>,
-) -> Result<(), StoreError> {
+async fn write_one_by_one(to: &Ends<'_>, cache: &mut NameCache, batch: Vec<Job>) -> Result<(), StoreError> {
+    let Ends { store, hub, replica } = *to;
     let size = batch.len();
     let txn = match store.connection().begin().await {
         Ok(txn) => txn,
@@ -405,13 +411,9 @@ async fn write_one_by_one(
                 let error = StoreError::Broken(reason);
                 tracing::error!(%error, size, "the ingest transaction failed; the batch is answered with 503");
                 let _ = txn.rollback().await;
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::Invalid(format!("not stored: {error}"))));
-                for (reply, _) in results {
-                    let _ = reply.send(Err(StoreError::Invalid(format!("not stored: {error}"))));
-                }
-                refuse(jobs.collect(), &error);
+                let replies = results.into_iter().map(|(reply, _)| reply);
+                let rest = jobs.map(|job| job.reply);
+                refuse_replies(replies.chain(std::iter::once(job.reply)).chain(rest), &error);
                 return Err(error);
             }
             Err(error) => results.push((job.reply, Err(error))),
@@ -441,9 +443,7 @@ async fn write_one_by_one(
         }
         Err(error) => {
             tracing::error!(%error, size, "ingest commit failed; the batch is answered with 503");
-            for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Invalid(format!("not stored: {error}"))));
-            }
+            refuse_replies(results.into_iter().map(|(reply, _)| reply), &error);
             Err(error)
         }
     }
