@@ -19,6 +19,7 @@ use crate::domain::Observation;
 
 pub mod auth;
 pub mod generic;
+pub mod github;
 pub mod gitlab;
 pub mod heroku;
 pub mod jenkins;
@@ -30,6 +31,7 @@ pub use auth::{Auth, Encoding, Secret, Signature, constant_time_eq};
 /// Every source shiplog has in code, by route name.
 pub const BUILT_IN: &[BuiltIn] = &[
     generic::SOURCE,
+    github::SOURCE,
     gitlab::SOURCE,
     heroku::SOURCE,
     jenkins::SOURCE,
