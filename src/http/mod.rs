@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         // The handler bounds its own body read and its wait for the database, so that a
         // timeout answer and the journal always agree (see `webhooks::STORE_DEADLINE`).
         .route("/webhooks/{source}", post(webhooks::receive))
+        .merge(webhooks::other_routes(&state))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))

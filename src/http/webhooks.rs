@@ -26,6 +26,30 @@ pub const STORE_DEADLINE: Duration = Duration::from_secs(30);
 /// is unknown and the answer says so (a re-sent delivery is deduplicated).
 pub const COMMIT_BOUND: Duration = Duration::from_secs(120);
 
+/// The routes besides `/webhooks/{source}` that sources name (DevLake's API path), each
+/// bound to its source.
+pub fn other_routes(state: &AppState) -> axum::Router<AppState> {
+    let mut router = axum::Router::new();
+    for source in state.ingest.sources().iter() {
+        for path in source.routes() {
+            let name = source.name().to_string();
+            router = router.route(
+                path,
+                axum::routing::post(
+                    move |peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
+                          state: State<AppState>,
+                          query: RawQuery,
+                          headers: HeaderMap,
+                          body: Body| async move {
+                        receive(peer, state, Path(name), query, headers, body).await
+                    },
+                ),
+            );
+        }
+    }
+    router
+}
+
 /// Receives one webhook delivery, counting outcomes and latency for `/metrics`.
 #[tracing::instrument(skip_all, fields(source = %source))]
 pub async fn receive(

@@ -17,7 +17,11 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::Observation;
 
+pub mod argocd;
 pub mod auth;
+pub mod cdevents;
+pub mod circleci;
+pub mod devlake;
 pub mod generic;
 pub mod github;
 pub mod gitlab;
@@ -30,6 +34,10 @@ pub use auth::{Auth, Encoding, Secret, Signature, constant_time_eq};
 
 /// Every source shiplog has in code, by route name.
 pub const BUILT_IN: &[BuiltIn] = &[
+    argocd::SOURCE,
+    cdevents::SOURCE,
+    circleci::SOURCE,
+    devlake::SOURCE,
     generic::SOURCE,
     github::SOURCE,
     gitlab::SOURCE,
@@ -100,6 +108,11 @@ pub trait Source: Send + Sync + 'static {
     /// Request headers worth keeping in the journal (lower-case names; never secrets).
     fn journaled_headers(&self) -> &[&str] {
         &["content-type", "user-agent", "idempotency-key"]
+    }
+    /// Paths besides `/webhooks/{name}` that reach this source (axum route syntax), for tools
+    /// whose senders already post somewhere else (DevLake's own API path).
+    fn routes(&self) -> &[&str] {
+        &[]
     }
     /// Whether shiplog makes up a secret for this source on its first start when none is
     /// configured (the generic webhook, so the README's first curl works).

@@ -28,4 +28,5 @@ mod server;
 mod sockets;
 mod sources;
 mod subscriptions;
+mod tools;
 mod websockets;
