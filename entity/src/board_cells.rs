@@ -20,6 +20,9 @@ pub struct Model {
     pub failure_id: Option<i64>,
     pub failure_at: Option<i64>,
     pub updated_at: i64,
+    /// The newest deployment whatever its status (cancelled and unknown ones too).
+    pub latest_id: Option<i64>,
+    pub latest_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_initial;
 pub mod m20261126_000002_deployment_counts;
+mod m20261130_000003_board_latest;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_deployment_counts::Migration),
+            Box::new(m20261130_000003_board_latest::Migration),
         ]
     }
 }

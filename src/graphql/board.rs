@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use async_graphql::{Context, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::budget::{Charge, charge};
 use super::types::{Deployment, Environment, System, checked, internal};
@@ -40,6 +40,9 @@ impl Default for BoardConfig {
 /// One system's environments.
 #[derive(SimpleObject)]
 pub struct BoardRow {
+    /// The board's id and the system's: a row's cells follow the board's columns, so the same
+    /// system on a board with other filters is another row.
+    pub id: ID,
     pub system: System,
     /// One per column of `Board.environments`, in the same order.
     pub cells: Vec<BoardCell>,
@@ -48,6 +51,8 @@ pub struct BoardRow {
 /// One system in one environment.
 #[derive(SimpleObject)]
 pub struct BoardCell {
+    /// `cell:<system id>:<environment id>`: the same on every board.
+    pub id: ID,
     pub environment: Environment,
     /// What runs there: the last deployment that succeeded.
     pub current: Option<Deployment>,
@@ -55,11 +60,17 @@ pub struct BoardCell {
     pub in_progress: Option<Deployment>,
     /// The last failure, when it came after the current deployment.
     pub last_failure: Option<Deployment>,
+    /// The newest deployment here whatever its status: a cell whose deployments were all
+    /// cancelled (or have an unknown status) has only this.
+    pub latest: Option<Deployment>,
 }
 
 /// The board.
 #[derive(SimpleObject)]
 pub struct Board {
+    /// `board`, or `board:` and its filters: the same for the same arguments, so that clients
+    /// that cache by id (Apollo Client, urql) merge two views of one board.
+    pub id: ID,
     /// The columns, ordered by tier.
     pub environments: Vec<Environment>,
     pub rows: Vec<BoardRow>,
@@ -125,8 +136,10 @@ impl BoardQuery {
                 .map_err(internal)?
         };
         let columns = columns(&cells, &all_environments, &config.environment_order);
-        let rows = rows(cells, &columns, &all_systems, &all_environments);
+        let id = board_id(systems.as_deref(), environments.as_deref());
+        let rows = rows(&id, cells, &columns, &all_systems, &all_environments);
         Ok(Board {
+            id: ID(id),
             environments: columns.into_iter().map(|e| Environment(e.clone())).collect(),
             rows,
         })
@@ -137,7 +150,7 @@ impl BoardQuery {
 fn columns<'a>(cells: &[Cell], environments: &'a [Named], order: &[String]) -> Vec<&'a Named> {
     let mut tiers: HashMap<i64, String> = HashMap::new();
     for cell in cells {
-        for deployment in [&cell.current, &cell.in_progress, &cell.last_failure]
+        for deployment in [&cell.current, &cell.in_progress, &cell.last_failure, &cell.latest]
             .into_iter()
             .flatten()
         {
@@ -159,8 +172,27 @@ fn columns<'a>(cells: &[Cell], environments: &'a [Named], order: &[String]) -> V
     columns
 }
 
+/// A board's id from its arguments (sorted, each name once, so that the same board has one id).
+fn board_id(systems: Option<&[String]>, environments: Option<&[String]>) -> String {
+    let list = |names: Option<&[String]>| {
+        let names: std::collections::BTreeSet<&str> =
+            names.unwrap_or_default().iter().map(String::as_str).collect();
+        names.into_iter().collect::<Vec<_>>().join(",")
+    };
+    match (list(systems), list(environments)) {
+        (systems, environments) if systems.is_empty() && environments.is_empty() => "board".into(),
+        (systems, environments) => format!("board:systems={systems};environments={environments}"),
+    }
+}
+
 /// One row per system that has a cell, by name, with a cell per column.
-fn rows(cells: Vec<Cell>, columns: &[&Named], systems: &[Named], environments: &[Named]) -> Vec<BoardRow> {
+fn rows(
+    board: &str,
+    cells: Vec<Cell>,
+    columns: &[&Named],
+    systems: &[Named],
+    environments: &[Named],
+) -> Vec<BoardRow> {
     let systems_by_id: HashMap<i64, &Named> = systems.iter().map(|s| (s.id, s)).collect();
     let environments_by_id: HashMap<i64, &Named> = environments.iter().map(|e| (e.id, e)).collect();
     let mut by_system: BTreeMap<String, (Named, HashMap<i64, Cell>)> = BTreeMap::new();
@@ -183,19 +215,22 @@ fn rows(cells: Vec<Cell>, columns: &[&Named], systems: &[Named], environments: &
     by_system
         .into_values()
         .map(|(system, mut cells)| BoardRow {
+            id: ID(format!("{board}/row:{}", system.id)),
             cells: columns
                 .iter()
                 .map(|environment| {
                     let cell = cells.remove(&environment.id);
-                    let (current, in_progress, last_failure) = match cell {
-                        Some(c) => (c.current, c.in_progress, c.last_failure),
-                        None => (None, None, None),
+                    let (current, in_progress, last_failure, latest) = match cell {
+                        Some(c) => (c.current, c.in_progress, c.last_failure, c.latest),
+                        None => (None, None, None, None),
                     };
                     BoardCell {
+                        id: ID(format!("cell:{}:{}", system.id, environment.id)),
                         environment: Environment((*environment).clone()),
                         current: deployment(current, &system),
                         in_progress: deployment(in_progress, &system),
                         last_failure: deployment(last_failure, &system),
+                        latest: deployment(latest, &system),
                     }
                 })
                 .collect(),

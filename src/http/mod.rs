@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::board))
         .route("/assets/graphiql/{file}", get(pages::graphiql_asset))
+        .route("/favicon.svg", get(pages::favicon))
+        .route("/favicon.ico", get(pages::favicon))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -15,6 +15,21 @@ pub async fn board() -> Html<&'static str> {
     Html(BOARD)
 }
 
+/// shiplog's icon.
+pub const FAVICON: &str = include_str!("../../assets/favicon.svg");
+
+/// `GET /favicon.svg` and `/favicon.ico` (browsers ask for the latter on their own): the icon.
+pub async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
+}
+
 /// `GET /assets/graphiql/{file}`: GraphiQL's scripts and styles.
 pub async fn graphiql_asset(Path(file): Path<String>) -> Response {
     let (body, kind): (&'static [u8], &str) = match file.as_str() {

@@ -20,6 +20,8 @@ pub struct Cell {
     pub in_progress: Option<deployments::Model>,
     /// Only when it came after the current deployment.
     pub last_failure: Option<deployments::Model>,
+    /// The newest deployment whatever its status.
+    pub latest: Option<deployments::Model>,
 }
 
 /// The cell after a deployment changed. Pure, so the rules are unit-tested.
@@ -38,6 +40,8 @@ pub fn next_cell(
         failure_id: None,
         failure_at: None,
         updated_at: now,
+        latest_id: None,
+        latest_at: None,
     });
     let at = deployment.deployed_at;
     let id = Some(deployment.id);
@@ -54,6 +58,9 @@ pub fn next_cell(
             (cell.progress_id, cell.progress_at) = (id, Some(at));
         }
         _ => {}
+    }
+    if newer(cell.latest_id, cell.latest_at) {
+        (cell.latest_id, cell.latest_at) = (id, Some(at));
     }
     // A deployment leaves the slots its status no longer fits.
     if status.is_terminal() && cell.progress_id == id {
@@ -101,6 +108,8 @@ pub(crate) async fn save<C: ConnectionTrait>(
             failure_id: Set(cell.failure_id),
             failure_at: Set(cell.failure_at),
             updated_at: Set(cell.updated_at),
+            latest_id: Set(cell.latest_id),
+            latest_at: Set(cell.latest_at),
         })
         .collect();
     for chunk in super::chunks(rows, CELLS_PER_STATEMENT) {
@@ -118,7 +127,7 @@ pub(crate) async fn save<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Cells per multi-row upsert (9 parameters each).
+/// Cells per multi-row upsert (11 parameters each).
 const CELLS_PER_STATEMENT: usize = 64;
 
 impl Store {
@@ -138,7 +147,7 @@ impl Store {
         let cells = query.all(self.connection()).await?;
         let ids: Vec<i64> = cells
             .iter()
-            .flat_map(|c| [c.current_id, c.progress_id, c.failure_id])
+            .flat_map(|c| [c.current_id, c.progress_id, c.failure_id, c.latest_id])
             .flatten()
             .collect();
         let deployments: HashMap<i64, deployments::Model> = if ids.is_empty() {
@@ -163,6 +172,7 @@ impl Store {
                     system_id: cell.system_id,
                     environment_id: cell.environment_id,
                     in_progress: pick(cell.progress_id),
+                    latest: pick(cell.latest_id),
                     current,
                     last_failure,
                 }
@@ -182,11 +192,20 @@ impl Store {
             .await?;
         let now = crate::domain::now_millis();
         for (system_id, environment_id) in &pairs {
-            for statuses in [vec!["succeeded"], vec!["failed"], vec!["queued", "running"]] {
-                let newest = deployments::Entity::find()
+            // Each slot's newest, then the newest of all (the cell's `latest`).
+            for statuses in [
+                vec!["succeeded"],
+                vec!["failed"],
+                vec!["queued", "running"],
+                vec![],
+            ] {
+                let mut newest = deployments::Entity::find()
                     .filter(deployments::Column::SystemId.eq(*system_id))
-                    .filter(deployments::Column::EnvironmentId.eq(*environment_id))
-                    .filter(deployments::Column::Status.is_in(statuses))
+                    .filter(deployments::Column::EnvironmentId.eq(*environment_id));
+                if !statuses.is_empty() {
+                    newest = newest.filter(deployments::Column::Status.is_in(statuses));
+                }
+                let newest = newest
                     .order_by_desc(deployments::Column::DeployedAt)
                     .order_by_desc(deployments::Column::Id)
                     .one(self.connection())
@@ -231,5 +250,22 @@ mod tests {
         // An older success arriving late does not replace the newer current one.
         let late = next_cell(Some(failed), &deployment(3, "succeeded", 50), 400);
         assert_eq!(late.current_id, Some(1));
+        assert_eq!(late.latest_id, Some(2), "the newest, not the last to arrive");
+    }
+
+    #[test]
+    fn a_cancelled_deployment_is_only_the_latest() {
+        let cancelled = next_cell(None, &deployment(1, "cancelled", 100), 100);
+        assert_eq!(
+            (
+                cancelled.current_id,
+                cancelled.progress_id,
+                cancelled.failure_id,
+                cancelled.latest_id
+            ),
+            (None, None, None, Some(1))
+        );
+        let retried = next_cell(Some(cancelled), &deployment(2, "succeeded", 200), 200);
+        assert_eq!((retried.current_id, retried.latest_id), (Some(2), Some(2)));
     }
 }

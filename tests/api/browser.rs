@@ -104,6 +104,30 @@ impl Driver {
             .map(str::to_string)
     }
 
+    /// Runs a script in the page and returns its value.
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Saves a screenshot of the window under the test target's tmp directory (the README's
+    /// pictures come from here).
+    async fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let screenshot = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(screenshot.as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&out, &png).unwrap();
+        eprintln!("screenshot: {}", out.display());
+    }
+
     /// Polls until the selector's text contains `needle`; returns how long it took.
     async fn wait_for_text(&self, selector: &str, needle: &str, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
@@ -139,7 +163,14 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
     let app = spawn_app().await;
     app.deliver(
         json!({ "id": "b-1", "system": "billing", "environment": "production", "status": "succeeded",
-        "version": "1.4.1", "actor": "ada", "finishedAt": shiplog::domain::now_millis() - 3 * 3_600_000 }),
+        "version": "1.4.1", "actor": "ada", "finishedAt": shiplog::domain::now_millis() - 3 * 3_600_000,
+        "url": "https://ci.example.com/job/billing/41" }),
+    )
+    .await;
+    // A cell whose only deployment was cancelled is not a cell never deployed to.
+    app.deliver(
+        json!({ "id": "s-0", "system": "search", "environment": "production", "status": "cancelled",
+        "version": "1.9.9", "actor": "grace", "finishedAt": shiplog::domain::now_millis() - 1_200_000 }),
     )
     .await;
     app.deliver(
@@ -193,25 +224,91 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
         took.unwrap_or_default()
     );
     // The page re-renders on every event: read again rather than trust one (maybe stale) element.
-    for needle in ["running", "linus"] {
+    // What runs there is "live"; what is not finished is "on its way", in its own words.
+    for needle in ["1.4.1", "live", "on its way: 1.5.0", "deploying", "linus"] {
         assert!(
             driver
                 .wait_for_text(cell, needle, Duration::from_secs(2))
                 .await
                 .is_some(),
-            "the cell shows {needle}"
+            "the cell shows {needle}: {:?}",
+            driver.text(cell).await
         );
     }
+    let cancelled = r#"td[data-system="search"][data-environment="production"]"#;
+    let shown = driver.text(cancelled).await.unwrap_or_default();
+    assert!(
+        shown.contains("cancelled: 1.9.9") && shown.contains("nothing live yet"),
+        "the cancelled-only cell says so: {shown:?}"
+    );
+    let never = r#"td[data-system="billing"][data-environment="staging"]"#;
+    assert_eq!(
+        driver.text(never).await.as_deref(),
+        Some("—"),
+        "a cell never deployed to"
+    );
+    driver.screenshot("board.png").await;
 
-    let screenshot = driver.call(reqwest::Method::GET, "/screenshot", None).await;
-    use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(screenshot.as_str().unwrap())
-        .unwrap();
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("board.png");
-    std::fs::write(&out, &png).unwrap();
-    eprintln!("screenshot: {}", out.display());
-    assert!(png.starts_with(b"\x89PNG"));
+    // Each cell opens its deployment's details, with a link to the tool.
+    driver
+        .script(r#"document.querySelector('td[data-system="billing"][data-environment="production"] .progress a.details').click()"#)
+        .await;
+    assert!(
+        driver
+            .wait_for_text("dialog#details", "linus", Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the details dialog opened: {:?}",
+        driver.text("dialog#details").await
+    );
+    let details = driver.text("dialog#details").await.unwrap_or_default();
+    assert!(details.contains("deploying (running)"), "{details}");
+    driver
+        .script("document.getElementById('close-details').click()")
+        .await;
+    let tool_link = driver
+        .script(r#"return document.querySelector('td[data-system="billing"][data-environment="production"] a.tool').href"#)
+        .await;
+    assert_eq!(tool_link, "https://ci.example.com/job/billing/41");
+
+    // A phone or a split screen: the header wraps and every control stays on screen; the
+    // table scrolls sideways inside the page.
+    driver
+        .call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": 420, "height": 800 })),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let layout = driver
+        .script(
+            "const controls = [...document.querySelectorAll('header input, header button, header a.button')];
+             return { width: document.documentElement.clientWidth,
+                      page: document.documentElement.scrollWidth,
+                      controls: controls.map((c) => c.getBoundingClientRect().right),
+                      lefts: controls.map((c) => c.getBoundingClientRect().left) };",
+        )
+        .await;
+    let width = layout["width"].as_f64().unwrap();
+    assert!(width <= 420.0, "the window is narrow: {layout}");
+    assert!(
+        layout["page"].as_f64().unwrap() <= width,
+        "nothing overflows the page: {layout}"
+    );
+    let controls = layout["controls"].as_array().unwrap();
+    assert_eq!(controls.len(), 4, "{layout}");
+    for (right, left) in controls.iter().zip(layout["lefts"].as_array().unwrap()) {
+        assert!(
+            right.as_f64().unwrap() <= width && left.as_f64().unwrap() >= 0.0,
+            "a control is off-screen: {layout}"
+        );
+    }
+    driver.screenshot("board-narrow.png").await;
+
+    let icon = app.client.get(app.url("/favicon.ico")).send().await.unwrap();
+    assert_eq!(icon.status(), 200, "browsers ask for /favicon.ico");
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
 
     // GraphiQL renders from the binary's own assets (no network needed).
     driver
