@@ -4,6 +4,7 @@ pub mod board;
 pub mod budget;
 pub mod errors;
 pub mod grafana;
+pub mod live;
 pub mod loaders;
 pub mod plain;
 pub mod query;

@@ -1,19 +1,23 @@
 //! GraphQL over HTTP and WebSocket. Each request gets its own DataLoader.
 
 use std::str::FromStr;
-
-use async_graphql::BatchRequest;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{RawQuery, State};
 use std::time::Duration;
 
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchResponse, Response as GraphqlResponse};
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 
 use super::AppState;
+use super::over_http::{self, Media, Prepared, Refusal, Requests};
 use crate::graphql::budget::{Cost, Held};
+use crate::graphql::errors;
 use crate::graphql::loaders::request_loader;
 
 /// The most requests one batch may carry.
@@ -21,17 +25,13 @@ pub const MAX_BATCH: usize = 16;
 /// The longest a query may run.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn refused(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, axum::Json(body)).into_response()
-}
-
-fn unauthorized() -> Response {
-    let mut response = refused(
+fn unauthorized(media: Media) -> Response {
+    let mut response = Refusal::new(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",
         "send one of SHIPLOG_API_TOKENS as `Authorization: Bearer <token>`",
-    );
+    )
+    .into_response(media);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"shiplog\""),
@@ -53,100 +53,105 @@ fn per_request(
         .data(cost.clone())
 }
 
-/// Runs the request and writes its JSON; `_held`, the request's share of the big-answer budget,
-/// goes to the next big answer when this returns, after the JSON is written.
-async fn run(state: &AppState, request: BatchRequest, _held: Held) -> Response {
+/// Runs the requests (a document that did not parse is answered with its parse error) and
+/// writes the answer; `held`, the HTTP request's share of the big-answer budget, goes to the
+/// next big answer when this returns, after the JSON is written.
+async fn run(state: &AppState, media: Media, requests: Requests) -> Response {
+    let held = Held::default();
+    let cost = Cost::default();
+    let (requests, batch) = match requests {
+        Requests::One(one) => (vec![*one], false),
+        Requests::Batch(many) => (many, true),
+    };
     let started = std::time::Instant::now();
-    let answer = tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute_batch(request)).await;
+    let answers: FuturesOrdered<_> = requests
+        .into_iter()
+        .map(|prepared| {
+            let subscription = prepared.operation() == Some(OperationType::Subscription);
+            let Prepared { mut request, parsed } = prepared;
+            let (held, cost) = (&held, &cost);
+            async move {
+                match parsed {
+                    Ok(_) if subscription => GraphqlResponse::from_errors(vec![errors::request_error(
+                        "SUBSCRIPTION_OVER_HTTP",
+                        "subscriptions run over WebSocket at /graphql/ws (graphql-transport-ws or graphql-ws)",
+                    )]),
+                    Ok(document) => {
+                        request.set_parsed_query(document);
+                        state.schema.execute(per_request(state, held, cost, request)).await
+                    }
+                    Err(error) => GraphqlResponse::from_errors(vec![error]),
+                }
+            }
+        })
+        .collect();
+    let answers = tokio::time::timeout(QUERY_TIMEOUT, answers.collect::<Vec<_>>()).await;
     metrics::histogram!("shiplog_graphql_seconds").record(started.elapsed().as_secs_f64());
-    match answer {
-        Ok(response) => GraphQLResponse::from(with_codes(response)).into_response(),
-        Err(_) => refused(
+    let Ok(answers) = answers else {
+        return Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "TIMEOUT",
             "the query ran longer than 30 s; narrow the time range or the filters",
-        ),
-    }
-}
-
-/// Gives every error an `extensions.code`: resolvers set their own; errors without one come
-/// from parsing or validation (depth, complexity, unknown fields) or from input coercion.
-fn with_codes(response: async_graphql::BatchResponse) -> async_graphql::BatchResponse {
-    let fill = |mut response: async_graphql::Response| {
-        for error in &mut response.errors {
-            let extensions = error.extensions.get_or_insert_with(Default::default);
-            if extensions.get("code").is_none() {
-                let code = if error.path.is_empty() {
-                    "GRAPHQL_VALIDATION_FAILED"
-                } else {
-                    "BAD_USER_INPUT"
-                };
-                extensions.set("code", code);
-            }
-        }
-        response
+        )
+        .into_response(media);
     };
-    match response {
-        async_graphql::BatchResponse::Single(one) => async_graphql::BatchResponse::Single(fill(one)),
-        async_graphql::BatchResponse::Batch(many) => {
-            async_graphql::BatchResponse::Batch(many.into_iter().map(fill).collect())
-        }
-    }
+    let mut answers: Vec<GraphqlResponse> = answers.into_iter().map(errors::with_codes).collect();
+    let response = match (batch, answers.pop()) {
+        (false, Some(one)) => BatchResponse::Single(one),
+        (_, last) => BatchResponse::Batch(answers.into_iter().chain(last).collect()),
+    };
+    let answer = over_http::answer(media, response);
+    drop(held);
+    answer
 }
 
-/// `POST /graphql`: queries (and bounded batches of them).
-pub async fn post(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: GraphQLBatchRequest,
-) -> Response {
+/// `POST /graphql`: queries (and bounded batches of them), as JSON.
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let media = match Media::negotiate(&headers) {
+        Ok(media) => media,
+        Err(refusal) => return refusal.into_response(Media::Json),
+    };
     if !state.tokens.allows(&headers) {
-        return unauthorized();
+        return unauthorized(media);
     }
-    let held = Held::default();
-    let cost = Cost::default();
-    let request = match request.into_inner() {
-        BatchRequest::Single(request) => BatchRequest::Single(per_request(&state, &held, &cost, request)),
-        BatchRequest::Batch(requests) if requests.len() > MAX_BATCH => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "BATCH_TOO_LARGE",
-                &format!("a batch holds at most {MAX_BATCH} queries"),
-            );
-        }
-        BatchRequest::Batch(requests) => BatchRequest::Batch(
-            requests
-                .into_iter()
-                .map(|request| per_request(&state, &held, &cost, request))
-                .collect(),
-        ),
-    };
-    run(&state, request, held).await
+    let requests = over_http::check_content_type(&headers).and_then(|()| over_http::parse_body(&body));
+    match requests {
+        Ok(Requests::Batch(many)) if many.len() > MAX_BATCH => Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "BATCH_TOO_LARGE",
+            format!("a batch holds at most {MAX_BATCH} queries"),
+        )
+        .into_response(media),
+        Ok(requests) => run(&state, media, requests).await,
+        Err(refusal) => refusal.into_response(media),
+    }
 }
 
-/// `GET /graphql`: GraphiQL in a browser; a query when the URL carries one (queries only:
-/// shiplog has no mutations, so nothing changes over GET).
+/// `GET /graphql`: GraphiQL in a browser; a query when the URL carries one (never a mutation:
+/// nothing changes over GET).
 pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let query = query.filter(|q| q.split('&').any(|p| p.starts_with("query=")));
-    match query {
-        Some(query) => {
-            if !state.tokens.allows(&headers) {
-                return unauthorized();
-            }
-            match async_graphql::http::parse_query_string(&query) {
-                Ok(request) => {
-                    let held = Held::default();
-                    let request = per_request(&state, &held, &Cost::default(), request);
-                    run(&state, BatchRequest::Single(request), held).await
-                }
-                Err(error) => super::error::ApiError::BadRequest {
-                    code: "bad_query_string",
-                    message: format!("the query string is not a GraphQL request: {error}"),
-                }
-                .into_response(),
-            }
+    let Some(query) = query.filter(|q| q.split('&').any(|p| p.starts_with("query="))) else {
+        return Html(super::pages::GRAPHIQL).into_response();
+    };
+    let media = match Media::negotiate(&headers) {
+        Ok(media) => media,
+        Err(refusal) => return refusal.into_response(Media::Json),
+    };
+    if !state.tokens.allows(&headers) {
+        return unauthorized(media);
+    }
+    match over_http::parse_url(&query) {
+        Ok(prepared) if prepared.operation() == Some(OperationType::Mutation) => Refusal {
+            allow: Some("POST"),
+            ..Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "a mutation cannot run over GET: send it with POST",
+            )
         }
-        None => Html(super::pages::GRAPHIQL).into_response(),
+        .into_response(media),
+        Ok(prepared) => run(&state, media, Requests::One(Box::new(prepared))).await,
+        Err(refusal) => refusal.into_response(media),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod limits;
+pub mod over_http;
 pub mod pages;
 pub mod serve;
 pub mod socket;

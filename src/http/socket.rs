@@ -42,6 +42,10 @@ struct Guard {
     active: HashSet<String>,
     /// Whether a token was refused in `connection_init` (async-graphql closes with 1002).
     refused: bool,
+    /// Operations that have had an answer (graphql-transport-ws).
+    answered: HashSet<String>,
+    /// Operations refused as a whole (an `error` message), whose `complete` is not sent.
+    failed: HashSet<String>,
 }
 
 /// Runs one WebSocket connection until the client leaves or the server shuts down; on
@@ -55,7 +59,7 @@ pub async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtoc
     let input = client_messages(stream, guard.clone(), closing.clone(), side, protocol);
     let mut data = Data::default();
     data.insert(live_loader(state.store.clone()));
-    let executor = state.schema.clone();
+    let executor = crate::graphql::live::LiveExecutor(state.schema.clone());
     let tokens = state.tokens.clone();
     let init_guard = guard.clone();
     let mut output = std::pin::pin!(
@@ -86,6 +90,11 @@ pub async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtoc
                 match message {
                     WsMessage::Text(text) => {
                         acknowledged |= text.starts_with(r#"{"type":"connection_ack""#);
+                        let text = match protocol {
+                            WebSocketProtocols::GraphQLWS => request_errors_as_error(&guard, text),
+                            _ => Some(text),
+                        };
+                        let Some(text) = text else { continue };
                         forget_finished(&guard, &text);
                         Message::Text(text.into())
                     }
@@ -207,6 +216,56 @@ fn admit(
         _ => {}
     }
     Some(bytes)
+}
+
+/// graphql-transport-ws answers an operation that cannot run (its document does not parse or
+/// validate, its variables do not coerce) with one `error` message, which ends it: async-graphql
+/// sends a `next` carrying the errors and a `complete`; this sends `error` instead, and drops
+/// the `complete` that follows. `None`: send nothing.
+fn request_errors_as_error(guard: &Mutex<Guard>, text: String) -> Option<String> {
+    let next = text.starts_with(r#"{"type":"next","id":"#);
+    let complete = text.starts_with(r#"{"type":"complete","id":"#);
+    if !next && !complete {
+        return Some(text);
+    }
+    let Ok(mut guard) = guard.lock() else {
+        return Some(text);
+    };
+    let id = message_id(&text)?;
+    if complete {
+        guard.answered.remove(&id);
+        return (!guard.failed.remove(&id)).then_some(text);
+    }
+    if !guard.answered.insert(id.clone()) {
+        return Some(text);
+    }
+    let Ok(message) = serde_json::from_str::<Value>(&text) else {
+        return Some(text);
+    };
+    let payload = &message["payload"];
+    let errors = payload["errors"].as_array().filter(|errors| !errors.is_empty());
+    match errors {
+        Some(errors) if payload["data"].is_null() && errors.iter().all(|e| e.get("path").is_none()) => {
+            guard.failed.insert(id.clone());
+            // `type` first: the guards read a message's kind from its start.
+            Some(format!(
+                r#"{{"type":"error","id":{},"payload":{}}}"#,
+                Value::String(id),
+                Value::Array(errors.clone())
+            ))
+        }
+        _ => Some(text),
+    }
+}
+
+/// The `id` of a server message that starts `{"type":...,"id":"..."`, read without parsing
+/// the payload behind it.
+fn message_id(text: &str) -> Option<String> {
+    let start = text.find(r#""id":"#)? + r#""id":"#.len();
+    serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<String>()
+        .next()?
+        .ok()
 }
 
 /// An operation that ended on the server's side frees its id and its place.

@@ -5,6 +5,7 @@ mod helpers;
 
 mod board;
 mod browser;
+mod clients;
 mod connections;
 mod contract;
 mod costs;

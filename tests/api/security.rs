@@ -376,7 +376,7 @@ async fn hostile_bodies_get_a_4xx_never_a_500() {
         .unwrap();
     assert_eq!(
         wrong_type.status(),
-        400,
+        415,
         "a query must be sent as JSON (or in the URL)"
     );
     let garbage = app

@@ -177,3 +177,66 @@ async fn an_operation_before_the_handshake_is_4401() {
     .await;
     assert_eq!(close_code(&mut socket, Duration::from_secs(5)).await, Some(4401));
 }
+
+#[tokio::test]
+async fn typename_at_the_subscription_root_works_and_a_bad_operation_is_one_error() {
+    let app = locked_app().await;
+    let mut socket = initialised(&app).await;
+    // Clients add `__typename` everywhere, the subscription's root included.
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "live", "payload": {
+            "query": "subscription { __typename kind: __typename deploymentEvents { __typename deployment { externalId } } }" } }),
+    )
+    .await;
+    // A document that does not validate: one `error` message (the protocol's answer to an
+    // operation that cannot run), each error once, and no `complete` after it.
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "bad", "payload": { "query": "mutation { nothing }" } }),
+    )
+    .await;
+    let refused = next_json(&mut socket).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "bad");
+    let errors = refused["payload"].as_array().expect("a list of errors");
+    assert_eq!(errors.len(), 1, "each error once: {refused}");
+    assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    // A parse error: one line, its position in `locations`.
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "typo", "payload": { "query": "subscription { deploymentEvents { id }" } }),
+    )
+    .await;
+    let typo = next_json(&mut socket).await;
+    assert_eq!(typo["type"], "error", "{typo}");
+    assert_eq!(typo["payload"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED");
+    assert!(
+        !typo["payload"][0]["message"].as_str().unwrap().contains('\n'),
+        "{typo}"
+    );
+    assert_eq!(typo["payload"][0]["locations"][0]["column"], 39);
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.client
+        .post(app.url("/webhooks/generic"))
+        .bearer_auth(crate::helpers::SECRET)
+        .json(&crate::helpers::generic("t-1", "succeeded"))
+        .send()
+        .await
+        .unwrap();
+    let event = next_json(&mut socket).await;
+    assert_eq!(
+        event["type"], "next",
+        "no `complete` for the refused operations: {event}"
+    );
+    assert_eq!(event["id"], "live");
+    let data = &event["payload"]["data"];
+    assert_eq!(data["__typename"], "SubscriptionRoot", "{event}");
+    assert_eq!(data["kind"], "SubscriptionRoot", "{event}");
+    assert_eq!(
+        data["deploymentEvents"]["deployment"]["externalId"], "t-1",
+        "{event}"
+    );
+    assert!(event["payload"].get("errors").is_none(), "{event}");
+}
