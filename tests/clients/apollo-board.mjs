@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Does Apollo Client's InMemoryCache keep two queries over different parts of `board`?
 //
-//   node check.mjs http://127.0.0.1:8080/graphql
-//   GRAPHQL_URL=... node check.mjs [-H 'Authorization: Bearer x'] [--q1 '...'] [--q2 '...']
-//                                  [--type-policies ./type-policies.example.mjs] [--verbose]
+//   node apollo-board.mjs http://127.0.0.1:8080/graphql
+//   GRAPHQL_URL=... node apollo-board.mjs [-H 'Authorization: Bearer x'] [--q1 '...'] [--q2 '...']
+//                                  [--type-policies ./policies.mjs] [--verbose]
 //
 // Runs query 1, then query 2 (both network-only, one ApolloClient + InMemoryCache), then reads
 // both back from the cache. Exit codes:
@@ -57,7 +57,7 @@ const DEFAULT_Q2 = '{ board { rows { cells { environment { name } current { vers
 const IDS_Q1 = '{ board { id environments { id name } rows { id system { id name } } } }';
 const IDS_Q2 = '{ board { id rows { id cells { id environment { id name } current { id version } } } } }';
 
-const USAGE = `usage: node check.mjs [URL] [options]
+const USAGE = `usage: node apollo-board.mjs [URL] [options]
   URL                  GraphQL endpoint (or env GRAPHQL_URL)
   -H 'Name: value'     extra request header (repeatable), e.g. -H 'Authorization: Bearer x'
   --q1 QUERY           first query  (default: ${DEFAULT_Q1})
