@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -59,7 +59,7 @@ pub async fn receive(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let started = Instant::now();
     let result = if state.limiter.allow(peer.ip()) {
         handle(&state, &source, query.as_deref(), &headers, body, started).await
@@ -82,7 +82,11 @@ pub async fn receive(
         .increment(1);
     metrics::histogram!("shiplog_delivery_seconds", "source" => label)
         .record(started.elapsed().as_secs_f64());
-    result.map(|(_, answer)| Json(answer))
+    // 202 for a dead letter: stored, not understood (yet).
+    result.map(|(outcome, answer)| match outcome {
+        Outcome::Failed { .. } => (StatusCode::ACCEPTED, Json(answer)),
+        _ => (StatusCode::OK, Json(answer)),
+    })
 }
 
 async fn handle(
@@ -127,6 +131,11 @@ fn answer(outcome: &Outcome) -> Value {
         Outcome::Pending { delivery_id } => {
             json!({ "status": "accepted", "deliveryId": delivery_id, "pending": true })
         }
+        Outcome::Failed { delivery_id, error } => json!({
+            "status": "stored_as_failed",
+            "deliveryId": delivery_id,
+            "message": format!("stored, but not understood: {error}. It is kept as a failed delivery; `shiplog reprocess {delivery_id}` reads it again after an upgrade or a rule change"),
+        }),
         Outcome::Applied {
             delivery_id,
             deployment_ids,

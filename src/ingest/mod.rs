@@ -135,18 +135,28 @@ impl Ingest {
             code: "invalid_encoding",
             message: "the body is not UTF-8 text".into(),
         })?;
-        let accepted = source.accept(&delivery)?;
-        let work = match accepted.parsed {
-            // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
-            Parsed::Deployments(_) if self.enrichers.get(source.name()).is_some() => Work::Pending,
-            Parsed::Deployments(observations) => Work::Apply(self.map(observations)),
-            Parsed::Ignored(reason) => Work::Ignore(reason),
+        let (key, body, work) = match source.accept(&delivery) {
+            Ok(accepted) => {
+                let work = match accepted.parsed {
+                    // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
+                    Parsed::Deployments(_) if self.enrichers.get(source.name()).is_some() => Work::Pending,
+                    Parsed::Deployments(observations) => Work::Apply(self.map(observations)),
+                    Parsed::Ignored(reason) => Work::Ignore(reason),
+                };
+                let body = accepted.redacted.unwrap_or_else(|| text.to_string());
+                (accepted.key, body, work)
+            }
+            Err(SourceError::InvalidPayload(error)) if source.dead_letters() && is_json(received.body) => {
+                let key = crate::sources::body_key(received.body);
+                (key, scrub(text, secret), Work::Fail(error))
+            }
+            Err(error) => return Err(error.into()),
         };
         let new = NewDelivery {
             source: source.name().to_string(),
-            delivery_key: accepted.key,
+            delivery_key: key,
             received_at: received.received_at,
-            body: accepted.redacted.unwrap_or_else(|| text.to_string()),
+            body,
             headers: journal_headers(source.as_ref(), received.headers),
         };
         let outcome = self.writer.submit_by(new, work, received.deadline).await?;
@@ -236,6 +246,21 @@ impl From<EnrichError> for Attempt {
             error: error.to_string(),
         }
     }
+}
+
+/// Whether a body is JSON at all (what is not stays a 400 on every route).
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+/// A dead letter's body as it may be journaled: the source could not read it, so it could not
+/// take out a secret the tool echoes back; every copy of the secret goes here instead.
+fn scrub(text: &str, secret: &Secret) -> String {
+    let secret = secret.expose();
+    if secret.len() < 8 {
+        return text.to_string();
+    }
+    text.replace(secret, crate::sources::octopus::REDACTED)
 }
 
 /// The headers a source keeps in the journal, as a JSON object.

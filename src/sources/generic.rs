@@ -58,6 +58,11 @@ impl Source for Generic {
         "generic"
     }
 
+    /// A person's curl step sends this: a 400 with the message tells them at once.
+    fn dead_letters(&self) -> bool {
+        false
+    }
+
     fn auth(&self) -> &Auth {
         &self.auth
     }

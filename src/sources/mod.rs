@@ -114,6 +114,14 @@ pub trait Source: Send + Sync + 'static {
     fn routes(&self) -> &[&str] {
         &[]
     }
+    /// Whether an authenticated JSON body this source cannot read is stored as a failed
+    /// delivery and answered 202 (a dead letter), rather than refused with 400. Tools stop
+    /// sending after refusals (GitLab disables the hook), and a newer version of a tool may
+    /// send what this one does not know yet; a person's curl step (the generic webhook) is
+    /// better told at once.
+    fn dead_letters(&self) -> bool {
+        true
+    }
     /// Whether shiplog makes up a secret for this source on its first start when none is
     /// configured (the generic webhook, so the README's first curl works).
     fn generates_secret(&self) -> bool {

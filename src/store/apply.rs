@@ -42,6 +42,9 @@ pub enum Work {
     Ignore(String),
     /// Journal as pending: the enrichment worker finishes it (after API calls).
     Pending,
+    /// Journal as failed, with why it could not be read: a dead letter `shiplog reprocess`
+    /// reads again (after an upgrade or a rule change).
+    Fail(String),
 }
 
 /// Which journal row a job writes.
@@ -68,6 +71,8 @@ pub enum Outcome {
     },
     /// Journaled as pending, to be finished by the enrichment worker.
     Pending { delivery_id: i64 },
+    /// Journaled as failed (a dead letter), with why it could not be read.
+    Failed { delivery_id: i64, error: String },
 }
 
 impl Outcome {
@@ -78,6 +83,7 @@ impl Outcome {
             Self::Ignored { .. } => "ignored",
             Self::Applied { .. } => "accepted",
             Self::Pending { .. } => "pending",
+            Self::Failed { .. } => "dead_letter",
         }
     }
 }
@@ -317,6 +323,10 @@ async fn outcomes(
                 },
                 (Journaled::New { id, .. }, Work::Ignore(_)) => Outcome::Ignored { delivery_id: *id },
                 (Journaled::New { id, .. }, Work::Pending) => Outcome::Pending { delivery_id: *id },
+                (Journaled::New { id, .. }, Work::Fail(error)) => Outcome::Failed {
+                    delivery_id: *id,
+                    error: error.clone(),
+                },
             },
             events: Vec::new(),
         })
@@ -376,6 +386,7 @@ fn journal_state(work: &Work) -> (DeliveryState, Option<String>) {
         Work::Apply(_) => (DeliveryState::Processed, None),
         Work::Ignore(reason) => (DeliveryState::Ignored, Some(reason.clone())),
         Work::Pending => (DeliveryState::Pending, None),
+        Work::Fail(error) => (DeliveryState::Failed, Some(error.clone())),
     }
 }
 

@@ -214,7 +214,15 @@ async fn check(app: &TestApp, subscriber: &mut crate::helpers::Subscriber, case:
     assert_eq!(event["deploymentEvents"]["deployment"]["source"], case.source);
     assert_eq!(deployment_count(app).await, before + 1, "{what}: stored");
 
-    let again = send(app, case.source, case.auth, Some(case.secret), body, &headers).await;
+    let again = send(
+        app,
+        case.source,
+        case.auth,
+        Some(case.secret),
+        body.clone(),
+        &headers,
+    )
+    .await;
     assert_eq!(again.status(), 200, "{what}: redelivery");
     let answer: Value = again.json().await.unwrap();
     assert_eq!(answer["status"], "duplicate", "{what}: {answer}");
@@ -223,6 +231,93 @@ async fn check(app: &TestApp, subscriber: &mut crate::helpers::Subscriber, case:
         subscriber.next_event(Duration::from_millis(300)).await.is_none(),
         "{what}: no second live event"
     );
+
+    well_formed_but_unexpected(app, case, &body, &headers).await;
+    // What the retyped fixture may have become is not the next case's event.
+    while subscriber.next_event(Duration::from_millis(300)).await.is_some() {}
+}
+
+/// Authenticated JSON a tool's route does not understand (a shape it has never seen, a field of
+/// another type) is never refused: GitLab disables a hook after refusals, and a newer version
+/// of a tool may send it legitimately. It is stored as a failed delivery (202, a dead letter)
+/// or ignored (200); only the generic and DevLake routes, which a person's curl step calls,
+/// answer 400 with the message.
+async fn well_formed_but_unexpected(
+    app: &TestApp,
+    case: &Case<'_>,
+    body: &[u8],
+    headers: &axum::http::HeaderMap,
+) {
+    let registry = Registry::new(&Default::default()).unwrap();
+    let dead_letters = registry.get(case.source).unwrap().dead_letters();
+    let fixture: Value = serde_json::from_slice(body).unwrap();
+    let unexpected = [
+        json!({}),
+        json!([]),
+        json!({ "unexpected": true }),
+        json!(42),
+        json!("text"),
+        json!(null),
+        retyped(&fixture),
+    ];
+    for (n, shape) in unexpected.iter().enumerate() {
+        let what = format!("{} with {} (unexpected shape {n})", case.source, case.fixture);
+        let response = send(
+            app,
+            case.source,
+            case.auth,
+            Some(case.secret),
+            serde_json::to_vec(shape).unwrap(),
+            headers,
+        )
+        .await;
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        if !dead_letters {
+            assert!(matches!(status, 200 | 400), "{what}: {status} {answer}");
+            continue;
+        }
+        assert!(
+            matches!(status, 200 | 202),
+            "{what}: a tool's route answered {status}: {answer}"
+        );
+        if status == 202 {
+            assert_eq!(answer["status"], "stored_as_failed", "{what}: {answer}");
+            let id = answer["deliveryId"].as_i64().expect("the dead letter's id");
+            let failed = app
+                .data(
+                    "{ deliveries(state: FAILED, first: 500) { id source error } }",
+                    json!({}),
+                )
+                .await;
+            let stored = failed["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["id"] == json!(id.to_string()))
+                .unwrap_or_else(|| {
+                    panic!("{what}: dead letter {id} is in deliveries(state: FAILED): {failed}")
+                });
+            assert_eq!(stored["source"], case.source);
+            assert!(
+                !stored["error"].as_str().unwrap_or_default().is_empty(),
+                "{what}: {stored}"
+            );
+        }
+    }
+}
+
+/// The same JSON with every leaf of another type: strings become numbers, numbers and booleans
+/// strings (what a tool's next version might do to a field).
+fn retyped(value: &Value) -> Value {
+    match value {
+        Value::String(_) => json!(12345),
+        Value::Number(n) => json!(n.to_string()),
+        Value::Bool(b) => json!(b.to_string()),
+        Value::Array(items) => Value::Array(items.iter().map(retyped).collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), retyped(v))).collect()),
+        Value::Null => json!(0),
+    }
 }
 
 #[tokio::test]
