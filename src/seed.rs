@@ -194,6 +194,7 @@ impl Maker<'_> {
                 tenant: None,
                 committed_at: None,
                 origin: None,
+                times_estimated: false,
             },
         }
     }

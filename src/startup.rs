@@ -64,7 +64,8 @@ impl Application {
                 source,
             })?;
         store.migrate().await.map_err(StartupError::Migrate)?;
-        let sources = Registry::new(&settings.sections).map_err(StartupError::Other)?;
+        let sections = with_gitlab_home(&store, &settings.sections).await?;
+        let sources = Registry::new(&sections).map_err(StartupError::Other)?;
         let secrets = resolve_secrets(&store, &settings, &sources).await?;
         let heroku: crate::sources::heroku::HerokuConfig =
             settings.section("heroku").get().map_err(StartupError::Other)?;
@@ -308,6 +309,53 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// The sections, with `[gitlab] home_instance` learned when it is not written: the instance of
+/// the oldest GitLab delivery that named one (kept in the settings table once known). Its job
+/// ids stay bare, as they were before ids were scoped to instances.
+async fn with_gitlab_home(
+    store: &Store,
+    sections: &std::collections::BTreeMap<String, toml::Value>,
+) -> Result<std::collections::BTreeMap<String, toml::Value>, StartupError> {
+    const KEY: &str = "gitlab.home_instance";
+    let mut sections = sections.clone();
+    let written = sections
+        .get("gitlab")
+        .and_then(|section| section.get("home_instance"))
+        .is_some();
+    if written {
+        return Ok(sections);
+    }
+    let known = match store
+        .setting(KEY)
+        .await
+        .map_err(|e| StartupError::Other(format!("reading the GitLab home instance: {e}")))?
+    {
+        Some(home) => Some(home),
+        None => match store
+            .first_journaled_header("gitlab", "x-gitlab-instance")
+            .await
+            .map_err(|e| StartupError::Other(format!("reading the GitLab home instance: {e}")))?
+        {
+            Some(home) => Some(
+                store
+                    .setting_or_insert(KEY, &home)
+                    .await
+                    .map_err(|e| StartupError::Other(format!("reading the GitLab home instance: {e}")))?,
+            ),
+            None => None,
+        },
+    };
+    if let Some(home) = known {
+        let section = sections
+            .entry("gitlab".to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let toml::Value::Table(table) = section {
+            table.insert("home_instance".into(), toml::Value::String(home));
+        }
+    }
+    Ok(sections)
 }
 
 #[cfg(test)]

@@ -51,6 +51,11 @@ pub struct Observation {
     /// instance), where the delivery says: where its API is asked for more.
     #[serde(skip)]
     pub origin: Option<String>,
+    /// Whether `occurred_at` is shiplog's stand-in (the receive time, or when the tool created
+    /// the job that never ran) rather than when this status happened: it is then never taken
+    /// for a start or a finish.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub times_estimated: bool,
 }
 
 #[cfg(test)]
@@ -75,6 +80,7 @@ impl Observation {
             tenant: None,
             committed_at: None,
             origin: None,
+            times_estimated: false,
         }
     }
 }

@@ -263,6 +263,11 @@ impl Deployment {
         }
     }
 
+    /// Whether the deployment's time is shiplog's stand-in (no start or finish was reported).
+    pub(crate) fn time_is_stand_in(&self) -> bool {
+        self.row.started_at.is_none() && self.row.finished_at.is_none()
+    }
+
     /// A deployment from a live event, with everything already at hand.
     pub fn from_live(event: &LiveEvent) -> Self {
         Self {
@@ -339,6 +344,12 @@ impl Deployment {
     /// finishedAt - startedAt, when both are known.
     async fn duration_seconds(&self) -> Option<f64> {
         self.duration()
+    }
+    /// Whether `deployedAt` is shiplog's stand-in: the tool reported neither a start nor a
+    /// finish (no time in its deliveries, or a job skipped before it ran), so it is the time
+    /// shiplog first saw the deployment, not the tool's.
+    async fn times_estimated(&self) -> bool {
+        self.time_is_stand_in()
     }
     /// The deployment's own time, which orders lists: finished, else started, else first seen.
     async fn deployed_at(&self) -> Instant {
@@ -603,6 +614,7 @@ impl Plain for Listed {
             "finishedAt" => row.finished_at.map(Instant).plain(),
             "durationSeconds" => deployment.duration().plain(),
             "deployedAt" => Instant(row.deployed_at).plain(),
+            "timesEstimated" => Value::Boolean(deployment.time_is_stand_in()),
             "commitSha" => row.commit_sha.plain(),
             "ref" => row.git_ref.plain(),
             "version" => row.version.plain(),

@@ -148,28 +148,11 @@ impl Argocd {
             _ => finished
                 .or(time(body, "/health/lastTransitionTime")?)
                 .or(time(body, "/sentAt")?),
-        }
-        .unwrap_or(received_at);
-        let labels: BTreeMap<String, String> = body
-            .pointer("/app/labels")
-            .and_then(Value::as_object)
-            .map(|labels| {
-                labels
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let external_id = [
-            instance.as_deref().unwrap_or(""),
-            namespace.as_deref().unwrap_or(""),
-            &app,
-        ]
-        .join("/")
-        .trim_start_matches('/')
-        .to_string()
-            + "@"
-            + &start_text;
+        };
+        let times_estimated = occurred_at.is_none();
+        let occurred_at = occurred_at.unwrap_or(received_at);
+        let labels = labels(body);
+        let external_id = operation_id(instance.as_deref(), namespace.as_deref(), &app, &start_text);
         let revision = [
             "/operation/syncResultRevision",
             "/operation/revision",
@@ -217,6 +200,7 @@ impl Argocd {
             tenant: None,
             committed_at: None,
             origin: instance,
+            times_estimated,
         })
     }
 
@@ -255,6 +239,25 @@ fn truncated_id(id: String) -> Result<String, SourceError> {
             truncate(&id)
         )))
     }
+}
+
+/// One sync operation: the instance, namespace and app, and when the operation started.
+fn operation_id(instance: Option<&str>, namespace: Option<&str>, app: &str, started: &str) -> String {
+    let path = [instance.unwrap_or(""), namespace.unwrap_or(""), app].join("/");
+    format!("{}@{started}", path.trim_start_matches('/'))
+}
+
+/// The Application's labels (text values only).
+fn labels(body: &Value) -> BTreeMap<String, String> {
+    body.pointer("/app/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -170,8 +170,9 @@ impl Cdevents {
         // dev.cdevents.<subject>.<predicate>.<version>
         let mut parts = kind.strip_prefix("dev.cdevents.").unwrap_or_default().split('.');
         let (subject, predicate) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let at = time(event, "/context/timestamp")?.unwrap_or(received_at);
-        match (subject, predicate) {
+        let stamped = time(event, "/context/timestamp")?;
+        let at = stamped.unwrap_or(received_at);
+        let parsed = match (subject, predicate) {
             ("service", "deployed" | "upgraded" | "rolledback" | "removed") => {
                 service(event, predicate, format!("{source}#{id}"), at).map(|o| Parsed::Deployments(vec![o]))
             }
@@ -193,7 +194,20 @@ impl Cdevents {
                 "`{}` events describe no deployment",
                 truncate(kind)
             ))),
-        }
+        };
+        // Without the context's timestamp the receive time stands in.
+        parsed.map(|parsed| match parsed {
+            Parsed::Deployments(observations) => Parsed::Deployments(
+                observations
+                    .into_iter()
+                    .map(|o| Observation {
+                        times_estimated: stamped.is_none(),
+                        ..o
+                    })
+                    .collect(),
+            ),
+            ignored => ignored,
+        })
     }
 
     /// A pipeline or task run: a deployment when the rule matches its name.
@@ -252,6 +266,7 @@ impl Cdevents {
             tenant: None,
             committed_at: None,
             origin: None,
+            times_estimated: false,
         }]))
     }
 }
@@ -279,6 +294,7 @@ fn service(event: &Value, predicate: &str, external_id: String, at: i64) -> Resu
         tenant: None,
         committed_at: None,
         origin: None,
+        times_estimated: false,
     })
 }
 

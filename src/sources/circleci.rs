@@ -177,6 +177,7 @@ impl Circleci {
         };
         let stopped = at("stopped_at")?;
         let happened = time(event, "/happened_at")?;
+        let times_estimated = stopped.or(happened).is_none();
         let occurred_at = stopped.or(happened).unwrap_or(received_at);
         let pipeline = event.get("pipeline").cloned().unwrap_or(Value::Null);
         let environment = self
@@ -208,6 +209,7 @@ impl Circleci {
             tenant: None,
             committed_at: time(&pipeline, "/vcs/commit/committed_at")?,
             origin: None,
+            times_estimated,
         }]))
     }
 }

@@ -149,6 +149,7 @@ fn parse(body: &Value) -> Result<Vec<Observation>, SourceError> {
             tenant: None,
             committed_at: None,
             origin: None,
+            times_estimated: false,
         });
     }
     for observation in &observations {

@@ -131,8 +131,9 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
                 DeploymentStatus::Running => started_at,
                 s if s.is_terminal() => finished_at,
                 _ => None,
-            }
-            .unwrap_or(delivery.received_at);
+            };
+            let times_estimated = occurred_at.is_none();
+            let occurred_at = occurred_at.unwrap_or(delivery.received_at);
             Ok(Parsed::Deployments(vec![Observation {
                 external_id,
                 system,
@@ -151,6 +152,7 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
                 tenant: None,
                 committed_at,
                 origin: None,
+                times_estimated,
             }]))
         }
         _ => Err(SourceError::InvalidPayload(problems.join("; "))),

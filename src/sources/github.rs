@@ -223,6 +223,7 @@ fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation
             time(event, "/deployment/created_at")?,
         )
     };
+    let times_estimated = at.is_none();
     let occurred_at = at.unwrap_or(received_at);
     let production = event
         .pointer("/deployment/production_environment")
@@ -253,6 +254,7 @@ fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation
         tenant: None,
         committed_at: None,
         origin: None,
+        times_estimated,
     })
 }
 
@@ -286,8 +288,9 @@ impl Github {
             started.or(updated)
         } else {
             updated
-        }
-        .unwrap_or(received_at);
+        };
+        let times_estimated = occurred_at.is_none();
+        let occurred_at = occurred_at.unwrap_or(received_at);
         Ok(Parsed::Deployments(vec![Observation {
             // Each attempt of a run is a deployment of its own (a re-run keeps the run's id).
             external_id: format!("run:{}:{attempt}", id(run, "/id")?),
@@ -307,6 +310,7 @@ impl Github {
             tenant: None,
             committed_at: time(run, "/head_commit/timestamp")?,
             origin: None,
+            times_estimated,
         }]))
     }
 
@@ -339,13 +343,14 @@ impl Github {
         let started = time(job, "/started_at")?;
         let completed = time(job, "/completed_at")?;
         let created = time(job, "/created_at")?;
-        let occurred_at = match status {
+        // A job that never ran has only its creation time: not when it ended.
+        let reported = match status {
             s if s.is_terminal() => completed,
             DeploymentStatus::Running => started,
             _ => created,
-        }
-        .or(created)
-        .unwrap_or(received_at);
+        };
+        let times_estimated = reported.is_none();
+        let occurred_at = reported.or(created).unwrap_or(received_at);
         Ok(Parsed::Deployments(vec![Observation {
             external_id: format!("job:{}", id(job, "/id")?),
             system: name(text(event, "/repository/full_name"), "repository.full_name")?,
@@ -364,6 +369,7 @@ impl Github {
             tenant: None,
             committed_at: None,
             origin: None,
+            times_estimated,
         }]))
     }
 }

@@ -11,7 +11,12 @@
 //! - job events name the project `project_name: "John Smith / release-tools-fake"` (display
 //!   names) and only newer versions add `project.path_with_namespace`; older ones have only
 //!   `repository.homepage`, whose path is the same `namespace/project`;
-//! - deployment events carry only `short_sha`, but their `commit_url` ends in the full sha.
+//! - deployment events carry only `short_sha`, but their `commit_url` ends in the full sha;
+//! - `deployable_id` is null for deployments made through the API or by `trigger` jobs: those
+//!   are keyed `deployment:<deployment_id>`;
+//! - job ids are unique per GitLab instance only: with `X-Gitlab-Instance` (GitLab 15.5+) an id
+//!   is `<instance>#<id>`, except for `[gitlab] home_instance` (and deliveries without the
+//!   header), whose ids stay bare as before.
 
 use std::sync::Arc;
 
@@ -24,31 +29,57 @@ use crate::domain::{DeploymentStatus, Observation};
 /// The registry's entry.
 pub const SOURCE: BuiltIn = BuiltIn {
     name: "gitlab",
-    build: |_| {
+    build: |section| {
+        let config: GitlabConfig = section.get()?;
         Ok(Arc::new(Gitlab {
             auth: Auth::Header("X-Gitlab-Token".into()),
+            home_instance: match config.home_instance {
+                Some(home) => std::sync::OnceLock::from(home.trim_end_matches('/').to_string()),
+                None => std::sync::OnceLock::new(),
+            },
         }))
     },
 };
+
+/// The `[gitlab]` table of the TOML file.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabConfig {
+    /// The instance whose job ids stay bare (`https://gitlab.example.com`, as GitLab sends it
+    /// in `X-Gitlab-Instance`). When not written, shiplog learns it: the instance of the oldest
+    /// GitLab delivery in the journal that names one, else the first to send one.
+    pub home_instance: Option<String>,
+}
 
 /// The GitLab source.
 pub struct Gitlab {
     /// GitLab sends the webhook's secret token as it is, in `X-Gitlab-Token`.
     auth: Auth,
+    /// Its ids stay bare; other instances' are `<instance>#<id>`. Set from the settings, or by
+    /// the first delivery that names an instance.
+    home_instance: std::sync::OnceLock<String>,
 }
 
 /// GitLab's job and deployment status words, each mapped deliberately.
 pub fn status(word: &str) -> DeploymentStatus {
     match word {
-        // Not started yet: waiting for a runner, a resource, a schedule, a click or an approval.
-        "created" | "pending" | "waiting_for_resource" | "preparing" | "scheduled" | "manual" | "blocked" => {
-            DeploymentStatus::Queued
-        }
-        "running" => DeploymentStatus::Running,
+        // Not started yet: waiting for a runner, a resource, a schedule, a click or an approval
+        // (`blocked`); `approved` keeps it waiting (the job must still run) and never moves a
+        // deployment back.
+        "created"
+        | "pending"
+        | "waiting_for_resource"
+        | "preparing"
+        | "scheduled"
+        | "manual"
+        | "blocked"
+        | "approved" => DeploymentStatus::Queued,
+        // `canceling` and `waiting_for_callback` come before their ends.
+        "running" | "canceling" | "waiting_for_callback" => DeploymentStatus::Running,
         "success" => DeploymentStatus::Succeeded,
         "failed" => DeploymentStatus::Failed,
-        // Skipped jobs never ran: nothing was deployed.
-        "canceled" | "canceling" | "skipped" => DeploymentStatus::Cancelled,
+        // Skipped jobs never ran, a rejected approval stops one: nothing was deployed.
+        "canceled" | "skipped" | "rejected" => DeploymentStatus::Cancelled,
         _ => DeploymentStatus::Unknown,
     }
 }
@@ -78,7 +109,7 @@ impl Source for Gitlab {
             // versions re-send the same body. X-Gitlab-Webhook-UUID is new on every request.
             key: idempotency_key(delivery.headers).unwrap_or_else(|| body_key(delivery.body)),
             redacted: None,
-            parsed,
+            parsed: self.namespaced(delivery.headers, parsed),
         })
     }
 
@@ -92,6 +123,30 @@ impl Source for Gitlab {
             "x-gitlab-event-uuid",
             "x-gitlab-webhook-uuid",
         ]
+    }
+}
+
+impl Gitlab {
+    /// Ids scoped to the instance that sent them (`X-Gitlab-Instance`), but for the home one.
+    fn namespaced(&self, headers: &axum::http::HeaderMap, parsed: Parsed) -> Parsed {
+        let instance = headers
+            .get("x-gitlab-instance")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_end_matches('/'))
+            .filter(|v| !v.is_empty())
+            .filter(|v| self.home_instance.get_or_init(|| v.to_string()) != v);
+        match (instance, parsed) {
+            (Some(instance), Parsed::Deployments(observations)) => Parsed::Deployments(
+                observations
+                    .into_iter()
+                    .map(|o| Observation {
+                        external_id: format!("{instance}#{}", o.external_id),
+                        ..o
+                    })
+                    .collect(),
+            ),
+            (_, parsed) => parsed,
+        }
     }
 }
 
@@ -120,8 +175,9 @@ fn sha_from_commit_url(url: &str) -> Option<String> {
     (last.len() == 40 && last.bytes().all(|b| b.is_ascii_hexdigit())).then(|| last.to_lowercase())
 }
 
-/// When a status happened: the terminal time for terminal statuses, the start for running,
-/// else the creation time.
+/// When a status happened, when GitLab says: the finish for terminal statuses, the start for
+/// running, else the creation time. A job skipped or canceled before it ran has only its
+/// creation time: not when it ended, so `None` here; it only stands in (`times_estimated`).
 fn occurred(
     status: DeploymentStatus,
     created: Option<i64>,
@@ -129,15 +185,19 @@ fn occurred(
     finished: Option<i64>,
 ) -> Option<i64> {
     match status {
-        s if s.is_terminal() => finished.or(started).or(created),
-        DeploymentStatus::Running => started.or(created),
+        s if s.is_terminal() => finished.or(started),
+        DeploymentStatus::Running => started,
         _ => created,
     }
 }
 
 /// `object_kind: deployment`.
 fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, SourceError> {
-    let job = id(event, "/deployable_id", "deployable_id")?;
+    // A deployment without a job (made through the API, or by a `trigger` job) has its own id.
+    let job = match event.get("deployable_id") {
+        None | Some(Value::Null) => format!("deployment:{}", id(event, "/deployment_id", "deployment_id")?),
+        Some(_) => id(event, "/deployable_id", "deployable_id")?,
+    };
     let raw_status = name(text(event, "/status"), "status")?;
     let status = status(&raw_status);
     let changed = time(event, "/status_changed_at")?;
@@ -158,6 +218,7 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         status,
         raw_status,
         occurred_at: changed.unwrap_or(received_at),
+        times_estimated: changed.is_none(),
         started_at: None,
         finished_at: status.is_terminal().then_some(changed).flatten(),
         commit_sha,
@@ -209,7 +270,18 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
     }
     let job = id(event, "/build_id", "build_id")?;
     let raw_status = name(text(event, "/build_status"), "build_status")?;
-    let status = status(&raw_status);
+    // A rejected approval fails the job: nothing was deployed.
+    let rejected = text(event, "/build_failure_reason").as_deref() == Some("deployment_rejected");
+    let status = if rejected {
+        DeploymentStatus::Cancelled
+    } else {
+        status(&raw_status)
+    };
+    let raw_status = if rejected {
+        format!("{raw_status} (deployment_rejected)")
+    } else {
+        raw_status
+    };
     let created = time(event, "/build_created_at")?;
     let started = time(event, "/build_started_at")?;
     let finished = time(event, "/build_finished_at")?;
@@ -223,7 +295,10 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         environment_tier: text(environment, "/deployment_tier"),
         status,
         raw_status,
-        occurred_at: occurred(status, created, started, finished).unwrap_or(received_at),
+        occurred_at: occurred(status, created, started, finished)
+            .or(created)
+            .unwrap_or(received_at),
+        times_estimated: occurred(status, created, started, finished).is_none(),
         started_at: started,
         finished_at: if status.is_terminal() { finished } else { None },
         commit_sha: sha(text(event, "/sha")),
@@ -285,8 +360,10 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
             status,
             raw_status,
             occurred_at: occurred(status, created, started, finished)
+                .or(created)
                 .or(time(event, "/object_attributes/created_at")?)
                 .unwrap_or(received_at),
+            times_estimated: occurred(status, created, started, finished).is_none(),
             started_at: started,
             finished_at: if status.is_terminal() { finished } else { None },
             commit_sha: commit_sha.clone(),
@@ -323,11 +400,15 @@ mod tests {
             ("scheduled", DeploymentStatus::Queued),
             ("manual", DeploymentStatus::Queued),
             ("blocked", DeploymentStatus::Queued),
+            ("approved", DeploymentStatus::Queued),
             ("running", DeploymentStatus::Running),
+            ("canceling", DeploymentStatus::Running),
+            ("waiting_for_callback", DeploymentStatus::Running),
             ("success", DeploymentStatus::Succeeded),
             ("failed", DeploymentStatus::Failed),
             ("canceled", DeploymentStatus::Cancelled),
             ("skipped", DeploymentStatus::Cancelled),
+            ("rejected", DeploymentStatus::Cancelled),
             ("exploded", DeploymentStatus::Unknown),
         ];
         for (word, expected) in words {

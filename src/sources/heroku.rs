@@ -164,6 +164,11 @@ impl Heroku {
                 created
             }
             .unwrap_or(received_at),
+            times_estimated: if status.is_terminal() {
+                updated.is_none()
+            } else {
+                created.is_none()
+            },
             started_at: created,
             finished_at: if status.is_terminal() { updated } else { None },
             commit_sha: commit_sha.map(|s| s.to_lowercase()),

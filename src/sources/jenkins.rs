@@ -3,7 +3,9 @@
 //! The plugin sends one message per build phase (QUEUED, STARTED, COMPLETED, FINALIZED);
 //! `build.status` is absent until the build completes; `timestamp` and `duration` are epoch
 //! milliseconds (STARTED: the build's start; COMPLETED: start + duration; FINALIZED: the time
-//! of sending). It cannot sign: the secret travels as the Basic-auth password (credentials in
+//! of sending; QUEUED: 0 when the build had no executor). `name` is only the job's own name
+//! (`deploy` for `team/app/deploy`, the branch for a multibranch job): the full name is read
+//! from `url` (`job/team/job/app/job/deploy/`), as the plugin's source builds it. It cannot sign: the secret travels as the Basic-auth password (credentials in
 //! the endpoint URL) or as a `token` query parameter, and is never journaled or logged.
 //!
 //! Which builds are deployments, and of which system to which environment, is configuration
@@ -34,12 +36,14 @@ pub struct JenkinsConfig {
     pub system_parameters: Vec<String>,
     /// Build parameters that carry the version.
     pub version_parameters: Vec<String>,
-    /// A regex with an `environment` capture group, tried on the job name when no parameter
-    /// names the environment.
+    /// A regex with an `environment` capture group, tried on the job's full name when no
+    /// parameter names the environment, for jobs `deployment_jobs` matches (so that CI jobs
+    /// named `test` or `billing_ci_test` are not deployments to `test`).
     pub environment_from_job: String,
     /// A regex with a `system` capture group tried on the job name (else the full job name).
     pub system_from_job: Option<String>,
-    /// Jobs whose name matches count as deployments even without an environment.
+    /// Jobs whose full name matches are deployments (with `environment_from_job`'s environment,
+    /// or `default_environment`); other jobs are when a parameter names the environment.
     pub deployment_jobs: String,
     /// The environment of such builds when nothing names one.
     pub default_environment: String,
@@ -110,7 +114,9 @@ pub fn status(phase: &str, result: Option<&str>) -> DeploymentStatus {
         (_, Some("ABORTED" | "NOT_BUILT")) => DeploymentStatus::Cancelled,
         (_, Some(_)) => DeploymentStatus::Unknown,
         ("QUEUED", None) => DeploymentStatus::Queued,
-        ("STARTED", None) => DeploymentStatus::Running,
+        // COMPLETED or FINALIZED without a result come from the notifyEndpoints step while the
+        // build still runs: not an ending.
+        ("STARTED" | "COMPLETED" | "FINALIZED", None) => DeploymentStatus::Running,
         _ => DeploymentStatus::Unknown,
     }
 }
@@ -126,14 +132,29 @@ impl Source for Jenkins {
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
         let value = json::object(delivery.body, "the Notification plugin's JSON")?;
-        // No delivery id: a build's phase is sent once (retries re-send the same message).
+        // No delivery id: a build's phase is sent once (retries re-send the same message). The
+        // job's full name, not `name`: two `deploy` jobs in different folders are two jobs.
         let field = |p: &str| value.pointer(p).map(|v| v.to_string()).unwrap_or_default();
-        let key = format!(
+        // (As JSON text, as before: a root-level job's keys are unchanged.)
+        let mut key = format!(
             "{}#{}#{}",
-            field("/name"),
+            job_path(&value).map_or_else(|_| field("/name"), |path| Value::String(path).to_string()),
             field("/build/number"),
             field("/build/phase")
         );
+        // The notifyEndpoints step may send COMPLETED before the build has a result: the real
+        // COMPLETED that follows is another delivery.
+        let result = value
+            .pointer("/build/status")
+            .and_then(Value::as_str)
+            .map(str::trim);
+        let ending = matches!(
+            value.pointer("/build/phase").and_then(Value::as_str),
+            Some("COMPLETED" | "FINALIZED")
+        );
+        if ending && result.is_none_or(str::is_empty) {
+            key.push_str("#no-result");
+        }
         Ok(Accepted {
             key,
             redacted: None,
@@ -147,9 +168,27 @@ impl Source for Jenkins {
 }
 
 impl Jenkins {
+    /// The system: a parameter, else `system_from_job`'s capture, else the job's full name (a
+    /// multibranch job's project: its branch is a ref, not a system).
+    fn system(&self, job: &str, multibranch: bool, parameters: &BTreeMap<String, String>) -> String {
+        let project = match job.rsplit_once('/') {
+            Some((project, _)) if multibranch => project,
+            _ => job,
+        };
+        first(parameters, &self.config.system_parameters)
+            .or_else(|| {
+                self.system_from_job
+                    .as_ref()
+                    .and_then(|r| r.captures(job))
+                    .and_then(|c| c.name("system"))
+                    .map(|m| m.as_str().to_string())
+            })
+            .unwrap_or_else(|| project.to_string())
+    }
+
     /// One build phase as an observation, when the rules make the build a deployment.
     fn parse(&self, value: &Value, received_at: i64) -> Result<Parsed, SourceError> {
-        let job = job_name(value)?;
+        let job = job_path(value)?;
         let build = value
             .get("build")
             .filter(|b| b.is_object())
@@ -160,42 +199,45 @@ impl Jenkins {
                 "`build.phase` is required (QUEUED, STARTED, COMPLETED, FINALIZED)".into(),
             )
         })?;
-        let result = build.get("status").and_then(Value::as_str);
+        if phase == "NONE" {
+            return Ok(Parsed::Ignored(
+                "phase NONE (from the notifyEndpoints step) reports no change of the build".into(),
+            ));
+        }
+        // An empty or absent status is "no result yet", not a word.
+        let result = build
+            .get("status")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         let parameters = parameters(build);
-        let parameter = |names: &[String]| {
-            names
-                .iter()
-                .find_map(|n| parameters.get(&n.to_uppercase()).cloned())
-        };
-        let environment = parameter(&self.config.environment_parameters).or_else(|| {
+        let parameter = |names: &[String]| first(&parameters, names);
+        let deploying = self.deployment_jobs.is_match(&job);
+        let named = parameter(&self.config.environment_parameters);
+        if named.is_none() && !deploying {
+            return Ok(Parsed::Ignored(format!(
+                "job `{}` has no environment parameter and its name does not match [jenkins] deployment_jobs",
+                job.chars().take(64).collect::<String>()
+            )));
+        }
+        let environment = named.or_else(|| {
             self.environment_from_job
                 .captures(&job)
                 .and_then(|c| c.name("environment"))
                 .map(|m| m.as_str().to_string())
         });
-        let counts = environment.is_some() || self.deployment_jobs.is_match(&job);
-        if !counts {
-            return Ok(Parsed::Ignored(format!(
-                "job `{}` names no environment and does not look like a deployment ([jenkins] rules)",
-                job.chars().take(64).collect::<String>()
-            )));
-        }
-        let system = parameter(&self.config.system_parameters)
-            .or_else(|| {
-                self.system_from_job
-                    .as_ref()
-                    .and_then(|r| r.captures(&job))
-                    .and_then(|c| c.name("system"))
-                    .map(|m| m.as_str().to_string())
-            })
-            .unwrap_or_else(|| job.clone());
+        let branch = branch_of(&job, value.get("display_name").and_then(Value::as_str));
+        let system = self.system(&job, branch.is_some(), &parameters);
         let status = status(phase, result);
         let raw_status = result.unwrap_or(phase).to_string();
-        let timestamp = build.get("timestamp").and_then(Value::as_i64);
+        // QUEUED's timestamp is 0 when the build had no executor: no time.
+        let timestamp = build.get("timestamp").and_then(Value::as_i64).filter(|t| *t > 0);
         let duration = build.get("duration").and_then(Value::as_i64).filter(|d| *d >= 0);
         let (started_at, finished_at) = phase_times(phase, timestamp, duration);
+        let times_estimated = finished_at.or(started_at).or(timestamp).is_none();
         let occurred_at = finished_at.or(started_at).or(timestamp).unwrap_or(received_at);
-        let (commit_sha, git_ref) = scm(build);
+        let (commit_sha, scm_branch) = scm(build);
+        let git_ref = scm_branch.or(branch);
         Ok(Parsed::Deployments(vec![Observation {
             external_id: format!("{job}#{number}"),
             system: system.chars().take(MAX_NAME_LEN).collect(),
@@ -218,8 +260,100 @@ impl Jenkins {
             tenant: None,
             committed_at: None,
             origin: None,
+            times_estimated,
         }]))
     }
+}
+
+/// The first of `names` that is a parameter of the build.
+fn first(parameters: &BTreeMap<String, String>, names: &[String]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| parameters.get(&n.to_uppercase()).cloned())
+}
+
+/// The job's full name: the item names in `url` (`job/team/job/app/job/deploy/` is
+/// `team/app/deploy`), each percent-decoded once as Jenkins encoded it; `name` (the last item
+/// only) when there is no `url`.
+fn job_path(value: &Value) -> Result<String, SourceError> {
+    let Some(url) = value.get("url").and_then(Value::as_str) else {
+        return job_name(value);
+    };
+    let mut items = Vec::new();
+    let mut segments = url.split('/').filter(|s| !s.is_empty());
+    while let Some(segment) = segments.next() {
+        if segment == "job"
+            && let Some(item) = segments.next()
+        {
+            items.push(
+                percent_encoding::percent_decode_str(item)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    let path = items.join("/");
+    match path.len() {
+        0 => job_name(value),
+        n if n > MAX_NAME_LEN => Err(SourceError::InvalidPayload(format!(
+            "the job's full name (from `url`) is longer than {MAX_NAME_LEN} bytes"
+        ))),
+        _ => Ok(path),
+    }
+}
+
+/// The branch a multibranch job builds, when its name shows it is one: an item name with a
+/// character branch-api encodes (`feature%2Ffoo`), a change request (`PR-12`, `MR-3`), or a
+/// display name ending `(#12)`. Decoded as branch-api's NameEncoder decodes (`feature/foo`).
+fn branch_of(path: &str, display: Option<&str>) -> Option<String> {
+    let (_, item) = path.rsplit_once('/')?;
+    const ENCODED: [&str; 9] = ["%2F", "%23", "%25", "%3F", "%5B", "%5D", "%5C", "%2E", "%00"];
+    let encoded = ENCODED.iter().any(|e| item.to_ascii_uppercase().contains(e));
+    let change = ["PR-", "MR-"].iter().any(|p| {
+        item.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let titled = display.is_some_and(|d| {
+        d.trim_end()
+            .strip_suffix(')')
+            .and_then(|d| d.rsplit_once("(#"))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    (encoded || change || titled).then(|| name_decode(item))
+}
+
+/// branch-api's NameEncoder.decode: its escapes back to characters, in one pass.
+fn name_decode(item: &str) -> String {
+    let mut out = String::new();
+    let mut rest = item;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3).map(str::to_ascii_uppercase);
+        let decoded = match code.as_deref() {
+            Some("2F") => Some("/"),
+            Some("23") => Some("#"),
+            Some("25") => Some("%"),
+            Some("3F") => Some("?"),
+            Some("5B") => Some("["),
+            Some("5D") => Some("]"),
+            Some("5C") => Some("\\"),
+            Some("2E") => Some("."),
+            Some("00") => Some(""),
+            _ => None,
+        };
+        match decoded {
+            Some(text) => {
+                out.push_str(text);
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The job's name, as the plugin sends it.
@@ -312,7 +446,30 @@ mod tests {
             status("COMPLETED", Some("NOT_BUILT")),
             DeploymentStatus::Cancelled
         );
-        assert_eq!(status("COMPLETED", None), DeploymentStatus::Unknown);
+        assert_eq!(status("COMPLETED", None), DeploymentStatus::Running);
+        assert_eq!(status("SOMETHING", None), DeploymentStatus::Unknown);
+    }
+
+    #[test]
+    fn the_full_name_comes_from_the_url_and_a_multibranch_job_names_its_branch() {
+        let path = |url: &str| job_path(&serde_json::json!({ "name": "x", "url": url })).unwrap();
+        assert_eq!(path("job/team/job/app/job/deploy/"), "team/app/deploy");
+        assert_eq!(path("job/ops/job/Deploy%20Billing/"), "ops/Deploy Billing");
+        // Decoded once: the branch's own encoding stays for NameEncoder.
+        assert_eq!(path("job/app/job/feature%252Ffoo/"), "app/feature%2Ffoo");
+        assert_eq!(job_path(&serde_json::json!({ "name": "solo" })).unwrap(), "solo");
+        assert_eq!(
+            branch_of("app/feature%2Ffoo", None).as_deref(),
+            Some("feature/foo")
+        );
+        assert_eq!(branch_of("app/PR-12", None).as_deref(), Some("PR-12"));
+        assert_eq!(
+            branch_of("app/PR-12", Some("Fix login timeout (#12)")).as_deref(),
+            Some("PR-12")
+        );
+        assert_eq!(branch_of("team/app/deploy", Some("deploy")), None);
+        assert_eq!(branch_of("deploy", None), None);
+        assert_eq!(name_decode("a%25b%2Fc%zz"), "a%b/c%zz");
     }
 
     #[test]
@@ -326,6 +483,9 @@ mod tests {
                 .map(|m| m.as_str().to_string())
         };
         assert_eq!(env("billing-deploy-prod").as_deref(), Some("prod"));
+        // CI jobs are not deployments by their name alone.
+        assert!(!jenkins.deployment_jobs.is_match("billing_ci_test"));
+        assert!(!jenkins.deployment_jobs.is_match("test"));
         assert_eq!(env("team/billing/deploy_staging").as_deref(), Some("staging"));
         assert_eq!(env("production-smoke").as_deref(), Some("production"));
         assert_eq!(env("asgard"), None);

@@ -173,6 +173,7 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
             .find(|id| id.starts_with("Environments-"))
             .map(|s| s.to_string())
     });
+    let times_estimated = event.get("Occurred").or(body.get("Timestamp")).is_none();
     let occurred = match event.get("Occurred").or(body.get("Timestamp")) {
         Some(value) => {
             parse_instant(value).map_err(|e| SourceError::InvalidPayload(format!("`Event.Occurred`: {e}")))?
@@ -200,10 +201,11 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         url: server
             .as_ref()
             .map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
-        actor: event.get("Username").and_then(Value::as_str).map(str::to_string),
+        actor: deployer(event),
         tenant: names.get("Tenants").cloned(),
         committed_at: None,
         origin: server,
+        times_estimated,
     }]))
 }
 
@@ -237,6 +239,22 @@ fn message_names(event: &Value) -> std::collections::HashMap<String, String> {
         }
     }
     names
+}
+
+/// Who deployed, when the event says: the account that raised it, unless that is Octopus's own
+/// `system` account (Started, Succeeded and Failed events are all raised by it; the
+/// deployment's own user comes from DeploymentQueued, or from the API with a key).
+fn deployer(event: &Value) -> Option<String> {
+    let text = |key: &str| {
+        event
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let system = text("UserId").is_some_and(|id| id.eq_ignore_ascii_case("users-system"))
+        || text("Username").is_some_and(|name| name.eq_ignore_ascii_case("system"));
+    (!system).then(|| text("Username").map(str::to_string)).flatten()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! ingest writer inside its transaction.
 //!
 //! Events arrive out of order: a late "running" never overwrites "succeeded"; `started_at` is
-//! the earliest start we saw; `finished_at` is the time of the terminal status.
+//! the earliest start we saw; `finished_at` is the time of the terminal status. A time shiplog
+//! stood in for (`Observation::times_estimated`) is never taken for a start or a finish.
 
 use entity::deployments;
 use sea_orm::ActiveValue::NotSet;
@@ -18,12 +19,14 @@ pub fn new_deployment(
     received_at: i64,
 ) -> deployments::Model {
     let status = observation.status;
+    let reported = reported(observation);
     let started_at = observation
         .started_at
-        .or((status == DeploymentStatus::Running).then_some(observation.occurred_at));
+        .or(reported.filter(|_| status == DeploymentStatus::Running));
     let finished_at = status
         .is_terminal()
-        .then(|| observation.finished_at.unwrap_or(observation.occurred_at));
+        .then(|| observation.finished_at.or(reported))
+        .flatten();
     let started_at = match (started_at, finished_at) {
         (Some(start), Some(finish)) => Some(start.min(finish)),
         (start, _) => start,
@@ -55,6 +58,11 @@ pub fn new_deployment(
     }
 }
 
+/// When the observation's status happened, if the tool said (not a stand-in).
+fn reported(observation: &Observation) -> Option<i64> {
+    (!observation.times_estimated).then_some(observation.occurred_at)
+}
+
 /// Whether an observation is news about the status: it is at least as far along and not older.
 pub fn supersedes(current: &deployments::Model, observation: &Observation) -> bool {
     let current_status = current.status;
@@ -76,7 +84,7 @@ pub fn merge(
     let newest = supersedes(current, observation);
     let start_seen = observation
         .started_at
-        .or((observation.status == DeploymentStatus::Running).then_some(observation.occurred_at));
+        .or(reported(observation).filter(|_| observation.status == DeploymentStatus::Running));
     next.started_at = match (current.started_at, start_seen) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -85,15 +93,17 @@ pub fn merge(
     if same_end {
         // The same ending reported again (Jenkins COMPLETED then FINALIZED, a GitLab job and
         // its deployment): the deployment ended at the earliest report of it.
-        let reported = observation.finished_at.unwrap_or(observation.occurred_at);
-        next.finished_at = Some(current.finished_at.map_or(reported, |f| f.min(reported)));
+        if let Some(reported) = observation.finished_at.or(reported(observation)) {
+            next.finished_at = Some(current.finished_at.map_or(reported, |f| f.min(reported)));
+        }
     }
     if newest && !same_end {
         next.status = observation.status;
         next.finished_at = observation
             .status
             .is_terminal()
-            .then(|| observation.finished_at.unwrap_or(observation.occurred_at));
+            .then(|| observation.finished_at.or(reported(observation)))
+            .flatten();
     }
     if newest {
         next.raw_status = observation.raw_status.clone();
@@ -179,6 +189,27 @@ mod tests {
         assert_eq!(third.finished_at, Some(400));
         assert_eq!(third.commit_sha.as_deref(), Some("abc1"));
         assert_eq!(third.first_seen_at, 210);
+    }
+
+    #[test]
+    fn a_stand_in_time_is_never_a_start_or_a_finish() {
+        // A GitLab job skipped before it ran: only its creation time, standing in.
+        let mut skipped = observation(DeploymentStatus::Cancelled, 100);
+        skipped.times_estimated = true;
+        let row = new_deployment("gitlab", &skipped, 1, 1, 500);
+        assert_eq!((row.started_at, row.finished_at), (None, None));
+        assert_eq!(row.deployed_at, 500, "first seen, not an invented finish");
+        let mut running = observation(DeploymentStatus::Running, 50);
+        running.times_estimated = true;
+        let row = new_deployment("generic", &running, 1, 1, 50);
+        assert_eq!(row.started_at, None);
+        let mut done = observation(DeploymentStatus::Succeeded, 900);
+        done.times_estimated = true;
+        let merged = merge(&row, &done, 1, 1, 900);
+        assert_eq!(merged.finished_at, None);
+        // A time the tool did report still counts.
+        let reported = merge(&merged, &observation(DeploymentStatus::Succeeded, 800), 1, 1, 950);
+        assert_eq!(reported.finished_at, Some(800));
     }
 
     #[test]

@@ -336,6 +336,26 @@ impl Store {
             .map(|row| row.value))
     }
 
+    /// The value of a journaled header in a source's oldest delivery that has it.
+    pub async fn first_journaled_header(
+        &self,
+        source: &str,
+        header: &str,
+    ) -> Result<Option<String>, StoreError> {
+        use sea_orm::{QueryOrder, QuerySelect};
+        let row = entity::deliveries::Entity::find()
+            .filter(entity::deliveries::Column::Source.eq(source))
+            .filter(entity::deliveries::Column::Headers.contains(format!("\"{header}\"")))
+            .order_by_asc(entity::deliveries::Column::Id)
+            .limit(1)
+            .one(self.connection())
+            .await?;
+        Ok(row.and_then(|row| {
+            let headers: serde_json::Value = serde_json::from_str(&row.headers).ok()?;
+            headers.get(header)?.as_str().map(str::to_string)
+        }))
+    }
+
     /// Stores a setting unless one is there already; returns the value that is stored (so two
     /// replicas generating a secret at once agree on one).
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {

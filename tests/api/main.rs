@@ -14,6 +14,7 @@ mod crash;
 mod dashboard;
 mod enrichment;
 mod faults;
+mod fidelity;
 mod fixtures;
 mod fuzz;
 mod grafana;
