@@ -49,9 +49,20 @@ pub enum Command {
         #[arg(long = "id")]
         ids: Vec<i64>,
     },
-    /// Re-map every deployment's system and environment with the current rules (after editing
-    /// [mapping] in the settings file): in place, idempotent, with a summary.
-    Replay,
+    /// Apply changed rules to what is stored: re-map every deployment's system and environment
+    /// (after editing [mapping]), and put back to pending the deliveries the sources' current
+    /// rules now make deployments of; in place, idempotent, with a summary.
+    Replay {
+        /// Change nothing: show what would move, appear or disappear, with examples.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Why a delivery is (or is not) a deployment: the rule that decided, the tool's words and
+    /// shiplog's names with the rule behind each, and the deployments it touched.
+    Explain {
+        /// The delivery's id (`deliveryId` in the webhook's answer, `Delivery.id`).
+        id: i64,
+    },
     /// Fill the database with realistic deployments (benchmarks, demos).
     Seed(crate::seed::SeedOptions),
 }

@@ -28,36 +28,8 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        Command::Replay => {
-            use std::io::{IsTerminal, Write};
-            let store = open(&settings).await?;
-            let rules = shiplog::domain::MappingRules::new(&settings.mapping);
-            let terminal = std::io::stderr().is_terminal();
-            let summary = shiplog::ingest::replay::remap(&store, &rules, |done, total| {
-                if terminal {
-                    const WIDTH: u64 = 30;
-                    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
-                    let empty = WIDTH as usize - filled;
-                    eprint!(
-                        "\r[{}{}] {done}/{total} raw names",
-                        "#".repeat(filled),
-                        " ".repeat(empty)
-                    );
-                    let _ = std::io::stderr().flush();
-                }
-            })
-            .await?;
-            if terminal {
-                eprintln!();
-            }
-            println!(
-                "replayed {} raw system/environment names: {} deployments moved, {} systems and {} environments no longer used were removed",
-                summary.raw_names,
-                summary.deployments_moved,
-                summary.systems_removed,
-                summary.environments_removed
-            );
-        }
+        Command::Replay { dry_run } => replay(&settings, dry_run).await?,
+        Command::Explain { id } => explain(&settings, id).await?,
         Command::Reprocess { ids } => {
             let store = open(&settings).await?;
             let count = store.requeue_failed(&ids, shiplog::domain::now_millis()).await?;
@@ -81,6 +53,110 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A progress line on a terminal (stderr), nothing elsewhere.
+fn progress(line: &str) {
+    use std::io::{IsTerminal, Write};
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// `shiplog replay [--dry-run]`.
+async fn replay(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let store = open(settings).await?;
+    let rules = shiplog::domain::MappingRules::new(&settings.mapping);
+    let sections = shiplog::startup::with_gitlab_home(&store, &settings.sections)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sources = shiplog::sources::Registry::new(&sections).map_err(|e| anyhow::anyhow!(e))?;
+    let preview = shiplog::ingest::replay::preview(&store, &sources, &rules, |read| {
+        progress(&format!("read {read} journaled deliveries"))
+    })
+    .await?;
+    progress("\n");
+    let examples = |list: &[String]| {
+        list.iter()
+            .take(5)
+            .map(|e| format!("\n    {e}"))
+            .collect::<String>()
+    };
+    let verb = if dry_run { "would" } else { "will" };
+    println!(
+        "{} deliveries read again with the current rules\n  {} deployments {verb} move to other systems or environments{}\n  {} deployments {verb} appear (from deliveries ignored or not understood before){}\n  {} deployments no delivery makes any more (kept: shiplog never deletes what it stored){}",
+        preview.deliveries_read,
+        preview.moved,
+        examples(&preview.moved_examples),
+        preview.appear.len(),
+        examples(
+            &preview
+                .appear
+                .iter()
+                .map(|(id, key)| format!("{key} (delivery {id})"))
+                .collect::<Vec<_>>()
+        ),
+        preview.disappear.len(),
+        examples(&preview.disappear),
+    );
+    if dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(());
+    }
+    let summary = shiplog::ingest::replay::remap(&store, &rules, |done, total| {
+        progress(&format!("{done}/{total} raw names"))
+    })
+    .await?;
+    progress("\n");
+    let ids: Vec<i64> = preview.appear.iter().map(|(id, _)| *id).collect();
+    let requeued = store.requeue(&ids, shiplog::domain::now_millis()).await?;
+    println!(
+        "replayed {} raw system/environment names: {} deployments moved, {} systems and {} environments no longer used were removed; {requeued} deliveries are pending again (a running shiplog with these settings applies them within a second)",
+        summary.raw_names, summary.deployments_moved, summary.systems_removed, summary.environments_removed
+    );
+    Ok(())
+}
+
+/// `shiplog explain ID`.
+async fn explain(settings: &Settings, id: i64) -> anyhow::Result<()> {
+    let store = open(settings).await?;
+    let delivery = store.delivery(id).await?.ok_or_else(|| {
+        anyhow::anyhow!("there is no delivery {id}; `deliveryId` in a webhook's answer names one")
+    })?;
+    println!(
+        "delivery {id}: {}, received {}, {}",
+        delivery.source,
+        shiplog::domain::format_millis(delivery.received_at),
+        delivery.state.as_str()
+    );
+    match shiplog::domain::Decision::from_json(delivery.decision.as_deref()) {
+        Some(decision) => decision.explain().iter().for_each(|line| println!("{line}")),
+        None => println!(
+            "no decision was kept (journaled before shiplog kept them){}",
+            delivery
+                .error
+                .map(|e| format!("; error: {e}"))
+                .unwrap_or_default()
+        ),
+    }
+    let names = |list: Vec<shiplog::store::Named>| -> std::collections::HashMap<i64, String> {
+        list.into_iter().map(|n| (n.id, n.name)).collect()
+    };
+    let (systems, environments) = (names(store.systems().await?), names(store.environments().await?));
+    for deployment in store.deployments_of_delivery(id).await? {
+        println!(
+            "now: deployment {} ({}): {} in {}, {}",
+            deployment.id,
+            deployment.external_id,
+            systems.get(&deployment.system_id).map_or("?", String::as_str),
+            environments
+                .get(&deployment.environment_id)
+                .map_or("?", String::as_str),
+            deployment.status.as_str().to_uppercase()
+        );
     }
     Ok(())
 }

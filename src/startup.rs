@@ -314,7 +314,7 @@ async fn shutdown_signal() {
 /// The sections, with `[gitlab] home_instance` learned when it is not written: the instance of
 /// the oldest GitLab delivery that named one (kept in the settings table once known). Its job
 /// ids stay bare, as they were before ids were scoped to instances.
-async fn with_gitlab_home(
+pub async fn with_gitlab_home(
     store: &Store,
     sections: &std::collections::BTreeMap<String, toml::Value>,
 ) -> Result<std::collections::BTreeMap<String, toml::Value>, StartupError> {

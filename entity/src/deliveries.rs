@@ -21,6 +21,9 @@ pub struct Model {
     pub attempts: i32,
     pub next_attempt_at: Option<i64>,
     pub processed_at: Option<i64>,
+    /// Why it is (or is not) a deployment, as JSON (`shiplog explain`); none before 2026-11-30.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub decision: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

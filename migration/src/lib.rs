@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_initial;
 pub mod m20261126_000002_deployment_counts;
 mod m20261130_000003_board_latest;
+mod m20261130_000004_delivery_decision;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_deployment_counts::Migration),
             Box::new(m20261130_000003_board_latest::Migration),
+            Box::new(m20261130_000004_delivery_decision::Migration),
         ]
     }
 }

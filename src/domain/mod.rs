@@ -3,10 +3,12 @@
 //! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
 
 pub mod buckets;
+pub mod decision;
 pub mod dora;
 mod rules;
 mod time;
 
+pub use decision::Decision;
 pub use entity::{DeliveryState, DeploymentStatus};
 pub use rules::{MappingRules, RulesConfig};
 pub use time::{InstantError, format_millis, now_millis, parse_instant, parse_instant_str};

@@ -30,9 +30,14 @@ const DEFAULT_ENVIRONMENT_ALIASES: &[(&str, &[&str])] = &[
 /// Compiled mapping rules.
 #[derive(Clone, Debug, Default)]
 pub struct MappingRules {
-    environments: HashMap<String, String>,
-    systems: HashMap<String, String>,
+    /// alias (lower-cased) -> (canonical name, where the alias comes from)
+    environments: HashMap<String, (String, &'static str)>,
+    systems: HashMap<String, (String, &'static str)>,
 }
+
+const DEFAULT_ALIAS: &str = "shiplog's default environment aliases";
+const ENVIRONMENT_ALIAS: &str = "[mapping] environment_aliases";
+const SYSTEM_ALIAS: &str = "[mapping] system_aliases";
 
 impl MappingRules {
     /// Compiles the configured rules on top of the defaults; configured aliases win.
@@ -41,20 +46,24 @@ impl MappingRules {
         if !config.no_default_environment_aliases {
             for (canonical, aliases) in DEFAULT_ENVIRONMENT_ALIASES {
                 for alias in *aliases {
-                    environments.insert(alias.to_lowercase(), canonical.to_string());
+                    environments.insert(alias.to_lowercase(), (canonical.to_string(), DEFAULT_ALIAS));
                 }
             }
         }
         for (canonical, aliases) in &config.environment_aliases {
-            environments.insert(canonical.trim().to_lowercase(), canonical.trim().to_string());
+            let named = (canonical.trim().to_string(), ENVIRONMENT_ALIAS);
+            environments.insert(canonical.trim().to_lowercase(), named.clone());
             for alias in aliases {
-                environments.insert(alias.trim().to_lowercase(), canonical.trim().to_string());
+                environments.insert(alias.trim().to_lowercase(), named.clone());
             }
         }
         let mut systems = HashMap::new();
         for (canonical, aliases) in &config.system_aliases {
             for alias in aliases {
-                systems.insert(alias.trim().to_lowercase(), canonical.trim().to_string());
+                systems.insert(
+                    alias.trim().to_lowercase(),
+                    (canonical.trim().to_string(), SYSTEM_ALIAS),
+                );
             }
         }
         Self {
@@ -75,18 +84,47 @@ impl MappingRules {
     /// The canonical environment name: an alias when one matches, else the name trimmed and
     /// lower-cased (`Production` and `production` are one environment).
     pub fn environment(&self, raw: &str) -> String {
+        self.environment_naming(raw).value
+    }
+
+    /// The canonical environment name and the rule that gave it.
+    pub fn environment_naming(&self, raw: &str) -> super::decision::Naming {
         let key = raw.trim().to_lowercase();
-        self.environments.get(&key).cloned().unwrap_or(key)
+        let (value, by) = match self.environments.get(&key) {
+            Some((canonical, origin)) => (canonical.clone(), format!("alias of `{canonical}` ({origin})")),
+            None => (
+                key,
+                "as sent, trimmed and lower-cased (no alias matched)".to_string(),
+            ),
+        };
+        super::decision::Naming {
+            raw: raw.to_string(),
+            value,
+            by,
+        }
     }
 
     /// The canonical system name: an alias when one matches, else the name trimmed (system
     /// names keep their case: `group/Project` paths are case-sensitive in some tools).
     pub fn system(&self, raw: &str) -> String {
+        self.system_naming(raw).value
+    }
+
+    /// The canonical system name and the rule that gave it.
+    pub fn system_naming(&self, raw: &str) -> super::decision::Naming {
         let trimmed = raw.trim();
-        self.systems
-            .get(&trimmed.to_lowercase())
-            .cloned()
-            .unwrap_or_else(|| trimmed.to_string())
+        let (value, by) = match self.systems.get(&trimmed.to_lowercase()) {
+            Some((canonical, origin)) => (canonical.clone(), format!("alias of `{canonical}` ({origin})")),
+            None => (
+                trimmed.to_string(),
+                "as sent, trimmed (no alias matched)".to_string(),
+            ),
+        };
+        super::decision::Naming {
+            raw: raw.to_string(),
+            value,
+            by,
+        }
     }
 }
 

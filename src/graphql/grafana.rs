@@ -153,6 +153,7 @@ fn grafana_filter(
         from: Some(from),
         to: Some(to),
         commit_sha: None,
+        rule: None,
     })
 }
 

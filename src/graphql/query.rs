@@ -42,6 +42,19 @@ impl QueryRoot {
         Ok(store.deployment(id).await.map_err(internal)?.map(Deployment::new))
     }
 
+    /// One journaled delivery by its id (`deliveryId` in a webhook's answer,
+    /// `DeploymentEvent.delivery`), with why it is (or is not) a deployment.
+    async fn delivery(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Delivery>> {
+        let id: i64 = id.parse().map_err(|_| {
+            user_error(
+                "BAD_USER_INPUT",
+                "a delivery id is a number, as `deliveryId` gives it",
+            )
+        })?;
+        let store = ctx.data::<Store>()?;
+        Ok(store.delivery(id).await.map_err(internal)?.map(Delivery))
+    }
+
     /// Journaled deliveries in a state, newest first: `FAILED` ones gave up after their last
     /// enrichment attempt (put them back with `shiplog reprocess`), `PENDING` ones wait for one.
     async fn deliveries(

@@ -45,6 +45,9 @@ pub struct DeploymentFilterInput {
     pub to: Option<Instant>,
     /// A commit sha or a prefix of one.
     pub commit_sha: Option<String>,
+    /// Only deployments a delivery decided by this rule touched (`Delivery.decision.rule`, such
+    /// as `jenkins.deployment_jobs`). Not applied to live events.
+    pub rule: Option<String>,
 }
 
 impl DeploymentFilterInput {
@@ -58,6 +61,7 @@ impl DeploymentFilterInput {
             from: self.from.map(|i| i.0),
             to: self.to.map(|i| i.0),
             commit_sha: self.commit_sha.filter(|s| !s.trim().is_empty()),
+            rule: self.rule.filter(|s| !s.trim().is_empty()),
         })
     }
 }
@@ -441,6 +445,17 @@ impl DeploymentEvent {
     async fn recorded_at(&self) -> Instant {
         Instant(self.event.recorded_at)
     }
+    /// The delivery that reported it, with its decision ("why is this here"); null for
+    /// deployments seeded or imported without one. One lookup per event: ask for it on one
+    /// deployment's events, not on long lists.
+    async fn delivery(&self, ctx: &Context<'_>) -> Result<Option<Delivery>> {
+        let Some(id) = self.event.delivery_id else {
+            return Ok(None);
+        };
+        super::budget::charge(ctx, super::budget::Charge::Rows(1))?;
+        let store = ctx.data::<Store>()?;
+        Ok(store.delivery(id).await.map_err(internal)?.map(Delivery))
+    }
 }
 
 /// An application or service that gets deployed.
@@ -566,6 +581,12 @@ impl Delivery {
     /// The raw body.
     async fn body(&self) -> &str {
         &self.0.body
+    }
+    /// Why it is (or is not) a deployment: the source rule that decided, and each deployment's
+    /// names beside the tool's words with the rule that gave each (`shiplog explain`). Null for
+    /// deliveries journaled before shiplog kept decisions.
+    async fn decision(&self) -> Option<crate::domain::Decision> {
+        crate::domain::Decision::from_json(self.0.decision.as_deref())
     }
 }
 

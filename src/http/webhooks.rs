@@ -134,7 +134,7 @@ fn answer(outcome: &Outcome) -> Value {
         Outcome::Failed { delivery_id, error } => json!({
             "status": "stored_as_failed",
             "deliveryId": delivery_id,
-            "message": format!("stored, but not understood: {error}. It is kept as a failed delivery; `shiplog reprocess {delivery_id}` reads it again after an upgrade or a rule change"),
+            "message": format!("stored, but not understood: {error}. It is kept as a failed delivery; `shiplog reprocess --id {delivery_id}` reads it again after an upgrade or a rule change"),
         }),
         Outcome::Applied {
             delivery_id,

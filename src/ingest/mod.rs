@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use entity::deliveries;
 use serde_json::{Map, Value};
 
-use crate::domain::{MappedObservation, MappingRules, Observation};
+use crate::domain::{Decision, MappedObservation, MappingRules, Observation};
 use crate::enrich::{EnrichError, Enrichers};
 use crate::sources::{Delivery, Parsed, Registry, Secret, Source, SourceError, secret_setting};
 use crate::store::writer::Writer;
@@ -135,20 +135,19 @@ impl Ingest {
             code: "invalid_encoding",
             message: "the body is not UTF-8 text".into(),
         })?;
-        let (key, body, work) = match source.accept(&delivery) {
+        let (key, body, work, decision) = match source.accept(&delivery) {
             Ok(accepted) => {
-                let work = match accepted.parsed {
-                    // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
-                    Parsed::Deployments(_) if self.enrichers.get(source.name()).is_some() => Work::Pending,
-                    Parsed::Deployments(observations) => Work::Apply(self.map(observations)),
-                    Parsed::Ignored(reason) => Work::Ignore(reason),
-                };
+                // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
+                let enrich = self.enrichers.get(source.name()).is_some();
+                let rule = rule_of(source.name(), accepted.rule.as_deref());
+                let (work, decision) = self.decide(source.name(), &rule, accepted.parsed, enrich);
                 let body = accepted.redacted.unwrap_or_else(|| text.to_string());
-                (accepted.key, body, work)
+                (accepted.key, body, work, decision)
             }
             Err(SourceError::InvalidPayload(error)) if source.dead_letters() && is_json(received.body) => {
                 let key = crate::sources::body_key(received.body);
-                (key, scrub(text, secret), Work::Fail(error))
+                let decision = Decision::none("failed", "none: the body was not understood", &error);
+                (key, scrub(text, secret), Work::Fail(error), decision)
             }
             Err(error) => return Err(error.into()),
         };
@@ -158,6 +157,7 @@ impl Ingest {
             received_at: received.received_at,
             body,
             headers: journal_headers(source.as_ref(), received.headers),
+            decision: Some(decision.to_json()),
         };
         let outcome = self.writer.submit_by(new, work, received.deadline).await?;
         if matches!(outcome, Outcome::Pending { .. }) {
@@ -184,20 +184,45 @@ impl Ingest {
         let accepted = source
             .accept(&journaled)
             .map_err(|e| Attempt::failed(e.to_string()))?;
-        let work = match accepted.parsed {
-            Parsed::Ignored(reason) => Work::Ignore(reason),
+        let parsed = match accepted.parsed {
             Parsed::Deployments(observations) => {
-                let observations = match self.enrichers.get(&delivery.source) {
+                Parsed::Deployments(match self.enrichers.get(&delivery.source) {
                     Some(enricher) => enricher.enrich(observations).await.map_err(Attempt::from)?,
                     None => observations,
-                };
-                Work::Apply(self.map(observations))
+                })
             }
+            ignored => ignored,
         };
+        let rule = rule_of(&delivery.source, accepted.rule.as_deref());
+        let (work, decision) = self.decide(&delivery.source, &rule, parsed, false);
         self.writer
-            .finish(delivery.id, work)
+            .finish(delivery.id, work, Some(decision.to_json()))
             .await
             .map_err(|e| Attempt::failed(e.to_string()))
+    }
+
+    /// What to do with what a source read, and the decision to journal with it: map the
+    /// observations (or leave them pending for the tool's API when `enrich`), or ignore.
+    fn decide(&self, source: &str, rule: &str, parsed: Parsed, enrich: bool) -> (Work, Decision) {
+        match parsed {
+            Parsed::Deployments(observations) => {
+                let mapped = self.map(observations);
+                let outcome = if enrich { "pending" } else { "processed" };
+                let decision = Decision::of_deployments(outcome, rule, source, &mapped, &self.rules);
+                (
+                    if enrich {
+                        Work::Pending
+                    } else {
+                        Work::Apply(mapped)
+                    },
+                    decision,
+                )
+            }
+            Parsed::Ignored(reason) => {
+                let decision = Decision::none("ignored", rule, &reason);
+                (Work::Ignore(reason), decision)
+            }
+        }
     }
 
     /// The map step: shiplog's names beside the tool's words.
@@ -248,6 +273,11 @@ impl From<EnrichError> for Attempt {
     }
 }
 
+/// The rule a source names, else its one rule: every deployment event it reads.
+fn rule_of(source: &str, named: Option<&str>) -> String {
+    named.map_or_else(|| format!("{source}.deployment_events"), str::to_string)
+}
+
 /// Whether a body is JSON at all (what is not stays a 400 on every route).
 fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
@@ -277,7 +307,7 @@ fn journal_headers(source: &dyn Source, headers: &HeaderMap) -> String {
 }
 
 /// The journaled headers back as a header map, for accepting a journaled delivery again.
-fn journaled_headers(json: &str) -> HeaderMap {
+pub(crate) fn journaled_headers(json: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) {
         for (name, value) in map {

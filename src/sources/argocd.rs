@@ -106,6 +106,7 @@ impl Source for Argocd {
             return Ok(Accepted {
                 key: body_key(delivery.body),
                 redacted: None,
+                rule: None,
                 parsed: Parsed::Ignored(
                     "no sync operation in this notification (Argo CD has not started one)".into(),
                 ),
@@ -123,6 +124,7 @@ impl Source for Argocd {
                 health.as_deref().unwrap_or("-")
             ),
             redacted: None,
+            rule: None,
             parsed: Parsed::Deployments(vec![observation]),
         })
     }

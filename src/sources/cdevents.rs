@@ -107,6 +107,17 @@ impl Source for Cdevents {
             // An event's id is unique within its source, and kept when it is sent again.
             key: format!("{source}#{id}"),
             redacted: None,
+            rule: Some(
+                match kind
+                    .strip_prefix("dev.cdevents.")
+                    .and_then(|k| k.split('.').next())
+                {
+                    Some("pipelinerun") => "cdevents.deployment_pipelines",
+                    Some("taskrun") => "cdevents.deployment_tasks",
+                    _ => "cdevents.service_events",
+                }
+                .into(),
+            ),
             parsed,
         })
     }

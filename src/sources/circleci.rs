@@ -127,6 +127,13 @@ impl Source for Circleci {
                 .map(|id| format!("event:{id}"))
                 .unwrap_or_else(|| body_key(delivery.body)),
             redacted: None,
+            rule: Some(
+                match kind.as_str() {
+                    "job-completed" if event.get("job").is_some() => "circleci.deployment_jobs",
+                    _ => "circleci.deployment_workflows",
+                }
+                .into(),
+            ),
             parsed,
         })
     }

@@ -72,6 +72,7 @@ impl Source for Devlake {
             // and a body posted twice is one delivery.
             key: super::body_key(delivery.body),
             redacted: None,
+            rule: None,
             parsed: Parsed::Deployments(observations),
         })
     }

@@ -71,6 +71,7 @@ impl Source for Generic {
         Ok(Accepted {
             key: idempotency_key(delivery.headers).unwrap_or_else(|| body_key(delivery.body)),
             redacted: None,
+            rule: None,
             parsed: parse(delivery)?,
         })
     }

@@ -155,6 +155,14 @@ impl Source for Github {
                 .map(|id| format!("delivery:{id}"))
                 .unwrap_or_else(|| body_key(delivery.body)),
             redacted: None,
+            rule: Some(
+                match kind.as_str() {
+                    "workflow_run" => "github.deployment_workflows",
+                    "workflow_job" => "github.deployment_jobs",
+                    _ => "github.deployment_events",
+                }
+                .into(),
+            ),
             parsed,
         })
     }

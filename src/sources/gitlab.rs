@@ -109,6 +109,15 @@ impl Source for Gitlab {
             // versions re-send the same body. X-Gitlab-Webhook-UUID is new on every request.
             key: idempotency_key(delivery.headers).unwrap_or_else(|| body_key(delivery.body)),
             redacted: None,
+            rule: Some(
+                match event.get("object_kind").and_then(Value::as_str) {
+                    Some("deployment") => "gitlab.deployment_events",
+                    Some("build") => "gitlab.jobs_with_an_environment",
+                    Some("pipeline") => "gitlab.pipeline_jobs_with_an_environment",
+                    _ => "gitlab.event_kinds",
+                }
+                .into(),
+            ),
             parsed: self.namespaced(delivery.headers, parsed),
         })
     }

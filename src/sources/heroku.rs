@@ -103,6 +103,7 @@ impl Source for Heroku {
         Ok(Accepted {
             key,
             redacted: None,
+            rule: None,
             parsed: self.parse(&event, delivery.received_at)?,
         })
     }

@@ -155,10 +155,12 @@ impl Source for Jenkins {
         if ending && result.is_none_or(str::is_empty) {
             key.push_str("#no-result");
         }
+        let (parsed, rule) = self.parse(&value, delivery.received_at)?;
         Ok(Accepted {
             key,
             redacted: None,
-            parsed: self.parse(&value, delivery.received_at)?,
+            rule: Some(rule.into()),
+            parsed,
         })
     }
 
@@ -187,7 +189,7 @@ impl Jenkins {
     }
 
     /// One build phase as an observation, when the rules make the build a deployment.
-    fn parse(&self, value: &Value, received_at: i64) -> Result<Parsed, SourceError> {
+    fn parse(&self, value: &Value, received_at: i64) -> Result<(Parsed, &'static str), SourceError> {
         let job = job_path(value)?;
         let build = value
             .get("build")
@@ -200,8 +202,11 @@ impl Jenkins {
             )
         })?;
         if phase == "NONE" {
-            return Ok(Parsed::Ignored(
-                "phase NONE (from the notifyEndpoints step) reports no change of the build".into(),
+            return Ok((
+                Parsed::Ignored(
+                    "phase NONE (from the notifyEndpoints step) reports no change of the build".into(),
+                ),
+                "jenkins.phases",
             ));
         }
         // An empty or absent status is "no result yet", not a word.
@@ -215,11 +220,19 @@ impl Jenkins {
         let deploying = self.deployment_jobs.is_match(&job);
         let named = parameter(&self.config.environment_parameters);
         if named.is_none() && !deploying {
-            return Ok(Parsed::Ignored(format!(
-                "job `{}` has no environment parameter and its name does not match [jenkins] deployment_jobs",
-                job.chars().take(64).collect::<String>()
-            )));
+            return Ok((
+                Parsed::Ignored(format!(
+                    "job `{}` has no environment parameter and its name does not match [jenkins] deployment_jobs",
+                    job.chars().take(64).collect::<String>()
+                )),
+                "jenkins.deployment_jobs",
+            ));
         }
+        let rule = if named.is_some() {
+            "jenkins.environment_parameters"
+        } else {
+            "jenkins.deployment_jobs"
+        };
         let environment = named.or_else(|| {
             self.environment_from_job
                 .captures(&job)
@@ -230,15 +243,12 @@ impl Jenkins {
         let system = self.system(&job, branch.is_some(), &parameters);
         let status = status(phase, result);
         let raw_status = result.unwrap_or(phase).to_string();
-        // QUEUED's timestamp is 0 when the build had no executor: no time.
-        let timestamp = build.get("timestamp").and_then(Value::as_i64).filter(|t| *t > 0);
-        let duration = build.get("duration").and_then(Value::as_i64).filter(|d| *d >= 0);
-        let (started_at, finished_at) = phase_times(phase, timestamp, duration);
-        let times_estimated = finished_at.or(started_at).or(timestamp).is_none();
-        let occurred_at = finished_at.or(started_at).or(timestamp).unwrap_or(received_at);
+        let (started_at, finished_at, reported) = build_times(build, phase);
+        let times_estimated = reported.is_none();
+        let occurred_at = reported.unwrap_or(received_at);
         let (commit_sha, scm_branch) = scm(build);
         let git_ref = scm_branch.or(branch);
-        Ok(Parsed::Deployments(vec![Observation {
+        let observation = Observation {
             external_id: format!("{job}#{number}"),
             system: system.chars().take(MAX_NAME_LEN).collect(),
             environment: environment
@@ -261,7 +271,8 @@ impl Jenkins {
             committed_at: None,
             origin: None,
             times_estimated,
-        }]))
+        };
+        Ok((Parsed::Deployments(vec![observation]), rule))
     }
 }
 
@@ -416,6 +427,15 @@ fn scm(build: &Value) -> (Option<String>, Option<String>) {
     };
     let branch = scm_text("branch").map(|b| b.strip_prefix("origin/").map(str::to_string).unwrap_or(b));
     (sha(scm_text("commit")), branch)
+}
+
+/// A phase's start and finish, and when it happened, as far as the message tells. QUEUED's
+/// timestamp is 0 when the build had no executor: no time.
+fn build_times(build: &Value, phase: &str) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let timestamp = build.get("timestamp").and_then(Value::as_i64).filter(|t| *t > 0);
+    let duration = build.get("duration").and_then(Value::as_i64).filter(|d| *d >= 0);
+    let (started_at, finished_at) = phase_times(phase, timestamp, duration);
+    (started_at, finished_at, finished_at.or(started_at).or(timestamp))
 }
 
 /// The start and finish a phase's `timestamp` (and `duration`) tell.

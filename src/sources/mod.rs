@@ -84,6 +84,9 @@ pub struct Accepted {
     /// our secret back get it removed.
     pub redacted: Option<String>,
     pub parsed: Parsed,
+    /// The rule that decided (`jenkins.deployment_jobs`), where the source has more than one
+    /// way to decide; `None` is the source's one rule (every deployment event it reads).
+    pub rule: Option<String>,
 }
 
 /// Why a source refused a delivery. Every message tells the sender what to fix.

@@ -96,6 +96,7 @@ impl Source for Octopus {
         Ok(Accepted {
             key,
             redacted: redact(&body, delivery.body),
+            rule: None,
             parsed: parse(&body, delivery.received_at)?,
         })
     }

@@ -31,6 +31,8 @@ pub struct NewDelivery {
     pub body: String,
     /// The journaled headers, as a JSON object.
     pub headers: String,
+    /// Why it is (or is not) a deployment, as JSON (`domain::Decision`).
+    pub decision: Option<String>,
 }
 
 /// What to do with a delivery once journaled.
@@ -52,8 +54,8 @@ pub enum Work {
 pub enum Target {
     /// A delivery just received.
     New(NewDelivery),
-    /// A pending delivery the worker has finished enriching.
-    Pending(i64),
+    /// A pending delivery the worker has finished enriching, and its decision now.
+    Pending(i64, Option<String>),
 }
 
 /// What happened to a delivery.
@@ -410,6 +412,7 @@ fn journal_row(
         attempts: Set(if pending { 0 } else { 1 }),
         next_attempt_at: Set(pending.then_some(now)),
         processed_at: Set((!pending).then_some(now)),
+        decision: Set(delivery.decision.clone()),
     }
 }
 
@@ -427,7 +430,7 @@ async fn journal(
         .enumerate()
         .filter_map(|(index, (target, work))| match target {
             Target::New(delivery) => Some((index, delivery, *work)),
-            Target::Pending(_) => None,
+            Target::Pending(..) => None,
         })
         .collect();
     let mut journaled: Vec<Option<Journaled>> = (0..jobs.len()).map(|_| None).collect();
@@ -435,8 +438,8 @@ async fn journal(
         journaled[index] = Some(journal);
     }
     for (index, (target, work)) in jobs.iter().enumerate() {
-        if let Target::Pending(id) = target {
-            journaled[index] = Some(finish_pending(txn, *id, work, now).await?);
+        if let Target::Pending(id, decision) = target {
+            journaled[index] = Some(finish_pending(txn, (*id, decision.clone()), work, now).await?);
         }
     }
     journaled
@@ -519,13 +522,14 @@ async fn journal_new(
 /// Moves a pending delivery to the state its work gives it, if it is still pending.
 async fn finish_pending(
     txn: &DatabaseTransaction,
-    id: i64,
+    (id, decision): (i64, Option<String>),
     work: &Work,
     now: i64,
 ) -> Result<Journaled, StoreError> {
     let (state, error) = journal_state(work);
     let updated = deliveries::Entity::update_many()
         .col_expr(deliveries::Column::State, Expr::value(state))
+        .col_expr(deliveries::Column::Decision, Expr::value(decision))
         .col_expr(deliveries::Column::Error, Expr::value(error))
         .col_expr(deliveries::Column::ProcessedAt, Expr::value(Some(now)))
         .col_expr(

@@ -191,7 +191,7 @@ pub enum CountGroup {
 
 /// Whether the rollup can answer for this filter (it has no source or commit dimension).
 fn answerable(filter: &DeploymentFilter) -> bool {
-    filter.sources.is_empty() && filter.commit_sha.is_none()
+    filter.sources.is_empty() && filter.commit_sha.is_none() && filter.rule.is_none()
 }
 
 impl Store {

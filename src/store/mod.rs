@@ -101,6 +101,9 @@ pub struct DeploymentFilter {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub commit_sha: Option<String>,
+    /// Only deployments a delivery decided by this rule touched (`jenkins.deployment_jobs`;
+    /// `Delivery.decision.rule`). Lists and counts only: live events do not carry it.
+    pub rule: Option<String>,
 }
 
 /// A position in the deployments order: (deployed_at, id), newest first.
@@ -431,6 +434,9 @@ impl Store {
             // A short sha matches the full one it abbreviates.
             let sha = sha.trim().to_lowercase();
             select = select.filter(deployments::Column::CommitSha.starts_with(sha));
+        }
+        if let Some(rule) = &filter.rule {
+            select = select.filter(deployments::Column::Id.in_subquery(decided_by(rule)));
         }
         Ok(Some(select))
     }
@@ -830,6 +836,9 @@ impl DeploymentFilter {
                 ));
             }
         }
+        if self.rule.as_ref().is_some_and(|rule| rule.len() > 255) {
+            return Err("`rule` is a rule's name (`jenkins.deployment_jobs`), at most 255 bytes".into());
+        }
         if let Some(sha) = &self.commit_sha {
             let sha = sha.trim();
             if sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -855,4 +864,27 @@ impl DeploymentFilter {
                     .is_some_and(|have| have.starts_with(&sha.trim().to_lowercase()))
             })
     }
+}
+
+/// The ids of deployments an event of which came from a delivery `rule` decided.
+fn decided_by(rule: &str) -> sea_orm::sea_query::SelectStatement {
+    use entity::{deliveries, deployment_events};
+    use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, Query};
+    let marker = crate::domain::Decision::rule_marker(rule)
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Query::select()
+        .column((deployment_events::Entity, deployment_events::Column::DeploymentId))
+        .from(deployment_events::Entity)
+        .inner_join(
+            deliveries::Entity,
+            Expr::col((deliveries::Entity, deliveries::Column::Id))
+                .equals((deployment_events::Entity, deployment_events::Column::DeliveryId)),
+        )
+        .and_where(
+            Expr::col((deliveries::Entity, deliveries::Column::Decision))
+                .like(LikeExpr::new(format!("%{marker}%")).escape('\\')),
+        )
+        .to_owned()
 }

@@ -81,6 +81,11 @@ impl Store {
         Ok(())
     }
 
+    /// One journal row.
+    pub async fn delivery(&self, id: i64) -> Result<Option<deliveries::Model>, StoreError> {
+        Ok(deliveries::Entity::find_by_id(id).one(self.connection()).await?)
+    }
+
     /// Journal rows in a state, newest first.
     pub async fn deliveries_in(
         &self,

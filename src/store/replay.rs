@@ -86,4 +86,144 @@ impl Store {
             .to_owned();
         Ok(self.connection().execute(&delete).await?.rows_affected())
     }
+
+    /// The deployments a delivery's events touched.
+    pub async fn deployments_of_delivery(
+        &self,
+        delivery_id: i64,
+    ) -> Result<Vec<deployments::Model>, StoreError> {
+        use entity::deployment_events;
+        let touched = Query::select()
+            .distinct()
+            .column(deployment_events::Column::DeploymentId)
+            .from(deployment_events::Entity)
+            .and_where(deployment_events::Column::DeliveryId.eq(delivery_id))
+            .to_owned();
+        Ok(deployments::Entity::find()
+            .filter(deployments::Column::Id.in_subquery(touched))
+            .all(self.connection())
+            .await?)
+    }
+
+    /// Every deployment's (source, external id), and whether a journaled delivery reported it
+    /// (seeded and imported ones have none).
+    pub async fn deployment_keys(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
+        use entity::deployment_events;
+        let reported: std::collections::HashSet<i64> = deployment_events::Entity::find()
+            .select_only()
+            .column(deployment_events::Column::DeploymentId)
+            .filter(deployment_events::Column::DeliveryId.is_not_null())
+            .distinct()
+            .into_tuple()
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .collect();
+        let rows: Vec<(i64, String, String)> = deployments::Entity::find()
+            .select_only()
+            .columns([
+                deployments::Column::Id,
+                deployments::Column::Source,
+                deployments::Column::ExternalId,
+            ])
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, source, external_id)| (source, external_id, reported.contains(&id)))
+            .collect())
+    }
+
+    /// Journal rows after `after` (by id), `limit` at a time, oldest first.
+    pub async fn journal_page(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<entity::deliveries::Model>, StoreError> {
+        use sea_orm::QueryOrder;
+        Ok(entity::deliveries::Entity::find()
+            .filter(entity::deliveries::Column::Id.gt(after))
+            .order_by_asc(entity::deliveries::Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?)
+    }
+
+    /// Per (raw system, raw environment): the names deployments have now, how many, and one's
+    /// external id.
+    pub async fn raw_names_now(&self) -> Result<Vec<RawNamesNow>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, i64, String)> = deployments::Entity::find()
+            .select_only()
+            .columns([
+                deployments::Column::RawSystem,
+                deployments::Column::RawEnvironment,
+                deployments::Column::SystemId,
+                deployments::Column::EnvironmentId,
+            ])
+            .column_as(deployments::Column::Id.count(), "count")
+            .column_as(deployments::Column::ExternalId.max(), "example")
+            .group_by(deployments::Column::RawSystem)
+            .group_by(deployments::Column::RawEnvironment)
+            .group_by(deployments::Column::SystemId)
+            .group_by(deployments::Column::EnvironmentId)
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        let systems: std::collections::HashMap<i64, String> = self
+            .systems()
+            .await?
+            .into_iter()
+            .map(|n| (n.id, n.name))
+            .collect();
+        let environments: std::collections::HashMap<i64, String> = self
+            .environments()
+            .await?
+            .into_iter()
+            .map(|n| (n.id, n.name))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .map(
+                |(raw_system, raw_environment, system, environment, count, example)| RawNamesNow {
+                    raw_system,
+                    raw_environment,
+                    system: systems.get(&system).cloned().unwrap_or_default(),
+                    environment: environments.get(&environment).cloned().unwrap_or_default(),
+                    count: count as u64,
+                    example,
+                },
+            )
+            .collect())
+    }
+
+    /// Puts ignored or failed deliveries back to pending, due now: the running server's workers
+    /// read them again with the current rules. Returns how many.
+    pub async fn requeue(&self, ids: &[i64], now: i64) -> Result<u64, StoreError> {
+        use entity::{DeliveryState, deliveries};
+        let mut requeued = 0;
+        for chunk in ids.chunks(500) {
+            requeued += deliveries::Entity::update_many()
+                .col_expr(deliveries::Column::State, Expr::value(DeliveryState::Pending))
+                .col_expr(deliveries::Column::Attempts, Expr::value(0))
+                .col_expr(deliveries::Column::NextAttemptAt, Expr::value(Some(now)))
+                .filter(deliveries::Column::Id.is_in(chunk.iter().copied()))
+                .filter(deliveries::Column::State.is_in([DeliveryState::Ignored, DeliveryState::Failed]))
+                .exec(self.connection())
+                .await?
+                .rows_affected;
+        }
+        Ok(requeued)
+    }
+}
+
+/// Deployments received with one pair of raw names, and the names they have now.
+#[derive(Clone, Debug)]
+pub struct RawNamesNow {
+    pub raw_system: String,
+    pub raw_environment: String,
+    pub system: String,
+    pub environment: String,
+    pub count: u64,
+    pub example: String,
 }

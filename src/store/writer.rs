@@ -137,8 +137,14 @@ impl Writer {
     /// Finishes a pending delivery: marks it processed (or ignored) and applies its
     /// observations in one transaction. A delivery that is no longer pending (another replica
     /// finished it) is left alone and answered `Duplicate`, so a retry never applies twice.
-    pub async fn finish(&self, delivery_id: i64, work: Work) -> Result<Outcome, StoreError> {
-        self.write(Target::Pending(delivery_id), work, None).await
+    pub async fn finish(
+        &self,
+        delivery_id: i64,
+        work: Work,
+        decision: Option<String>,
+    ) -> Result<Outcome, StoreError> {
+        self.write(Target::Pending(delivery_id, decision), work, None)
+            .await
     }
 
     /// Why the database cannot store deliveries now, if it cannot.

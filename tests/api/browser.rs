@@ -263,6 +263,10 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
     );
     let details = driver.text("dialog#details").await.unwrap_or_default();
     assert!(details.contains("deploying (running)"), "{details}");
+    assert!(
+        details.contains("rule generic.deployment_events"),
+        "why it is here: {details}"
+    );
     driver
         .script("document.getElementById('close-details').click()")
         .await;

@@ -13,6 +13,7 @@ mod counts;
 mod crash;
 mod dashboard;
 mod enrichment;
+mod explain;
 mod faults;
 mod fidelity;
 mod fixtures;
