@@ -9,6 +9,9 @@
 //! Ingest sends a mix of every source's fixture payloads (tests/fixtures) with unique ids, each
 //! deployment seen 2-3 times (queued/running/finished), then checks every deployment is there.
 //! Secrets: SHIPLOG_{GENERIC,GITLAB,JENKINS,HEROKU,OCTOPUS}_SECRET in the environment.
+//! `--only gitlab` sends GitLab deployment events alone; `--only buildkite` Buildkite's webhook to
+//! a server declaring `[sources.buildkite] recipe = "buildkite"` (SHIPLOG_BUILDKITE_SECRET): a
+//! declared source against a built-in one of similar size.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -29,6 +32,7 @@ struct Args {
     pid: Option<u32>,
     subscribers: usize,
     rate: u64,
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -40,6 +44,7 @@ fn args() -> Args {
         pid: None,
         subscribers: 1000,
         rate: 50,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     args.mode = it.next().unwrap_or_default();
@@ -52,6 +57,7 @@ fn args() -> Args {
             "--pid" => args.pid = value.parse().ok(),
             "--subscribers" => args.subscribers = value.parse().unwrap(),
             "--rate" => args.rate = value.parse().unwrap(),
+            "--only" => args.only = Some(value),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -172,6 +178,25 @@ fn deliveries(n: u64, run: &str) -> Vec<(String, Value)> {
     }
 }
 
+/// The deliveries of deployment `n` when one source is measured alone.
+fn deliveries_of(only: Option<&str>, n: u64, run: &str) -> Vec<(String, Value)> {
+    match only {
+        None => deliveries(n, run),
+        Some("gitlab") => deliveries(n * 5 + 1, run),
+        Some("buildkite") => [("build.running", "running"), ("build.finished", "passed")]
+            .iter()
+            .map(|(event, state)| {
+                let mut body = fixture("buildkite/webhook_build_finished.from-rest.derived.json");
+                set(&mut body, "/event", json!(event));
+                set(&mut body, "/build/id", json!(format!("{run}-{n}")));
+                set(&mut body, "/build/state", json!(state));
+                ("buildkite".to_string(), body)
+            })
+            .collect(),
+        Some(other) => panic!("--only gitlab or buildkite, not {other}"),
+    }
+}
+
 /// A number unique to a run name.
 fn run_number(run: &str) -> u64 {
     run.bytes()
@@ -189,6 +214,7 @@ async fn send(client: &reqwest::Client, url: &str, source: &str, body: &Value) -
         "generic" => request.bearer_auth(&secret),
         "gitlab" => request.header("X-Gitlab-Token", &secret),
         "jenkins" => request.basic_auth("jenkins", Some(&secret)),
+        "buildkite" => request.header("X-Buildkite-Token", &secret),
         "heroku" => {
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
             mac.update(&bytes);
@@ -233,19 +259,20 @@ async fn ingest(args: &Args) {
         let started = Instant::now();
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, url, next, latencies, errors, run) = (
+                let (client, url, next, latencies, errors, run, only) = (
                     client.clone(),
                     args.url.clone(),
                     next.clone(),
                     latencies.clone(),
                     errors.clone(),
                     run.clone(),
+                    args.only.clone(),
                 );
                 tokio::spawn(async move {
                     let mut mine = Vec::new();
                     while Instant::now() < deadline {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        for (source, body) in deliveries(n, &run) {
+                        for (source, body) in deliveries_of(only.as_deref(), n, &run) {
                             let t = Instant::now();
                             if send(&client, &url, &source, &body).await {
                                 mine.push(t.elapsed().as_secs_f64() * 1000.0);

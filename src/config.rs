@@ -57,6 +57,28 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run a source's mapping on a captured body and print what it would store (or each
+    /// error, with the expression that failed): no server, no database.
+    TrySource {
+        /// The source (a declared one, or a built-in).
+        name: String,
+        /// A file holding the body, as the tool sent it.
+        file: PathBuf,
+        /// A header the tool sent with it ('Name: value'; repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The query string the tool's URL carries (`env=staging`).
+        #[arg(long)]
+        query: Option<String>,
+    },
+    /// Check the whole settings file: declared sources compile, rules, secrets set or missing.
+    /// Exits non-zero with the messages when something must be fixed.
+    CheckConfig,
+    /// The recipes shipped for tools without a built-in source; with a name, its TOML.
+    Recipes {
+        /// A recipe to print.
+        name: Option<String>,
+    },
     /// Why a delivery is (or is not) a deployment: the rule that decided, the tool's words and
     /// shiplog's names with the rule behind each, and the deployments it touched.
     Explain {
@@ -185,6 +207,8 @@ pub struct Settings {
     /// How pending deliveries are retried (its attempts from `[api] retry_max_attempts`).
     #[serde(skip)]
     pub retry: crate::enrich::RetryPolicy,
+    /// `[sources.<name>]`: sources declared in the file (or from a recipe), by route name.
+    pub sources: BTreeMap<String, toml::Value>,
     /// Every other top-level table: a source's section (`[jenkins]`, `[heroku]`).
     #[serde(flatten)]
     pub sections: BTreeMap<String, toml::Value>,
@@ -208,6 +232,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             webhook_rate_limit: 100.0,
             retry: Default::default(),
+            sources: BTreeMap::new(),
             sections: BTreeMap::new(),
         }
     }

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use shiplog::config::{Cli, Command, Settings};
+use shiplog::sources::declared::tools;
 use shiplog::startup::{Application, generated_secret_key};
 use shiplog::store::{DbOptions, Store};
 
@@ -30,6 +31,32 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay { dry_run } => replay(&settings, dry_run).await?,
         Command::Explain { id } => explain(&settings, id).await?,
+        Command::TrySource {
+            name,
+            file,
+            headers,
+            query,
+        } => {
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let shown = tools::try_source(&settings, &name, &body, &headers, query.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{shown}");
+        }
+        Command::CheckConfig => match tools::check_config(&settings) {
+            Ok(lines) => {
+                lines.iter().for_each(|line| println!("{line}"));
+                println!("ok");
+            }
+            Err(problems) => {
+                problems.iter().for_each(|line| eprintln!("{line}"));
+                eprintln!("{} problem(s) in the settings", problems.len());
+                std::process::exit(1);
+            }
+        },
+        Command::Recipes { name } => print!(
+            "{}",
+            tools::recipes(name.as_deref()).map_err(|e| anyhow::anyhow!(e))?
+        ),
         Command::Reprocess { ids } => {
             let store = open(&settings).await?;
             let count = store.requeue_failed(&ids, shiplog::domain::now_millis()).await?;
@@ -73,7 +100,8 @@ async fn replay(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     let sections = shiplog::startup::with_gitlab_home(&store, &settings.sections)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let sources = shiplog::sources::Registry::new(&sections).map_err(|e| anyhow::anyhow!(e))?;
+    let sources = shiplog::sources::Registry::with_declared(&sections, &settings.sources)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let preview = shiplog::ingest::replay::preview(&store, &sources, &rules, |read| {
         progress(&format!("read {read} journaled deliveries"))
     })

@@ -65,7 +65,7 @@ impl Application {
             })?;
         store.migrate().await.map_err(StartupError::Migrate)?;
         let sections = with_gitlab_home(&store, &settings.sections).await?;
-        let sources = Registry::new(&sections).map_err(StartupError::Other)?;
+        let sources = Registry::with_declared(&sections, &settings.sources).map_err(StartupError::Other)?;
         let secrets = resolve_secrets(&store, &settings, &sources).await?;
         let heroku: crate::sources::heroku::HerokuConfig =
             settings.section("heroku").get().map_err(StartupError::Other)?;

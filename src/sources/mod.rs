@@ -21,6 +21,7 @@ pub mod argocd;
 pub mod auth;
 pub mod cdevents;
 pub mod circleci;
+pub mod declared;
 pub mod devlake;
 pub mod generic;
 pub mod github;
@@ -162,6 +163,15 @@ pub struct Registry {
 impl Registry {
     /// Every built-in source, each with its section of the settings (`sections` by name).
     pub fn new(sections: &BTreeMap<String, toml::Value>) -> Result<Self, String> {
+        Self::with_declared(sections, &BTreeMap::new())
+    }
+
+    /// The built-in sources and the ones declared in `[sources]` (compiled; a mistake names
+    /// the source, the key and the problem).
+    pub fn with_declared(
+        sections: &BTreeMap<String, toml::Value>,
+        declared: &BTreeMap<String, toml::Value>,
+    ) -> Result<Self, String> {
         let mut sources = BTreeMap::new();
         for built_in in BUILT_IN {
             let section = Section {
@@ -169,6 +179,9 @@ impl Registry {
                 value: sections.get(built_in.name),
             };
             sources.insert(built_in.name.to_string(), (built_in.build)(&section)?);
+        }
+        for source in declared::all(declared)? {
+            sources.insert(source.name().to_string(), source);
         }
         Ok(Self { sources })
     }

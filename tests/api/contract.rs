@@ -94,7 +94,7 @@ async fn deployment_count(app: &TestApp) -> u64 {
 #[tokio::test]
 async fn every_source_keeps_the_contract() {
     let app = spawn_app().await;
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let mut subscriber = app
         .subscribe(
             "subscription { deploymentEvents { deployment { source externalId } } }",
@@ -162,7 +162,7 @@ async fn check(app: &TestApp, subscriber: &mut crate::helpers::Subscriber, case:
         answer["message"]
             .as_str()
             .unwrap()
-            .contains(&format!("SHIPLOG_{}_SECRET", case.source.to_uppercase())),
+            .contains(&shiplog::sources::secret_setting(case.source)),
         "{what}: {answer}"
     );
 
@@ -248,7 +248,7 @@ async fn well_formed_but_unexpected(
     body: &[u8],
     headers: &axum::http::HeaderMap,
 ) {
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let dead_letters = registry.get(case.source).unwrap().dead_letters();
     let fixture: Value = serde_json::from_slice(body).unwrap();
     let unexpected = [
@@ -350,7 +350,7 @@ async fn a_source_without_a_configured_secret_refuses_everything() {
 
 /// Posts a fixture to its source with the right secret; returns the JSON answer (must be 200).
 pub async fn send_fixture(app: &TestApp, source: &str, fixture: &str) -> Value {
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let auth = registry.get(source).unwrap().auth().clone();
     let path = fixture_dir(source).join(fixture);
     let response = send(

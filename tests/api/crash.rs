@@ -66,6 +66,17 @@ impl Server {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// One GraphQL request (`{"query": ..., "variables": ...}`) over HTTP; its JSON answer.
+    pub(crate) async fn graphql(&self, request: serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(self.url("/graphql"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
 }
 
 impl Drop for Server {
@@ -140,20 +151,13 @@ async fn wait_for(progress: &std::sync::atomic::AtomicUsize, count: usize) {
 }
 
 async fn stored_ids(server: &Server) -> BTreeSet<String> {
-    let client = reqwest::Client::new();
     let mut ids = BTreeSet::new();
     let mut after = serde_json::Value::Null;
     loop {
-        let page: serde_json::Value = client
-            .post(server.url("/graphql"))
-            .json(&json!({ "query": "query($after: String) { deployments(first: 500, after: $after) {
+        let page = server
+            .graphql(json!({ "query": "query($after: String) { deployments(first: 500, after: $after) {
                 edges { node { externalId status } } pageInfo { hasNextPage endCursor } } }", "variables": { "after": after } }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
         let connection = &page["data"]["deployments"];
         for edge in connection["edges"].as_array().unwrap() {
             assert_eq!(edge["node"]["status"], "SUCCEEDED");

@@ -2,7 +2,6 @@
 //! tool sends (tests/fixtures/README.md says where each came from).
 
 use serde_json::{Value, json};
-use shiplog::sources::Registry;
 
 use crate::contract::{send, send_fixture};
 use crate::fixtures::{fixture_dir, fixture_headers};
@@ -35,7 +34,7 @@ fn fixture(source: &str, name: &str) -> Value {
 
 /// Posts a body derived in the test from a fixture (with that fixture's headers).
 async fn post(app: &TestApp, source: &str, like: &str, body: &Value) -> (u16, Value) {
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let auth = registry.get(source).unwrap().auth().clone();
     let headers = fixture_headers(&fixture_dir(source).join(like));
     let response = send(

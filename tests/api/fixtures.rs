@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use shiplog::sources::{Delivery, Registry};
+use shiplog::sources::Delivery;
 
 /// The receive time every fixture is parsed at.
 const RECEIVED_AT: i64 = 1_800_000_000_000;
@@ -43,7 +43,7 @@ pub fn fixtures(source: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_fixture_has_a_reviewed_snapshot_of_its_normalised_output() {
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let mut count = 0;
     for source in registry.names() {
         let parser = registry.get(source).unwrap();

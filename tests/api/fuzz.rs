@@ -14,7 +14,7 @@ use crate::fixtures::fixtures;
 /// Every source of the registry (a new one is fuzzed without a line here).
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::new(&Default::default()).unwrap())
+    REGISTRY.get_or_init(crate::helpers::registry)
 }
 
 fn parse_everywhere(body: &[u8]) {

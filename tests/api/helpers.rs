@@ -117,6 +117,24 @@ pub fn secret_of(source: &str) -> String {
     }
 }
 
+/// Every shipped recipe declared under its own name (`[sources.buildkite] recipe = "buildkite"`),
+/// as every test server serves them: the contract, fixture and fuzz suites cover them too.
+pub fn recipes_declared() -> std::collections::BTreeMap<String, toml::Value> {
+    shiplog::sources::declared::recipes::RECIPES
+        .iter()
+        .map(|(name, _, _)| {
+            let table: toml::Value = toml::from_str(&format!("recipe = \"{name}\"")).unwrap();
+            (name.to_string(), table)
+        })
+        .collect()
+}
+
+/// The sources every test server has: the built-in ones and the recipes.
+pub fn registry() -> shiplog::sources::Registry {
+    shiplog::sources::Registry::with_declared(&Default::default(), &recipes_declared())
+        .expect("the recipes compile")
+}
+
 /// Settings for a test server on a free port. Nothing comes from the developer's environment
 /// or a settings file: every source of the registry gets its test secret.
 pub fn test_settings(database_url: &str) -> Settings {
@@ -124,9 +142,10 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.listen = "127.0.0.1:0".into();
     settings.database_url = database_url.into();
     settings.database_max_connections = Some(4);
-    settings.secrets = shiplog::sources::BUILT_IN
-        .iter()
-        .map(|source| (source.name.to_string(), secret_of(source.name)))
+    settings.sources = recipes_declared();
+    settings.secrets = registry()
+        .names()
+        .map(|name| (name.to_string(), secret_of(name)))
         .collect();
     // Tests flood from one address; the rate-limit test turns the limit on.
     settings.webhook_rate_limit = 0.0;

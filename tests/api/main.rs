@@ -12,6 +12,7 @@ mod costs;
 mod counts;
 mod crash;
 mod dashboard;
+mod declared;
 mod enrichment;
 mod explain;
 mod faults;

@@ -34,7 +34,8 @@ fn every_toml_example_in_the_readme_is_a_valid_settings_file() {
             "README example does not parse: {parsed:?}\n{toml_text}"
         );
         let settings = parsed.unwrap();
-        shiplog::sources::Registry::new(&settings.sections).expect("the example's rules compile");
+        shiplog::sources::Registry::with_declared(&settings.sections, &settings.sources)
+            .unwrap_or_else(|e| panic!("the example's rules compile: {e}\n{toml_text}"));
         blocks += 1;
     }
     assert!(blocks >= 2, "found {blocks} TOML examples");

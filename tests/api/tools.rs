@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shiplog::sources::Registry;
 
 use crate::contract::{send, send_fixture};
 use crate::fixtures::{fixture_dir, fixture_headers};
@@ -35,7 +34,7 @@ async fn post(
     body: Vec<u8>,
     headers: &axum::http::HeaderMap,
 ) -> reqwest::Response {
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let auth = registry.get(source).unwrap().auth().clone();
     send(app, source, &auth, Some(&secret_of(source)), body, headers).await
 }
@@ -94,7 +93,7 @@ async fn github_deployment_and_its_statuses_are_one_deployment_and_inactive_chan
     assert_eq!(deployments(&app, "github").await.len(), 2);
     // A wrong signature is refused.
     let (body, headers) = fixture("github", "deployment_created.json");
-    let registry = Registry::new(&Default::default()).unwrap();
+    let registry = crate::helpers::registry();
     let auth = registry.get("github").unwrap().auth().clone();
     let refused = send(&app, "github", &auth, Some("not-the-secret"), body, &headers).await;
     assert_eq!(refused.status(), 401);
