@@ -33,6 +33,7 @@ struct Args {
     subscribers: usize,
     rate: u64,
     only: Option<String>,
+    deployments: u64,
 }
 
 fn args() -> Args {
@@ -45,6 +46,7 @@ fn args() -> Args {
         subscribers: 1000,
         rate: 50,
         only: None,
+        deployments: 50_000,
     };
     let mut it = std::env::args().skip(1);
     args.mode = it.next().unwrap_or_default();
@@ -58,6 +60,7 @@ fn args() -> Args {
             "--subscribers" => args.subscribers = value.parse().unwrap(),
             "--rate" => args.rate = value.parse().unwrap(),
             "--only" => args.only = Some(value),
+            "--deployments" => args.deployments = value.parse().unwrap(),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -489,8 +492,64 @@ async fn main() {
         "ingest" => ingest(&args).await,
         "queries" => queries(&args).await,
         "live" => live(&args).await,
+        "fake-gitlab" => fake_gitlab(&args).await,
         _ => eprintln!(
-            "usage: load (ingest|queries|live) [--url URL] [--concurrency 1,8,32] [--seconds N] [--pid PID] [--subscribers N] [--rate N]"
+            "usage: load (ingest|queries|live|fake-gitlab) [--url URL] [--concurrency 1,8,32] [--seconds N] [--pid PID] [--subscribers N] [--rate N] [--deployments N]"
         ),
     }
+}
+
+/// A GitLab deployments API that answers at once, for timing `shiplog import gitlab` against
+/// shiplog alone: `--deployments N` of project `root/app`, made from the documented list item,
+/// 100 per page (or `per_page`), oldest change first, with `Link: rel="next"` and `x-total`.
+/// Serves on `--url`'s address until stopped.
+async fn fake_gitlab(args: &Args) {
+    use axum::extract::{Query, State};
+    use axum::response::IntoResponse;
+    let template = fixture("gitlab/api/deployments_list.response.docs.json")[1].clone();
+    let deployments: Arc<Vec<Value>> = Arc::new(
+        (1..=args.deployments)
+            .map(|n| {
+                let mut d = template.clone();
+                d["id"] = json!(n);
+                d["iid"] = json!(n);
+                d["status"] = json!("success");
+                d["updated_at"] = json!(shiplog::domain::format_millis(
+                    1_767_225_600_000 + n as i64 * 1000
+                ));
+                d["deployable"]["id"] = json!(1_000_000 + n);
+                d
+            })
+            .collect(),
+    );
+    let address = args.url.trim_start_matches("http://").to_string();
+    let base = args.url.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/v4/projects/{project}/deployments",
+            axum::routing::get(
+                move |State(all): State<Arc<Vec<Value>>>, Query(q): Query<std::collections::HashMap<String, String>>| {
+                    let base = base.clone();
+                    async move {
+                        let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                        let size: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(20).min(100);
+                        let items: Vec<&Value> = all.iter().skip((page - 1) * size).take(size).collect();
+                        let mut headers = axum::http::HeaderMap::new();
+                        headers.insert("x-total", all.len().to_string().parse().unwrap());
+                        if page * size < all.len() {
+                            let next = format!("<{base}/api/v4/projects/root%2Fapp/deployments?order_by=updated_at&sort=asc&per_page={size}&page={}>; rel=\"next\"", page + 1);
+                            headers.insert("link", next.parse().unwrap());
+                        }
+                        (headers, axum::Json(items)).into_response()
+                    }
+                },
+            ),
+        )
+        .with_state(deployments);
+    let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
+    eprintln!(
+        "a fake GitLab with {} deployments of root/app at {}",
+        args.deployments, args.url
+    );
+    axum::serve(listener, app).await.unwrap();
 }

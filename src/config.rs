@@ -87,6 +87,50 @@ pub enum Command {
     },
     /// Fill the database with realistic deployments (benchmarks, demos).
     Seed(crate::seed::SeedOptions),
+    /// Import deployment history from a tool's API (resumable: run it again after an
+    /// interruption); imported deployments merge with the same deployments' webhooks.
+    Import {
+        #[command(subcommand)]
+        tool: ImportTool,
+    },
+}
+
+/// The tools `shiplog import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportTool {
+    /// GitLab's deployments API, per project or for every project of a group.
+    Gitlab {
+        /// The instance (`https://gitlab.example.com`) [default: https://gitlab.com]
+        #[arg(long, default_value = crate::import::gitlab::DEFAULT_API_URL)]
+        api_url: String,
+        /// A token that can read the projects (read_api)
+        #[arg(long, env = "SHIPLOG_GITLAB_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A project's path (`group/app`; repeatable)
+        #[arg(long)]
+        project: Vec<String>,
+        /// Every project of this group and its subgroups
+        #[arg(long)]
+        group: Option<String>,
+        /// Only deployments updated since (ISO 8601 or a date, `2025-01-01`)
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// GitHub's deployments and their statuses, per repository.
+    Github {
+        /// The API (`https://github.example.com/api/v3` for GitHub Enterprise Server) [default: https://api.github.com]
+        #[arg(long, default_value = crate::import::github::DEFAULT_API_URL)]
+        api_url: String,
+        /// A token that can read deployments
+        #[arg(long, env = "SHIPLOG_GITHUB_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A repository (`owner/app`; repeatable)
+        #[arg(long)]
+        repo: Vec<String>,
+        /// Only deployments created since (ISO 8601 or a date, `2025-01-01`)
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 /// Log output format.
@@ -209,6 +253,8 @@ pub struct Settings {
     pub retry: crate::enrich::RetryPolicy,
     /// `[sources.<name>]`: sources declared in the file (or from a recipe), by route name.
     pub sources: BTreeMap<String, toml::Value>,
+    /// `[[reconcile]]`: the tools' APIs the server polls for what webhooks missed.
+    pub reconcile: Vec<crate::import::reconcile::ReconcileConfig>,
     /// Every other top-level table: a source's section (`[jenkins]`, `[heroku]`).
     #[serde(flatten)]
     pub sections: BTreeMap<String, toml::Value>,
@@ -233,6 +279,7 @@ impl Default for Settings {
             webhook_rate_limit: 100.0,
             retry: Default::default(),
             sources: BTreeMap::new(),
+            reconcile: Vec::new(),
             sections: BTreeMap::new(),
         }
     }

@@ -7,6 +7,7 @@
 //!   -> journal + apply      store/     (one transaction, group commit)
 //!   -> publish              events.rs  (after commit; across replicas via PostgreSQL)
 //! GraphQL                   graphql/   (reads only through store/)
+//! tools' APIs -> import/    (history and reconciliation, through the same ingest)
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -16,6 +17,7 @@ pub mod enrich;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod seed;
 pub mod sources;

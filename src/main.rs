@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use shiplog::config::{Cli, Command, Settings};
+use shiplog::config::{Cli, Command, ImportTool, Settings};
+use shiplog::import::{Api, Importer, Scope, github, gitlab};
 use shiplog::sources::declared::tools;
 use shiplog::startup::{Application, generated_secret_key};
 use shiplog::store::{DbOptions, Store};
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Replay { dry_run } => replay(&settings, dry_run).await?,
+        Command::Import { tool } => import(&settings, tool).await?,
         Command::Explain { id } => explain(&settings, id).await?,
         Command::TrySource {
             name,
@@ -91,6 +93,135 @@ fn progress(line: &str) {
         eprint!("\r{line}");
         let _ = std::io::stderr().flush();
     }
+}
+
+/// `shiplog import TOOL ...`: each scope in turn, a progress line, a summary per scope; exits
+/// 1 when one stopped (running it again resumes there).
+async fn import(settings: &Settings, tool: ImportTool) -> anyhow::Result<()> {
+    let store = open(settings).await?;
+    let (ingest, writer) = shiplog::startup::pipeline(settings, &store).await?;
+    let waiting = |message: &str| {
+        progress("\n");
+        eprintln!("{message}");
+    };
+    let (api, scopes, since) = import_scopes(tool, &waiting).await?;
+    let since = since.as_deref().map(parse_since).transpose()?;
+    let importer = Importer {
+        ingest: &ingest,
+        store: &store,
+        api: &api,
+        kind: shiplog::domain::Discovery::Import,
+        since,
+    };
+    let mut stopped = 0;
+    for scope in &scopes {
+        let shown = |p: &shiplog::import::Progress<'_>| {
+            let rate = p.read as f64 / p.elapsed.as_secs_f64().max(0.001);
+            let of = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+            let eta = p
+                .total
+                .filter(|t| *t > p.read && rate > 0.0)
+                .map(|t| format!(", about {:.0} s to go", (t - p.read) as f64 / rate))
+                .unwrap_or_default();
+            let line = format!(
+                "{} {}: {}{of} records, {} pages ({rate:.0} records/s, {:.1} pages/s{eta})",
+                scope.source(),
+                p.scope,
+                p.read,
+                p.pages,
+                p.pages as f64 / p.elapsed.as_secs_f64().max(0.001)
+            );
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                progress(&format!("{line}    "));
+            } else {
+                eprintln!("{line}");
+            }
+        };
+        let result = importer.run(scope, &shown, &waiting).await;
+        progress("\n");
+        match result {
+            Ok(summary) => println!("{} {}: {summary}", scope.source(), scope.name()),
+            Err(error) => {
+                eprintln!("{} {}: stopped: {error}", scope.source(), scope.name());
+                stopped += 1;
+            }
+        }
+    }
+    drop(ingest);
+    let _ = writer.await;
+    if stopped > 0 {
+        anyhow::bail!(
+            "{stopped} of {} imports stopped; run the same command again to resume them",
+            scopes.len()
+        );
+    }
+    Ok(())
+}
+
+/// The API client and the scopes an import command names.
+async fn import_scopes(
+    tool: ImportTool,
+    waiting: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<(Api, Vec<Scope>, Option<String>)> {
+    match tool {
+        ImportTool::Gitlab {
+            api_url,
+            token,
+            mut project,
+            group,
+            since,
+        } => {
+            let instance = gitlab::instance(&api_url);
+            let api = gitlab::api(&token)?;
+            if let Some(group) = group {
+                project.extend(gitlab::projects_of(&api, &instance, &group, waiting).await?);
+            }
+            anyhow::ensure!(
+                !project.is_empty(),
+                "name what to import: --project group/app (repeatable) or --group group"
+            );
+            let scopes = project
+                .into_iter()
+                .map(|project| Scope::Gitlab {
+                    instance: instance.clone(),
+                    project,
+                })
+                .collect();
+            Ok((api, scopes, since))
+        }
+        ImportTool::Github {
+            api_url,
+            token,
+            repo,
+            since,
+        } => {
+            anyhow::ensure!(
+                !repo.is_empty(),
+                "name what to import: --repo owner/app (repeatable)"
+            );
+            let api_url = api_url.trim_end_matches('/').to_string();
+            let scopes = repo
+                .into_iter()
+                .map(|repo| Scope::Github {
+                    api_url: api_url.clone(),
+                    repo,
+                })
+                .collect();
+            Ok((github::api(&token)?, scopes, since))
+        }
+    }
+}
+
+/// `--since`: an instant, or a date (midnight UTC).
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    shiplog::domain::parse_instant_str(&full)
+        .map_err(|e| anyhow::anyhow!("--since {text}: {e} (write 2025-01-01 or 2025-01-01T12:00:00Z)"))
 }
 
 /// `shiplog replay [--dry-run]`.

@@ -88,7 +88,11 @@ impl Application {
         let rules = Arc::new(MappingRules::new(&settings.mapping));
         let ingest = Ingest::new(sources, secrets, enrichers, rules, writer);
         let (stop, stopping) = watch::channel(false);
-        let tasks = background(&store, &ingest, &settings, &replica, &hub, &stopping);
+        let mut tasks = background(&store, &ingest, &settings, &replica, &hub, &stopping);
+        tasks.extend(
+            crate::import::reconcile::spawn(&store, &ingest, &settings.reconcile, &replica, &stopping)
+                .map_err(StartupError::Other)?,
+        );
         let listener = TcpListener::bind(&settings.listen)
             .await
             .map_err(|source| StartupError::Listen {
@@ -212,6 +216,22 @@ fn background(
     };
     tasks.push(tokio::spawn(processor.run(stopping.clone())));
     tasks
+}
+
+/// The pipeline for a one-off command (`shiplog import`): the server's sources, rules and
+/// group-commit writer, without its HTTP side. Drop the `Ingest`, then await the task: the
+/// writer drains what it was given.
+pub async fn pipeline(settings: &Settings, store: &Store) -> Result<(Ingest, JoinHandle<()>), StartupError> {
+    let sections = with_gitlab_home(store, &settings.sections).await?;
+    let sources = Registry::with_declared(&sections, &settings.sources).map_err(StartupError::Other)?;
+    let own = (!settings.database_url.contains(":memory:")).then(|| DbOptions {
+        max_connections: 1,
+        ..db_options(settings)
+    });
+    let (writer, task) = Writer::spawn(store.clone(), own, Hub::new(1024), random_token(8));
+    let rules = Arc::new(MappingRules::new(&settings.mapping));
+    let ingest = Ingest::new(sources, BTreeMap::new(), Enrichers::default(), rules, writer);
+    Ok((ingest, task))
 }
 
 /// Connection settings for the store.

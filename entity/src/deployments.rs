@@ -40,6 +40,8 @@ pub struct Model {
     pub actor: Option<String>,
     pub first_seen_at: i64,
     pub updated_at: i64,
+    /// How shiplog first learned of it (never changed by later observations).
+    pub discovered_by: crate::Discovery,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

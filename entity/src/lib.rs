@@ -11,4 +11,4 @@ pub mod settings;
 pub mod status;
 pub mod systems;
 
-pub use status::{DeliveryState, DeploymentStatus};
+pub use status::{DeliveryState, DeploymentStatus, Discovery};

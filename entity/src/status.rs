@@ -149,6 +149,52 @@ impl FromStr for DeliveryState {
     }
 }
 
+/// How shiplog first learned of a deployment: a tool's webhook, `shiplog import` (history),
+/// or the server's reconciliation against the tool's API (a deployment webhooks missed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, DeriveValueType)]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
+#[sea_orm(value_type = "String")]
+pub enum Discovery {
+    #[default]
+    Webhook,
+    Import,
+    Reconcile,
+}
+
+impl Discovery {
+    /// The word stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Import => "import",
+            Self::Reconcile => "reconcile",
+        }
+    }
+
+    /// Reads a stored word back (a word this version does not know reads as a webhook).
+    pub fn from_stored(word: &str) -> Self {
+        match word {
+            "import" => Self::Import,
+            "reconcile" => Self::Reconcile,
+            _ => Self::Webhook,
+        }
+    }
+}
+
+impl fmt::Display for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Discovery {
+    type Err = Infallible;
+
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        Ok(Self::from_stored(word))
+    }
+}
+
 /// A journal state word this version does not know.
 #[derive(Debug)]
 pub struct UnknownState(String);

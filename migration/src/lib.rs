@@ -10,6 +10,7 @@ mod m20261126_000001_initial;
 pub mod m20261126_000002_deployment_counts;
 mod m20261130_000003_board_latest;
 mod m20261130_000004_delivery_decision;
+mod m20261130_000005_discovered_by;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_deployment_counts::Migration),
             Box::new(m20261130_000003_board_latest::Migration),
             Box::new(m20261130_000004_delivery_decision::Migration),
+            Box::new(m20261130_000005_discovered_by::Migration),
         ]
     }
 }

@@ -9,7 +9,7 @@ mod rules;
 mod time;
 
 pub use decision::Decision;
-pub use entity::{DeliveryState, DeploymentStatus};
+pub use entity::{DeliveryState, DeploymentStatus, Discovery};
 pub use rules::{MappingRules, RulesConfig};
 pub use time::{InstantError, format_millis, now_millis, parse_instant, parse_instant_str};
 
@@ -93,4 +93,6 @@ pub struct MappedObservation {
     pub observation: Observation,
     pub system: String,
     pub environment: String,
+    /// The path it came by: a webhook, an import or reconciliation (kept on a new deployment).
+    pub discovered_by: Discovery,
 }

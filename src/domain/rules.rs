@@ -78,6 +78,7 @@ impl MappingRules {
             system: self.system(&observation.system),
             environment: self.environment(&observation.environment),
             observation,
+            discovered_by: super::Discovery::Webhook,
         }
     }
 

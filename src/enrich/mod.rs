@@ -235,7 +235,7 @@ async fn get_json_once(
 }
 
 /// reqwest errors name the URL, which may carry credentials in a query: leave it out.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".into();
     }

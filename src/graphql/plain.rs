@@ -68,6 +68,12 @@ impl PlainValue for DeploymentStatus {
     }
 }
 
+impl PlainValue for crate::domain::Discovery {
+    fn plain(&self) -> Value {
+        async_graphql::resolver_utils::enum_value(*self)
+    }
+}
+
 impl<T: PlainValue> PlainValue for Option<T> {
     fn plain(&self) -> Value {
         self.as_ref().map_or(Value::Null, T::plain)

@@ -1,13 +1,37 @@
 //! `Query`: deployments, systems and environments.
 
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
+use super::scalars::Instant;
 use super::types::{
     Delivery, Deployment, DeploymentConnection, DeploymentFilterInput, Environment, System,
     deployments_connection, internal, user_error,
 };
 use crate::domain::DeliveryState;
 use crate::store::Store;
+
+/// How reconciliation of one scope (a project, a repository) went.
+#[derive(SimpleObject)]
+pub struct Reconciliation {
+    /// The source (`gitlab`, `github`).
+    source: String,
+    /// The project or repository polled.
+    scope: String,
+    /// The tool's instance (its base URL).
+    instance: String,
+    /// When a poll last finished without error.
+    last_reconciled_at: Option<Instant>,
+    /// When the last poll started.
+    last_attempt_at: Instant,
+    /// Why the last poll failed (none after a successful one).
+    last_error: Option<String>,
+    /// Records the last successful poll read.
+    last_read: i64,
+    /// Deployments the last successful poll was the first to see.
+    last_found: i64,
+    /// Deployments of this scope that reconciliation saw before any webhook did, ever.
+    missed_by_webhooks: i64,
+}
 
 /// The root of every read.
 #[derive(Default)]
@@ -73,6 +97,40 @@ impl QueryRoot {
             .into_iter()
             .map(Delivery)
             .collect())
+    }
+
+    /// Each scope the server reconciles (`[[reconcile]]`): when it last read the tool's API for
+    /// it, why the last poll failed, and how many deployments reconciliation found that no
+    /// webhook had announced (`missedByWebhooks` growing means the tool's webhook is broken).
+    async fn reconciliation(&self, ctx: &Context<'_>) -> Result<Vec<Reconciliation>> {
+        use crate::import::reconcile::{STATE_PREFIX, ScopeState};
+        let store = ctx.data::<Store>()?;
+        let mut scopes = Vec::new();
+        for (_, json) in store.settings_under(STATE_PREFIX).await.map_err(internal)? {
+            let Ok(state) = serde_json::from_str::<ScopeState>(&json) else {
+                continue;
+            };
+            let missed = store
+                .deployments_of_source(
+                    &state.source,
+                    Some(crate::domain::Discovery::Reconcile),
+                    Some(&state.scope),
+                )
+                .await
+                .map_err(internal)?;
+            scopes.push(Reconciliation {
+                source: state.source,
+                scope: state.scope,
+                instance: state.instance,
+                last_reconciled_at: state.last_reconciled_at.map(Instant),
+                last_attempt_at: Instant(state.last_attempt_at),
+                last_error: state.last_error,
+                last_read: state.last_read as i64,
+                last_found: state.last_found as i64,
+                missed_by_webhooks: missed as i64,
+            });
+        }
+        Ok(scopes)
     }
 
     /// Every system, by name.

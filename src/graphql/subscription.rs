@@ -108,6 +108,7 @@ mod tests {
                 actor: None,
                 first_seen_at: 0,
                 updated_at: 0,
+                discovered_by: entity::Discovery::Webhook,
             },
             system: Named {
                 id: 1,

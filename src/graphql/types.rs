@@ -19,7 +19,7 @@ pub use super::errors::{internal, user_error};
 use super::loaders::{EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
 use super::plain::{Plain, PlainValue, named, plain_object};
 use super::scalars::Instant;
-use crate::domain::DeploymentStatus;
+use crate::domain::{DeploymentStatus, Discovery};
 use crate::events::LiveEvent;
 use crate::store::{DeploymentFilter, Named, Page, PageRequest, Position, Store};
 
@@ -382,6 +382,11 @@ impl Deployment {
     async fn first_seen_at(&self) -> Instant {
         Instant(self.row.first_seen_at)
     }
+    /// How shiplog first heard of it: WEBHOOK, IMPORT (`shiplog import`) or RECONCILE (the
+    /// server's poll of the tool's API found it: its webhook never arrived).
+    async fn discovered_by(&self) -> Discovery {
+        self.row.discovered_by
+    }
     /// When shiplog last changed it.
     async fn updated_at(&self) -> Instant {
         Instant(self.row.updated_at)
@@ -642,6 +647,7 @@ impl Plain for Listed {
             "url" => row.url.plain(),
             "actor" => row.actor.plain(),
             "firstSeenAt" => Instant(row.first_seen_at).plain(),
+            "discoveredBy" => row.discovered_by.plain(),
             "updatedAt" => Instant(row.updated_at).plain(),
             _ => return None,
         })

@@ -18,9 +18,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use entity::deliveries;
 use serde_json::{Map, Value};
 
-use crate::domain::{Decision, MappedObservation, MappingRules, Observation};
+use crate::domain::{Decision, Discovery, MappedObservation, MappingRules, Observation};
 use crate::enrich::{EnrichError, Enrichers};
-use crate::sources::{Delivery, Parsed, Registry, Secret, Source, SourceError, secret_setting};
+use crate::sources::{
+    Delivery, IMPORT_HEADER, Parsed, Registry, Secret, Source, SourceError, secret_setting,
+};
 use crate::store::writer::Writer;
 use crate::store::{NewDelivery, Outcome, StoreError, Work};
 
@@ -64,6 +66,18 @@ pub struct Received<'a> {
     pub received_at: i64,
     /// A delivery still waiting for the database then is refused, not stored.
     pub deadline: Instant,
+}
+
+/// One record an importer read from a tool's API, to be journaled and applied like a delivery.
+pub struct Record {
+    pub source: &'static str,
+    /// Stable for the same state of the same object, so reading it again is a duplicate.
+    pub key: String,
+    /// The record as the source reads it (the API object, with the scope it was read for).
+    pub body: String,
+    /// Headers journaled with it (the GitLab instance it came from, say).
+    pub headers: HeaderMap,
+    pub received_at: i64,
 }
 
 /// The pipeline, shared by every producer.
@@ -115,6 +129,14 @@ impl Ingest {
     /// apply in one commit. The live events go out after the commit.
     pub async fn receive(&self, received: Received<'_>) -> Result<Outcome, IngestError> {
         let source = self.source(received.source)?;
+        if received.headers.contains_key(IMPORT_HEADER) {
+            return Err(IngestError::Invalid {
+                code: "reserved_header",
+                message: format!(
+                    "{IMPORT_HEADER} marks records shiplog's importers read; a webhook may not send it"
+                ),
+            });
+        }
         let secret = self.secrets.get(source.name()).ok_or_else(|| {
             IngestError::Unauthorized(format!(
                 "{} is not set on this shiplog, so it accepts no {} deliveries",
@@ -140,7 +162,8 @@ impl Ingest {
                 // Journal first, answer, then ask the tool's API: an outage never loses a delivery.
                 let enrich = self.enrichers.get(source.name()).is_some();
                 let rule = rule_of(source.name(), accepted.rule.as_deref());
-                let (work, decision) = self.decide(source.name(), &rule, accepted.parsed, enrich);
+                let (work, decision) =
+                    self.decide(source.name(), &rule, accepted.parsed, enrich, Discovery::Webhook);
                 let body = accepted.redacted.unwrap_or_else(|| text.to_string());
                 (accepted.key, body, work, decision)
             }
@@ -164,6 +187,41 @@ impl Ingest {
             self.kick.notify_one();
         }
         Ok(outcome)
+    }
+
+    /// A record read from a tool's API by `shiplog import` or reconciliation: accepted by its
+    /// source (which reads the API's shape), mapped, journaled with its kind and applied in one
+    /// commit, as a delivery. One it cannot read is journaled as failed (replay recovers it).
+    pub async fn import(&self, record: Record, kind: Discovery) -> Result<Outcome, IngestError> {
+        let source = self.source(record.source)?;
+        let mut headers = record.headers;
+        headers.insert(IMPORT_HEADER, HeaderValue::from_static(kind.as_str()));
+        let delivery = Delivery {
+            headers: &headers,
+            query: None,
+            body: record.body.as_bytes(),
+            received_at: record.received_at,
+        };
+        let (work, decision) = match source.accept(&delivery) {
+            Ok(accepted) => {
+                let rule = rule_of(source.name(), accepted.rule.as_deref());
+                self.decide(source.name(), &rule, accepted.parsed, false, kind)
+            }
+            Err(SourceError::InvalidPayload(error)) => {
+                let decision = Decision::none("failed", "none: the API record was not understood", &error);
+                (Work::Fail(error), decision)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let new = NewDelivery {
+            source: source.name().to_string(),
+            delivery_key: record.key,
+            received_at: record.received_at,
+            body: record.body,
+            headers: journal_headers(source.as_ref(), &headers),
+            decision: Some(decision.to_json()),
+        };
+        Ok(self.writer.submit(new, work).await?)
     }
 
     /// Finishes a pending delivery from the journal: accept it again (sources are pure), ask
@@ -194,7 +252,8 @@ impl Ingest {
             ignored => ignored,
         };
         let rule = rule_of(&delivery.source, accepted.rule.as_deref());
-        let (work, decision) = self.decide(&delivery.source, &rule, parsed, false);
+        let kind = crate::sources::discovery(&headers);
+        let (work, decision) = self.decide(&delivery.source, &rule, parsed, false, kind);
         self.writer
             .finish(delivery.id, work, Some(decision.to_json()))
             .await
@@ -203,10 +262,18 @@ impl Ingest {
 
     /// What to do with what a source read, and the decision to journal with it: map the
     /// observations (or leave them pending for the tool's API when `enrich`), or ignore.
-    fn decide(&self, source: &str, rule: &str, parsed: Parsed, enrich: bool) -> (Work, Decision) {
+    fn decide(
+        &self,
+        source: &str,
+        rule: &str,
+        parsed: Parsed,
+        enrich: bool,
+        discovered_by: Discovery,
+    ) -> (Work, Decision) {
         match parsed {
             Parsed::Deployments(observations) => {
-                let mapped = self.map(observations);
+                let mut mapped = self.map(observations);
+                mapped.iter_mut().for_each(|m| m.discovered_by = discovered_by);
                 let outcome = if enrich { "pending" } else { "processed" };
                 let decision = Decision::of_deployments(outcome, rule, source, &mapped, &self.rules);
                 (
@@ -298,6 +365,7 @@ fn journal_headers(source: &dyn Source, headers: &HeaderMap) -> String {
     let kept: Map<String, Value> = source
         .journaled_headers()
         .iter()
+        .chain(&[IMPORT_HEADER])
         .filter_map(|name| {
             let value = headers.get(*name)?.to_str().ok()?;
             Some((name.to_string(), Value::String(value.to_string())))

@@ -129,6 +129,15 @@ impl Source for Github {
     }
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        if super::discovery(delivery.headers) != crate::domain::Discovery::Webhook {
+            let record = json::object(delivery.body, "a GitHub API deployment record")?;
+            return Ok(Accepted {
+                key: body_key(delivery.body),
+                redacted: None,
+                rule: Some("github.api_deployments".into()),
+                parsed: Parsed::Deployments(vec![api_deployment(&record, delivery.received_at)?]),
+            });
+        }
         let event = json::object(delivery.body, "a GitHub webhook event")?;
         let kind = delivery
             .headers
@@ -211,6 +220,33 @@ fn id(value: &Value, pointer: &str) -> Result<String, SourceError> {
             json::dotted(pointer)
         ))),
     }
+}
+
+/// A record `shiplog import github` (or reconciliation) read: `{"repository": "owner/app",
+/// "deployment": <GET /repos/{owner}/{repo}/deployments item>, "statuses": <its GET
+/// .../statuses answer, newest first>}`, read as the `deployment_status` event of its newest
+/// status (`inactive` aside: GitHub posts it when a newer deployment succeeds), or as the
+/// `deployment` event when it has none.
+fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, SourceError> {
+    let latest = record
+        .get("statuses")
+        .and_then(Value::as_array)
+        .and_then(|statuses| {
+            statuses
+                .iter()
+                .find(|s| s.get("state").and_then(Value::as_str) != Some("inactive"))
+        });
+    let event = serde_json::json!({
+        "deployment": record.get("deployment"),
+        "deployment_status": latest,
+        "repository": { "full_name": record.get("repository") },
+    });
+    let kind = if latest.is_some() {
+        "deployment_status"
+    } else {
+        "deployment"
+    };
+    deployment(&event, kind, received_at)
 }
 
 /// A `deployment` or `deployment_status` event about the deployment it carries.

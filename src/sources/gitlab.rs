@@ -94,6 +94,16 @@ impl Source for Gitlab {
     }
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        if super::discovery(delivery.headers) != crate::domain::Discovery::Webhook {
+            let record = json::object(delivery.body, "a GitLab API deployment record")?;
+            let parsed = Parsed::Deployments(vec![api_deployment(&record, delivery.received_at)?]);
+            return Ok(Accepted {
+                key: body_key(delivery.body),
+                redacted: None,
+                rule: Some("gitlab.api_deployments".into()),
+                parsed: self.namespaced(delivery.headers, parsed),
+            });
+        }
         let event = json::object(delivery.body, "a GitLab webhook event")?;
         let parsed = match event.get("object_kind").and_then(Value::as_str) {
             Some("deployment") => Parsed::Deployments(vec![deployment_event(&event, delivery.received_at)?]),
@@ -237,6 +247,62 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         actor: text(event, "/user/username").or_else(|| text(event, "/user/name")),
         tenant: None,
         committed_at: None,
+        origin: None,
+    })
+}
+
+/// A record `shiplog import gitlab` (or reconciliation) read: `{"project": "group/app",
+/// "deployment": <an item of GET /projects/:id/deployments, as GitLab answers it>}` (the API's
+/// deployment does not name its project). The id is the job's, as the webhooks give it.
+fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, SourceError> {
+    let deployment = record
+        .get("deployment")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| {
+            SourceError::InvalidPayload("`deployment` must be a GitLab API deployment object".into())
+        })?;
+    let job = match deployment.pointer("/deployable/id") {
+        None | Some(Value::Null) => format!("deployment:{}", id(deployment, "/id", "deployment.id")?),
+        Some(_) => id(deployment, "/deployable/id", "deployment.deployable.id")?,
+    };
+    let raw_status = name(text(deployment, "/status"), "deployment.status")?;
+    let status = status(&raw_status);
+    let updated = time(deployment, "/updated_at")?;
+    let started = time(deployment, "/deployable/started_at")?;
+    // The deployment's status changed last at `updated_at`: its end when terminal.
+    let finished = status
+        .is_terminal()
+        .then(|| time(deployment, "/deployable/finished_at").map(|f| f.or(updated)))
+        .transpose()?
+        .flatten();
+    let at = occurred(
+        status,
+        time(deployment, "/created_at")?,
+        started.or(updated),
+        finished,
+    );
+    Ok(Observation {
+        external_id: job,
+        system: name(text(record, "/project"), "project")?,
+        environment: name(
+            text(deployment, "/environment/name"),
+            "deployment.environment.name",
+        )?,
+        environment_tier: text(deployment, "/environment/tier"),
+        status,
+        raw_status,
+        occurred_at: at.unwrap_or(received_at),
+        times_estimated: at.is_none(),
+        started_at: started,
+        finished_at: finished,
+        commit_sha: sha(text(deployment, "/sha")),
+        git_ref: text(deployment, "/ref"),
+        version: None,
+        url: text(deployment, "/deployable/web_url"),
+        actor: text(deployment, "/user/username").or_else(|| text(deployment, "/user/name")),
+        tenant: None,
+        committed_at: time(deployment, "/deployable/commit/committed_date")?
+            .or(time(deployment, "/deployable/commit/created_at")?),
         origin: None,
     })
 }

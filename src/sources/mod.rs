@@ -33,6 +33,20 @@ pub mod octopus;
 
 pub use auth::{Auth, Encoding, Secret, Signature, constant_time_eq};
 
+/// The journaled header that marks a record an importer (or reconciliation) read from a
+/// tool's API rather than a webhook: `import` or `reconcile`. Webhooks may not send it.
+pub const IMPORT_HEADER: &str = "x-shiplog-kind";
+
+/// How a journaled delivery came: a webhook, unless shiplog's importer marked it.
+pub fn discovery(headers: &HeaderMap) -> crate::domain::Discovery {
+    use crate::domain::Discovery;
+    match headers.get(IMPORT_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("import") => Discovery::Import,
+        Some("reconcile") => Discovery::Reconcile,
+        _ => Discovery::Webhook,
+    }
+}
+
 /// Every source shiplog has in code, by route name.
 pub const BUILT_IN: &[BuiltIn] = &[
     argocd::SOURCE,

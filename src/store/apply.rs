@@ -273,13 +273,16 @@ fn merged<'a>(planned: Vec<Planned<'a>>, slots: &mut HashMap<Key, Slot>) -> Vec<
                 (next, Some(previous.status))
             }
             None => {
-                let fresh = merge::new_deployment(
-                    &plan.key.0,
-                    observation,
-                    plan.system.id,
-                    plan.environment.id,
-                    plan.received_at,
-                );
+                let fresh = deployments::Model {
+                    discovered_by: plan.mapped.discovered_by,
+                    ..merge::new_deployment(
+                        &plan.key.0,
+                        observation,
+                        plan.system.id,
+                        plan.environment.id,
+                        plan.received_at,
+                    )
+                };
                 let slot = Slot {
                     original: None,
                     current: fresh.clone(),

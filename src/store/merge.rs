@@ -55,6 +55,7 @@ pub fn new_deployment(
         actor: observation.actor.clone(),
         first_seen_at: received_at,
         updated_at: received_at,
+        discovered_by: entity::Discovery::Webhook,
     }
 }
 

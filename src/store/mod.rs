@@ -339,6 +339,99 @@ impl Store {
             .map(|row| row.value))
     }
 
+    /// Stores a setting, replacing what was there.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let row = settings::ActiveModel {
+            key: sea_orm::Set(key.to_string()),
+            value: sea_orm::Set(value.to_string()),
+        };
+        settings::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(settings::Column::Key)
+                    .update_column(settings::Column::Value)
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a setting (nothing when there is none).
+    pub async fn delete_setting(&self, key: &str) -> Result<(), StoreError> {
+        settings::Entity::delete_by_id(key.to_string())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Every setting whose key starts with `prefix`, by key.
+    pub async fn settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        use sea_orm::QueryOrder;
+        Ok(settings::Entity::find()
+            .filter(settings::Column::Key.starts_with(prefix))
+            .order_by_asc(settings::Column::Key)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.key, row.value))
+            .collect())
+    }
+
+    /// Takes (or renews) the lease `key` for `holder` until `until` (epoch ms) unless another
+    /// holder's lease runs past `now`: whether `holder` has it. One statement each way, so two
+    /// replicas asking at once never both get it.
+    pub async fn take_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // Zero-padded times compare as text, on every backend.
+        let value = format!("{until:015}:{holder}");
+        let row = settings::ActiveModel {
+            key: sea_orm::Set(key.to_string()),
+            value: sea_orm::Set(value.clone()),
+        };
+        let inserted = settings::Entity::insert(row)
+            .on_conflict_do_nothing_on([settings::Column::Key])
+            .exec_without_returning(&self.db)
+            .await?;
+        if matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+            return Ok(true);
+        }
+        let taken = settings::Entity::update_many()
+            .col_expr(settings::Column::Value, sea_orm::sea_query::Expr::value(value))
+            .filter(settings::Column::Key.eq(key))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(settings::Column::Value.lt(format!("{now:015}:")))
+                    .add(settings::Column::Value.ends_with(format!(":{holder}"))),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(taken.rows_affected > 0)
+    }
+
+    /// How many deployments a source has; only those first learned `by` one path, and of one
+    /// raw system (a reconciled project), when given.
+    pub async fn deployments_of_source(
+        &self,
+        source: &str,
+        by: Option<crate::domain::Discovery>,
+        raw_system: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        let mut select = deployments::Entity::find().filter(deployments::Column::Source.eq(source));
+        if let Some(by) = by {
+            select = select.filter(deployments::Column::DiscoveredBy.eq(by));
+        }
+        if let Some(raw_system) = raw_system {
+            select = select.filter(deployments::Column::RawSystem.eq(raw_system));
+        }
+        Ok(select.count(&self.db).await?)
+    }
+
     /// The value of a journaled header in a source's oldest delivery that has it.
     pub async fn first_journaled_header(
         &self,

@@ -21,6 +21,7 @@ mod fixtures;
 mod fuzz;
 mod grafana;
 mod graphql;
+mod import;
 mod ingest;
 mod pagination;
 mod replay;

@@ -78,6 +78,17 @@ pub fn check_config(settings: &Settings) -> Result<Vec<String>, Vec<String>> {
             (false, false, false) => lines.push(format!("{name}: not in use (no secret)")),
         }
     }
+    for entry in &settings.reconcile {
+        match entry.scopes() {
+            Ok((_, scopes)) => lines.push(format!(
+                "reconcile {}: {} every {} s",
+                entry.source,
+                scopes.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+                entry.interval_seconds
+            )),
+            Err(problem) => problems.push(problem),
+        }
+    }
     if problems.is_empty() {
         Ok(lines)
     } else {

@@ -1,0 +1,128 @@
+//! GitLab's deployments API (`GET /projects/:id/deployments`), read in `updated_at` order so
+//! that a page once read never moves back: a deployment that changes later moves to the end
+//! and is read again there (GitLab requires `order_by=updated_at` with `updated_after`).
+//! Pages follow `Link: rel="next"` (GitLab leaves out totals past 10,000 records).
+
+use axum::http::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use super::api::{Api, ApiError, count, encode, next_link};
+use super::{Page, Waiting};
+use crate::ingest::Record;
+
+/// The public GitLab.
+pub const DEFAULT_API_URL: &str = "https://gitlab.com";
+
+/// The instance's base URL as GitLab names itself in `X-Gitlab-Instance`
+/// (`https://gitlab.example.com`), from an API URL given with or without `/api/v4`.
+pub fn instance(api_url: &str) -> String {
+    api_url
+        .trim()
+        .trim_end_matches('/')
+        .trim_end_matches("/api/v4")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A client sending the token as GitLab documents (`PRIVATE-TOKEN`).
+pub fn api(token: &str) -> Result<Api, ApiError> {
+    Api::new(
+        "GitLab",
+        "--token (or SHIPLOG_GITLAB_TOKEN)",
+        vec![("private-token", token.to_string())],
+    )
+}
+
+/// The first page of a project's deployments updated after `after` (ISO 8601), oldest first.
+pub fn first_url(instance: &str, project: &str, after: Option<&str>) -> String {
+    let mut url = format!(
+        "{instance}/api/v4/projects/{}/deployments?order_by=updated_at&sort=asc&per_page=100",
+        encode(project)
+    );
+    if let Some(after) = after {
+        url.push_str(&format!("&updated_after={}", encode(after)));
+    }
+    url
+}
+
+/// One page of deployments as records for the GitLab source.
+pub async fn page(
+    api: &Api,
+    instance: &str,
+    project: &str,
+    url: &str,
+    waiting: Waiting<'_>,
+) -> Result<Page, ApiError> {
+    let answer = api
+        .get(url, &format!("the deployments of {project}"), waiting)
+        .await?;
+    let items = answer.body.as_array().cloned().ok_or_else(|| {
+        ApiError::Refused(format!(
+            "GitLab's API answered something else than a list of deployments for {project}"
+        ))
+    })?;
+    let received_at = crate::domain::now_millis();
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(instance) {
+        headers.insert("x-gitlab-instance", value);
+    }
+    let mut high_water = None;
+    let records = items
+        .into_iter()
+        .map(|deployment| {
+            let updated = deployment
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            high_water = Some(updated.clone());
+            Record {
+                source: "gitlab",
+                key: format!(
+                    "api:{instance}:{}:{}:{updated}",
+                    deployment.get("id").map(Value::to_string).unwrap_or_default(),
+                    deployment
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ),
+                body: json!({ "project": project, "deployment": deployment }).to_string(),
+                headers: headers.clone(),
+                received_at,
+            }
+        })
+        .collect();
+    Ok(Page {
+        records,
+        next: next_link(&answer.headers),
+        total: count(&answer.headers, "x-total"),
+        high_water,
+        stop: false,
+    })
+}
+
+/// Every project of a group (and its subgroups), by path.
+pub async fn projects_of(
+    api: &Api,
+    instance: &str,
+    group: &str,
+    waiting: Waiting<'_>,
+) -> Result<Vec<String>, ApiError> {
+    let mut url = Some(format!(
+        "{instance}/api/v4/groups/{}/projects?include_subgroups=true&per_page=100&order_by=id&sort=asc",
+        encode(group)
+    ));
+    let mut projects = Vec::new();
+    while let Some(next) = url {
+        let answer = api
+            .get(&next, &format!("the projects of group {group}"), waiting)
+            .await?;
+        projects.extend(answer.body.as_array().into_iter().flatten().filter_map(|p| {
+            p.get("path_with_namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }));
+        url = next_link(&answer.headers);
+    }
+    Ok(projects)
+}

@@ -1,0 +1,276 @@
+//! Reconciliation: the running server polls each configured scope (`[[reconcile]]`) of a
+//! tool's API for what changed since its stored cursor and applies it through the pipeline,
+//! as an import of kind `reconcile`. A deployment it is the first to see was missed by the
+//! webhooks: it is marked `RECONCILE`, counted per scope in `/metrics` and in GraphQL's
+//! `reconciliation`, so an operator whose tool stopped sending webhooks learns it here.
+//!
+//! Replicas share the work through a lease per scope in the database (`Store::take_lease`):
+//! one replica polls a scope per interval; another takes over when it stops renewing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Api, Importer, Scope, Summary, github, gitlab};
+use crate::domain::{Discovery, now_millis};
+use crate::ingest::Ingest;
+use crate::store::Store;
+
+/// One `[[reconcile]]` table of the settings file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// `gitlab` or `github`.
+    pub source: String,
+    /// The API's base URL [default: the public service].
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The token (prefer `token_env`, which keeps it out of the file).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The variable that holds the token [default: SHIPLOG_GITLAB_TOKEN, SHIPLOG_GITHUB_TOKEN].
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// GitLab projects (`group/app`).
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// GitHub repositories (`owner/app`).
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// Seconds between polls of each scope [default: 300].
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+}
+
+fn default_interval() -> u64 {
+    300
+}
+
+impl ReconcileConfig {
+    /// The API client and the scopes it polls; the message names the entry and what to fix.
+    pub fn scopes(&self) -> Result<(Api, Vec<Scope>), String> {
+        let entry = format!("[[reconcile]] source = \"{}\"", self.source);
+        let variable = self
+            .token_env
+            .clone()
+            .unwrap_or_else(|| format!("SHIPLOG_{}_TOKEN", self.source.to_uppercase()));
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var(&variable).ok())
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| format!("{entry}: no token: set token_env (or {variable}) or token"))?;
+        if self.interval_seconds == 0 {
+            return Err(format!("{entry}: interval_seconds must be at least 1"));
+        }
+        let (api, scopes) = match self.source.as_str() {
+            "gitlab" => {
+                let instance = gitlab::instance(self.api_url.as_deref().unwrap_or(gitlab::DEFAULT_API_URL));
+                let scopes = self
+                    .projects
+                    .iter()
+                    .map(|project| Scope::Gitlab {
+                        instance: instance.clone(),
+                        project: project.clone(),
+                    })
+                    .collect();
+                (gitlab::api(&token), scopes)
+            }
+            "github" => {
+                let api_url = self
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| github::DEFAULT_API_URL.into());
+                let scopes = self
+                    .repos
+                    .iter()
+                    .map(|repo| Scope::Github {
+                        api_url: api_url.trim_end_matches('/').to_string(),
+                        repo: repo.clone(),
+                    })
+                    .collect();
+                (github::api(&token), scopes)
+            }
+            other => {
+                return Err(format!(
+                    "[[reconcile]] source = \"{other}\": reconciliation reads gitlab or github (importers for heroku, octopus and jenkins are not written yet)"
+                ));
+            }
+        };
+        let scopes: Vec<Scope> = scopes;
+        if scopes.is_empty() {
+            return Err(format!(
+                "{entry}: name what to poll: projects = [...] (gitlab) or repos = [...] (github)"
+            ));
+        }
+        Ok((api.map_err(|e| format!("{entry}: {e}"))?, scopes))
+    }
+}
+
+/// How one scope's reconciliation went last, as stored (and read by GraphQL).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeState {
+    pub source: String,
+    pub scope: String,
+    pub instance: String,
+    /// When a poll last finished without error (epoch ms).
+    pub last_reconciled_at: Option<i64>,
+    pub last_attempt_at: i64,
+    /// Why the last poll failed, if it did.
+    pub last_error: Option<String>,
+    /// Records the last successful poll read.
+    pub last_read: u64,
+    /// Deployments the last successful poll was the first to see.
+    pub last_found: u64,
+}
+
+/// The settings key prefix of every scope's state.
+pub const STATE_PREFIX: &str = "reconcile.state.";
+
+/// Starts one polling task per configured scope; they end when `stopping` turns true.
+pub fn spawn(
+    store: &Store,
+    ingest: &Ingest,
+    configs: &[ReconcileConfig],
+    replica: &str,
+    stopping: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for config in configs {
+        let (api, scopes) = config.scopes()?;
+        for scope in scopes {
+            let poller = Poller {
+                store: store.clone(),
+                ingest: ingest.clone(),
+                api: api.clone(),
+                scope,
+                interval: Duration::from_secs(config.interval_seconds),
+                replica: replica.to_string(),
+            };
+            tasks.push(tokio::spawn(poller.run(stopping.clone())));
+        }
+    }
+    Ok(tasks)
+}
+
+/// The poll loop of one scope.
+struct Poller {
+    store: Store,
+    ingest: Ingest,
+    api: Api,
+    scope: Scope,
+    interval: Duration,
+    replica: String,
+}
+
+impl Poller {
+    async fn run(self, mut stopping: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        while !*stopping.borrow() {
+            let now = now_millis();
+            // Held for an interval and a half: this replica renews it at its next poll; another
+            // takes over only when this one stops polling.
+            let until = now + (self.interval.as_millis() as i64) * 3 / 2;
+            let lease = self
+                .store
+                .take_lease(&self.scope.key("reconcile.lease"), &self.replica, until, now)
+                .await;
+            let wait = match lease {
+                Ok(true) => match self.poll().await {
+                    Ok(()) => {
+                        failures = 0;
+                        self.interval
+                    }
+                    Err(()) => {
+                        failures += 1;
+                        Duration::from_secs(5u64.saturating_mul(1 << failures.min(10))).min(self.interval)
+                    }
+                },
+                Ok(false) => self.interval,
+                Err(error) => {
+                    tracing::warn!(%error, scope = self.scope.name(), "reconciliation could not take its lease");
+                    self.interval
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+
+    /// One poll: read what changed, apply it, store the state and the metrics.
+    async fn poll(&self) -> Result<(), ()> {
+        let importer = Importer {
+            ingest: &self.ingest,
+            store: &self.store,
+            api: &self.api,
+            kind: Discovery::Reconcile,
+            since: None,
+        };
+        let (source, name) = (self.scope.source(), self.scope.name());
+        let waiting = |message: &str| tracing::info!(source, scope = name, "{message}");
+        let result = importer.run(&self.scope, &|_| {}, &waiting).await;
+        let key = self.scope.key("reconcile.state");
+        let mut state: ScopeState = match self.store.setting(&key).await {
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+            _ => ScopeState::default(),
+        };
+        state.source = source.to_string();
+        state.scope = name.to_string();
+        state.instance = match &self.scope {
+            Scope::Gitlab { instance, .. } => instance.clone(),
+            Scope::Github { api_url, .. } => api_url.clone(),
+        };
+        state.last_attempt_at = now_millis();
+        let outcome = match &result {
+            Ok(summary) => {
+                record_success(&mut state, summary);
+                "ok"
+            }
+            Err(error) => {
+                tracing::warn!(source, scope = name, %error, "reconciliation failed; retrying with backoff");
+                state.last_error = Some(error.to_string());
+                "error"
+            }
+        };
+        metrics::counter!("shiplog_reconcile_polls_total", "source" => source, "outcome" => outcome)
+            .increment(1);
+        if let Ok(json) = serde_json::to_string(&state)
+            && let Err(error) = self.store.put_setting(&key, &json).await
+        {
+            tracing::warn!(%error, "could not store the reconciliation state");
+        }
+        if let Ok(missed) = self
+            .store
+            .deployments_of_source(source, Some(Discovery::Reconcile), Some(name))
+            .await
+        {
+            metrics::gauge!("shiplog_reconcile_missed_deployments", "source" => source, "scope" => name.to_string())
+                .set(missed as f64);
+        }
+        if let Some(at) = state.last_reconciled_at {
+            metrics::gauge!("shiplog_reconcile_last_success_timestamp_seconds", "source" => source, "scope" => name.to_string())
+                .set(at as f64 / 1000.0);
+        }
+        result.map(|_| ()).map_err(|_| ())
+    }
+}
+
+fn record_success(state: &mut ScopeState, summary: &Summary) {
+    state.last_reconciled_at = Some(state.last_attempt_at);
+    state.last_error = None;
+    state.last_read = summary.read;
+    state.last_found = summary.new;
+    if summary.new > 0 {
+        tracing::warn!(
+            source = %state.source,
+            scope = %state.scope,
+            found = summary.new,
+            "reconciliation found deployments no webhook announced: check the tool's webhook to shiplog"
+        );
+    }
+}

@@ -1,0 +1,730 @@
+//! History and reconciliation from the tools' APIs, faked at the HTTP level: GitLab's
+//! deployments API and GitHub's deployments and statuses, answering with items made from the
+//! published answers (tests/fixtures/<tool>/api), paged and rate-limited as each documents.
+//! `shiplog import` runs as the real binary; reconciliation runs in real servers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::fixtures::{fixture_dir, fixture_headers};
+use crate::helpers::{TestApp, TestDb, secret_of, spawn_app_on};
+
+/// A fault the fake answers once, on a page.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// GitLab's documented 429 (Retry-After shortened to 1 s).
+    RateLimited,
+    /// GitHub's recorded secondary-limit 403 (Retry-After shortened to 1 s).
+    SecondaryLimit,
+    Unavailable,
+    /// No answer until the test ends (the importer is killed meanwhile).
+    Hang,
+}
+
+/// A deployments-page request: its page, its `updated_after`, its token header.
+type Asked = (u64, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct Fake {
+    /// GitLab: the project's deployments; GitHub: the repository's, newest first.
+    deployments: Mutex<Vec<Value>>,
+    /// GitHub: statuses by deployment id, newest first.
+    statuses: Mutex<HashMap<u64, Value>>,
+    faults: Mutex<Vec<(u64, Fault)>>,
+    /// Every deployments-page request: (page, `updated_after`, token header).
+    requests: Mutex<Vec<Asked>>,
+    base: Mutex<String>,
+}
+
+impl Fake {
+    fn fault(&self, page: u64) -> Option<Response> {
+        let mut faults = self.faults.lock().unwrap();
+        let at = faults.iter().position(|(p, _)| *p == page)?;
+        let (_, fault) = faults.remove(at);
+        Some(match fault {
+            Fault::RateLimited => {
+                let mut headers =
+                    fixture_headers(&fixture_dir("gitlab").join("api/rate_limited_429.docs-table.json"));
+                headers.insert("retry-after", "1".parse().unwrap());
+                (StatusCode::TOO_MANY_REQUESTS, headers, "Retry later").into_response()
+            }
+            Fault::SecondaryLimit => {
+                let path =
+                    fixture_dir("github").join("api/secondary_rate_limit_403.pygithub-replay-2018.json");
+                let mut headers = HeaderMap::new();
+                headers.insert("retry-after", "1".parse().unwrap());
+                (
+                    StatusCode::FORBIDDEN,
+                    headers,
+                    std::fs::read_to_string(path).unwrap(),
+                )
+                    .into_response()
+            }
+            Fault::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            // Taken by `hangs` before any answer.
+            Fault::Hang => StatusCode::GATEWAY_TIMEOUT.into_response(),
+        })
+    }
+
+    fn hangs(&self, page: u64) -> bool {
+        let mut faults = self.faults.lock().unwrap();
+        let hang = faults.iter().position(|f| *f == (page, Fault::Hang));
+        hang.map(|at| faults.remove(at)).is_some()
+    }
+
+    fn pages_asked(&self, page: u64) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| *p == page)
+            .count()
+    }
+}
+
+/// Serves the fake on a free port; its base URL.
+async fn serve(fake: Arc<Fake>) -> String {
+    let app = axum::Router::new()
+        .route("/api/v4/projects/{project}/deployments", get(gitlab_deployments))
+        .route("/repos/{owner}/{repo}/deployments", get(github_deployments))
+        .route("/repositories/{id}/deployments", get(github_deployments_by_id))
+        .route(
+            "/repos/{owner}/{repo}/deployments/{id}/statuses",
+            get(github_statuses),
+        )
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    *fake.base.lock().unwrap() = base.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The `page` and `per_page` GitLab and GitHub read (defaults 1 and 20/30, at most 100).
+fn paging(query: &HashMap<String, String>, default_size: usize) -> (u64, usize) {
+    let page = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let size = query
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default_size)
+        .clamp(1, 100);
+    (page, size)
+}
+
+async fn gitlab_deployments(
+    State(fake): State<Arc<Fake>>,
+    Path(project): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(
+        project, "root/test-deployment-webhooks",
+        "the project path, percent-decoded"
+    );
+    let (page, size) = paging(&query, 20);
+    let after = query.get("updated_after").cloned();
+    let token = headers
+        .get("private-token")
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.requests.lock().unwrap().push((page, after.clone(), token));
+    if fake.hangs(page) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(failed) = fake.fault(page) {
+        return failed;
+    }
+    // `updated_after` needs `order_by=updated_at` (GitLab's finder); oldest change first.
+    if after.is_some() {
+        assert_eq!(query.get("order_by").map(String::as_str), Some("updated_at"));
+    }
+    let after = after.map(|a| shiplog::domain::parse_instant_str(&a).unwrap());
+    let mut listing: Vec<Value> = fake
+        .deployments
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| after.is_none_or(|a| updated(d) > a))
+        .cloned()
+        .collect();
+    listing.sort_by_key(|d| (updated(d), d["id"].as_u64()));
+    let total = listing.len() as u64;
+    let pages = total.div_ceil(size as u64).max(1);
+    let items: Vec<Value> = listing
+        .into_iter()
+        .skip((page - 1) as usize * size)
+        .take(size)
+        .collect();
+    let base = fake.base.lock().unwrap().clone();
+    let link = |p: u64| {
+        let mut kept: Vec<(String, String)> =
+            query.clone().into_iter().filter(|(k, _)| k != "page").collect();
+        kept.sort();
+        let rest: Vec<String> = kept
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shiplog::import::api::encode(v)))
+            .collect();
+        format!(
+            "<{base}/api/v4/projects/root%2Ftest-deployment-webhooks/deployments?page={p}&{}>",
+            rest.join("&")
+        )
+    };
+    let mut links = vec![
+        format!("{}; rel=\"first\"", link(1)),
+        format!("{}; rel=\"last\"", link(pages)),
+    ];
+    let mut headers = HeaderMap::new();
+    if page < pages {
+        links.insert(0, format!("{}; rel=\"next\"", link(page + 1)));
+        headers.insert("x-next-page", (page + 1).to_string().parse().unwrap());
+    } else {
+        headers.insert("x-next-page", "".parse().unwrap());
+    }
+    headers.insert("link", links.join(", ").parse().unwrap());
+    for (name, value) in [
+        ("x-page", page),
+        ("x-per-page", size as u64),
+        ("x-total", total),
+        ("x-total-pages", pages),
+    ] {
+        headers.insert(name, value.to_string().parse().unwrap());
+    }
+    (headers, axum::Json(items)).into_response()
+}
+
+fn updated(deployment: &Value) -> i64 {
+    shiplog::domain::parse_instant(&deployment["updated_at"]).unwrap()
+}
+
+/// A GitLab deployment made from the documented list item: job `job`, `status`, changed at `at`.
+fn gitlab_deployment(id: u64, job: u64, status: &str, at: i64) -> Value {
+    let list: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("gitlab").join("api/deployments_list.response.docs.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut deployment = list[1].clone();
+    let time = |ms: i64| Value::String(shiplog::domain::format_millis(ms));
+    deployment["id"] = json!(id);
+    deployment["iid"] = json!(id);
+    deployment["status"] = json!(status);
+    deployment["created_at"] = time(at - 60_000);
+    deployment["updated_at"] = time(at);
+    deployment["environment"]["name"] = json!("staging");
+    deployment["deployable"]["id"] = json!(job);
+    deployment["deployable"]["status"] = json!(status);
+    deployment["deployable"]["started_at"] = time(at - 30_000);
+    deployment["deployable"]["finished_at"] = if status == "running" {
+        Value::Null
+    } else {
+        time(at)
+    };
+    deployment
+}
+
+async fn github_deployments(
+    State(fake): State<Arc<Fake>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(format!("{owner}/{repo}"), "Codertocat/Hello-World");
+    github_page(fake, query, headers).await
+}
+
+/// GitHub's own page links name the repository by id (recorded in api/github).
+async fn github_deployments_by_id(
+    State(fake): State<Arc<Fake>>,
+    Path(id): Path<u64>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(id, 186853002);
+    github_page(fake, query, headers).await
+}
+
+async fn github_page(fake: Arc<Fake>, query: HashMap<String, String>, headers: HeaderMap) -> Response {
+    let (page, size) = paging(&query, 30);
+    let token = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.requests.lock().unwrap().push((page, None, token));
+    if let Some(failed) = fake.fault(page) {
+        return failed;
+    }
+    let listing = fake.deployments.lock().unwrap().clone();
+    let pages = (listing.len() as u64).div_ceil(size as u64).max(1);
+    let items: Vec<Value> = listing
+        .into_iter()
+        .skip((page - 1) as usize * size)
+        .take(size)
+        .collect();
+    let base = fake.base.lock().unwrap().clone();
+    let link = |p: u64, rel: &str| {
+        format!("<{base}/repositories/186853002/deployments?per_page={size}&page={p}>; rel=\"{rel}\"")
+    };
+    let mut links = Vec::new();
+    if page < pages {
+        links.push(link(page + 1, "next"));
+        links.push(link(pages, "last"));
+    }
+    let mut headers = HeaderMap::new();
+    if !links.is_empty() {
+        headers.insert("link", links.join(", ").parse().unwrap());
+    }
+    headers.insert("x-ratelimit-remaining", "4997".parse().unwrap());
+    (headers, axum::Json(items)).into_response()
+}
+
+async fn github_statuses(
+    State(fake): State<Arc<Fake>>,
+    Path((_, _, id)): Path<(String, String, u64)>,
+) -> Response {
+    let statuses = fake
+        .statuses
+        .lock()
+        .unwrap()
+        .get(&id)
+        .cloned()
+        .unwrap_or(json!([]));
+    axum::Json(statuses).into_response()
+}
+
+fn api_fixture(tool: &str, name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_dir(tool).join("api").join(name)).unwrap()).unwrap()
+}
+
+/// A GitHub deployment made from the recorded list item, in Codertocat/Hello-World, with
+/// statuses made from the recorded ones (newest first): `states` oldest first.
+fn github_deployment(fake: &Fake, base: &str, id: u64, environment: &str, states: &[&str]) -> Value {
+    let mut deployment = api_fixture("github", "deployments_list.pygithub-replay-2020.json")[0].clone();
+    let repo = format!("{base}/repos/Codertocat/Hello-World");
+    deployment["id"] = json!(id);
+    deployment["environment"] = json!(environment);
+    deployment["original_environment"] = json!(environment);
+    deployment["url"] = json!(format!("{repo}/deployments/{id}"));
+    deployment["statuses_url"] = json!(format!("{repo}/deployments/{id}/statuses"));
+    deployment["repository_url"] = json!(repo);
+    let template = api_fixture("github", "deployment_statuses_list.pygithub-replay-2020.json")[0].clone();
+    let statuses: Vec<Value> = states
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(n, state)| {
+            let mut status = template.clone();
+            status["id"] = json!(id * 10 + n as u64);
+            status["state"] = json!(state);
+            status["environment"] = json!(environment);
+            status["created_at"] = json!(format!("2020-08-26T11:4{n}:00Z"));
+            status["log_url"] = json!(format!(
+                "https://github.com/Codertocat/Hello-World/actions/runs/{id}"
+            ));
+            status
+        })
+        .collect();
+    fake.statuses.lock().unwrap().insert(id, Value::Array(statuses));
+    deployment
+}
+
+/// `shiplog import ...` against the test database: (succeeded, stdout, stderr).
+async fn import(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let output = import_command(db, args).output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn import_command(db: &TestDb, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shiplog"));
+    command
+        .args(["--database-url", db.url(), "import"])
+        .args(args)
+        .env_remove("SHIPLOG_CONFIG")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+const DEPLOYMENTS: &str =
+    "{ deployments(first: 500) { totalCount nodes { source externalId status discoveredBy
+    commitSha startedAt finishedAt actor url system { name } environment { name } } } }";
+
+async fn deployments(app: &TestApp) -> Vec<Value> {
+    let data = app.data(DEPLOYMENTS, json!({})).await;
+    data["deployments"]["nodes"].as_array().unwrap().clone()
+}
+
+fn find<'a>(found: &'a [Value], id: &str) -> &'a Value {
+    found
+        .iter()
+        .find(|d| d["externalId"] == id)
+        .unwrap_or_else(|| panic!("no deployment {id}: {found:?}"))
+}
+
+/// GitLab's webhook for job 796 (tests/fixtures/gitlab), as the instance at `base` sends it.
+async fn gitlab_webhook(app: &TestApp, base: &str) {
+    let path = fixture_dir("gitlab").join("deployment_success.json");
+    let mut headers = fixture_headers(&path);
+    headers.insert("x-gitlab-instance", base.parse().unwrap());
+    headers.insert("x-gitlab-token", secret_of("gitlab").parse().unwrap());
+    let response = app
+        .client
+        .post(app.url("/webhooks/gitlab"))
+        .headers(headers)
+        .body(std::fs::read(path).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+const AT: i64 = 1_764_000_000_000;
+
+/// `shiplog import gitlab` of the fake's project.
+fn gitlab_args<'a>(base: &'a str, token: &'a str) -> [&'a str; 7] {
+    [
+        "gitlab",
+        "--api-url",
+        base,
+        "--token",
+        token,
+        "--project",
+        "root/test-deployment-webhooks",
+    ]
+}
+
+#[tokio::test]
+async fn gitlab_history_is_read_page_by_page_through_limits_and_errors_and_a_second_run_changes_nothing() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    *fake.deployments.lock().unwrap() = (1..=250)
+        .map(|n| gitlab_deployment(n, 10_000 + n, "success", AT + n as i64 * 1000))
+        .collect();
+    fake.faults
+        .lock()
+        .unwrap()
+        .extend([(1, Fault::RateLimited), (2, Fault::Unavailable)]);
+    let db = Arc::new(TestDb::new().await);
+    let args = gitlab_args(&base, "glpat-test");
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("250 records in 3 pages: 250 new, 0 updated, 0 unchanged"),
+        "{out}"
+    );
+    assert!(
+        err.contains("rate limiting (429); waiting 1 s") && err.contains("answered 503"),
+        "{err}"
+    );
+    let asked = fake.requests.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .all(|(_, _, token)| token.as_deref() == Some("glpat-test")),
+        "{asked:?}"
+    );
+    assert_eq!(
+        (fake.pages_asked(1), fake.pages_asked(2), fake.pages_asked(3)),
+        (2, 2, 1)
+    );
+
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 250);
+    let one = find(&found, "10007");
+    assert_eq!(
+        (one["status"].as_str(), one["discoveredBy"].as_str()),
+        (Some("SUCCEEDED"), Some("IMPORT"))
+    );
+    assert_eq!(one["system"]["name"], "root/test-deployment-webhooks");
+    assert_eq!(one["environment"]["name"], "staging");
+    assert_eq!(one["commitSha"], "a91957a858320c0e17f3a0eca7cfacbff50ea29a");
+    assert_eq!(one["actor"], "root");
+    assert_eq!(one["finishedAt"], shiplog::domain::format_millis(AT + 7_000));
+
+    // Again: every record is one stored before.
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(
+        ok && out.contains("0 new, 0 updated, 250 unchanged"),
+        "{out}{err}"
+    );
+    assert_eq!(deployments(&app).await.len(), 250);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_killed_halfway_resumes_at_the_page_it_stopped_on() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    *fake.deployments.lock().unwrap() = (1..=250)
+        .map(|n| gitlab_deployment(n, 20_000 + n, "failed", AT + n as i64 * 1000))
+        .collect();
+    fake.faults.lock().unwrap().push((2, Fault::Hang));
+    let db = Arc::new(TestDb::new().await);
+    let args = gitlab_args(&base, "t");
+    let mut child = import_command(&db, &args).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.pages_asked(2) == 0 {
+        assert!(std::time::Instant::now() < deadline, "page 2 was never asked for");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("150 records in 2 pages (resumed): 150 new"), "{out}");
+    assert_eq!(
+        fake.pages_asked(1),
+        1,
+        "page 1 was committed before page 2 was asked for"
+    );
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 250);
+    assert!(found.iter().all(|d| d["status"] == "FAILED"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_deployment_seen_by_webhook_and_by_import_is_one_in_either_order() {
+    for webhook_first in [true, false] {
+        let fake = Arc::new(Fake::default());
+        let base = serve(fake.clone()).await;
+        // The webhook's job 796 (deployment 15), as the API lists it: the same commit, its
+        // status changed at the webhook's `status_changed_at`.
+        let changed = shiplog::domain::parse_instant_str("2021-04-28 21:50:00 +0200").unwrap();
+        let mut deployment = gitlab_deployment(15, 796, "success", changed);
+        deployment["sha"] = json!("279484c09fbe69ededfced8c1bb6e6d24616b468");
+        *fake.deployments.lock().unwrap() = vec![deployment];
+        let db = Arc::new(TestDb::new().await);
+        let app = spawn_app_on(db.clone(), |_| {}).await;
+        let args = gitlab_args(&base, "t");
+        if webhook_first {
+            gitlab_webhook(&app, &base).await;
+        }
+        let (ok, out, err) = import(&db, &args).await;
+        assert!(ok, "{out}{err}");
+        if !webhook_first {
+            gitlab_webhook(&app, &base).await;
+        }
+        let found = deployments(&app).await;
+        assert_eq!(found.len(), 1, "webhook first: {webhook_first}: {found:?}");
+        let one = &found[0];
+        assert_eq!(one["externalId"], "796");
+        let by = if webhook_first { "WEBHOOK" } else { "IMPORT" };
+        assert_eq!(one["discoveredBy"], by);
+        // The union: the webhook's job URL and commit, the API's start.
+        assert_eq!(
+            one["url"],
+            "http://10.126.0.2:3000/root/test-deployment-webhooks/-/jobs/796"
+        );
+        assert_eq!(one["commitSha"], "279484c09fbe69ededfced8c1bb6e6d24616b468");
+        assert_eq!(one["startedAt"], shiplog::domain::format_millis(changed - 30_000));
+        assert_eq!(one["finishedAt"], shiplog::domain::format_millis(changed));
+        assert_eq!(one["status"], "SUCCEEDED");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn github_deployments_are_read_with_their_newest_status_through_the_secondary_limit() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    let mut listing: Vec<Value> = (0..130)
+        .map(|n| {
+            github_deployment(
+                &fake,
+                &base,
+                500_000_000 - n,
+                "production",
+                &["queued", "in_progress", "success"],
+            )
+        })
+        .collect();
+    // The webhook fixture's deployment, and one a newer deployment made inactive.
+    listing.insert(
+        3,
+        github_deployment(&fake, &base, 145988746, "production", &["in_progress"]),
+    );
+    listing.insert(
+        4,
+        github_deployment(&fake, &base, 145988700, "staging", &["failure", "inactive"]),
+    );
+    *fake.deployments.lock().unwrap() = listing;
+    fake.faults.lock().unwrap().push((1, Fault::SecondaryLimit));
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let webhook =
+        crate::contract::send_fixture(&app, "github", "deployment_status_created_success.json").await;
+    assert_eq!(webhook["status"], "accepted", "{webhook}");
+
+    let args = [
+        "github",
+        "--api-url",
+        &base,
+        "--token",
+        "ghp_test",
+        "--repo",
+        "Codertocat/Hello-World",
+    ];
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("132 records in 2 pages: 131 new, 1 updated"),
+        "{out}"
+    );
+    assert!(err.contains("GitHub's API is rate limiting (403)"), "{err}");
+    assert!(
+        fake.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, _, t)| t.as_deref() == Some("Bearer ghp_test"))
+    );
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 132);
+    let newest = find(&found, "500000000");
+    assert_eq!(
+        (newest["status"].as_str(), newest["discoveredBy"].as_str()),
+        (Some("SUCCEEDED"), Some("IMPORT"))
+    );
+    assert_eq!(newest["system"]["name"], "Codertocat/Hello-World");
+    assert_eq!(newest["actor"], "jacquev6");
+    assert_eq!(
+        find(&found, "145988700")["status"],
+        "FAILED",
+        "inactive is no outcome"
+    );
+    // The webhook said success; the API's older in_progress does not move it back.
+    let merged = find(&found, "145988746");
+    assert_eq!(
+        (merged["status"].as_str(), merged["discoveredBy"].as_str()),
+        (Some("SUCCEEDED"), Some("WEBHOOK"))
+    );
+    app.stop().await;
+}
+
+fn reconcile(base: &str, interval_seconds: u64) -> shiplog::import::reconcile::ReconcileConfig {
+    shiplog::import::reconcile::ReconcileConfig {
+        source: "gitlab".into(),
+        api_url: Some(base.into()),
+        token: Some("glpat-reconcile".into()),
+        token_env: None,
+        projects: vec!["root/test-deployment-webhooks".into()],
+        repos: Vec::new(),
+        interval_seconds,
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_finds_what_no_webhook_announced_and_follows_its_changes() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |s| s.reconcile = vec![reconcile(&base, 1)]).await;
+    gitlab_webhook(&app, &base).await;
+    let now = shiplog::domain::now_millis();
+    // Job 796 came by webhook; job 797 did not.
+    *fake.deployments.lock().unwrap() = vec![
+        gitlab_deployment(15, 796, "success", now - 5_000),
+        gitlab_deployment(16, 797, "running", now - 4_000),
+    ];
+    let query = "{ deployments { nodes { externalId status discoveredBy } }
+        reconciliation { source scope instance lastReconciledAt lastError missedByWebhooks lastFound } }";
+    let data = app
+        .eventually(query, |d| {
+            d["deployments"]["nodes"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let found = data["deployments"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(find(&found, "796")["discoveredBy"], "WEBHOOK");
+    let missed = find(&found, "797");
+    assert_eq!(
+        (missed["discoveredBy"].as_str(), missed["status"].as_str()),
+        (Some("RECONCILE"), Some("RUNNING"))
+    );
+    let data = app
+        .eventually(query, |d| d["reconciliation"][0]["missedByWebhooks"] == 1)
+        .await;
+    let scope = &data["reconciliation"][0];
+    assert_eq!(
+        (scope["source"].as_str(), scope["scope"].as_str()),
+        (Some("gitlab"), Some("root/test-deployment-webhooks"))
+    );
+    assert_eq!(scope["instance"], base.as_str());
+    assert!(
+        scope["lastReconciledAt"].is_string() && scope["lastError"].is_null(),
+        "{scope}"
+    );
+
+    // Job 797 finishes between two polls: the next poll reads it from where the last stopped.
+    fake.deployments.lock().unwrap()[1] = gitlab_deployment(16, 797, "failed", shiplog::domain::now_millis());
+    let data = app
+        .eventually(query, |d| {
+            d["deployments"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["externalId"] == "797" && n["status"] == "FAILED")
+        })
+        .await;
+    assert_eq!(
+        find(data["deployments"]["nodes"].as_array().unwrap(), "797")["status"],
+        "FAILED"
+    );
+    // Later polls ask only for what changed since the newest change read (not the first week).
+    let last = fake.requests.lock().unwrap().last().cloned().unwrap();
+    let after = shiplog::domain::parse_instant_str(last.1.as_deref().unwrap()).unwrap();
+    assert!(
+        after >= now - 6_000,
+        "polled from {after}, the newest change read was at {}",
+        now - 4_000
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shiplog_reconcile_missed_deployments{")
+                && l.contains("scope=\"root/test-deployment-webhooks\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replicas_share_a_scope_and_poll_it_once_per_interval() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    let db = Arc::new(TestDb::new().await);
+    let replicas = [
+        spawn_app_on(db.clone(), |s| s.reconcile = vec![reconcile(&base, 2)]).await,
+        spawn_app_on(db.clone(), |s| s.reconcile = vec![reconcile(&base, 2)]).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let polls = fake.requests.lock().unwrap().len();
+    // One replica holds the lease: a poll at 0, 2, 4 and 6 s; without it, twice as many.
+    assert!(
+        (3..=5).contains(&polls),
+        "{polls} polls in 6.5 s at a 2 s interval"
+    );
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
