@@ -131,6 +131,39 @@ pub enum ImportTool {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Heroku's releases, per app; systems and environments from the apps' pipelines.
+    Heroku {
+        /// The Platform API [default: https://api.heroku.com]
+        #[arg(long, default_value = crate::import::heroku::DEFAULT_API_URL)]
+        api_url: String,
+        /// An API key (`heroku authorizations:create`)
+        #[arg(long, env = "SHIPLOG_HEROKU_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// An app (repeatable)
+        #[arg(long)]
+        app: Vec<String>,
+        /// Only releases created since (ISO 8601 or a date, `2025-01-01`)
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Jenkins builds of jobs (folders and multibranch branches by full name).
+    Jenkins {
+        /// The Jenkins URL (`https://jenkins.example.com`)
+        #[arg(long)]
+        url: String,
+        /// The user the API token belongs to
+        #[arg(long, env = "SHIPLOG_JENKINS_USER")]
+        user: String,
+        /// The user's API token
+        #[arg(long, env = "SHIPLOG_JENKINS_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A job's full name (`team/app/deploy`; repeatable)
+        #[arg(long)]
+        job: Vec<String>,
+        /// Only builds started since (ISO 8601 or a date, `2025-01-01`)
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 /// Log output format.

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use shiplog::config::{Cli, Command, ImportTool, Settings};
-use shiplog::import::{Api, Importer, Scope, github, gitlab};
+use shiplog::import::reconcile::ReconcileConfig;
+use shiplog::import::{Api, Importer, Scope, gitlab};
 use shiplog::sources::declared::tools;
 use shiplog::startup::{Application, generated_secret_key};
 use shiplog::store::{DbOptions, Store};
@@ -99,11 +100,22 @@ fn progress(line: &str) {
 /// 1 when one stopped (running it again resumes there).
 async fn import(settings: &Settings, tool: ImportTool) -> anyhow::Result<()> {
     let store = open(settings).await?;
-    let (ingest, writer) = shiplog::startup::pipeline(settings, &store).await?;
     let waiting = |message: &str| {
         progress("\n");
         eprintln!("{message}");
     };
+    // Heroku's systems and environments are its apps' pipeline couplings, as for webhooks.
+    let enrichers = match &tool {
+        ImportTool::Heroku { api_url, api_key, .. } => shiplog::enrich::Enrichers::default().with(
+            std::sync::Arc::new(shiplog::enrich::heroku::HerokuApi::new(
+                api_url,
+                api_key,
+                std::time::Duration::from_secs(3600),
+            )),
+        ),
+        _ => shiplog::enrich::Enrichers::default(),
+    };
+    let (ingest, writer) = shiplog::startup::pipeline(settings, &store, enrichers).await?;
     let (api, scopes, since) = import_scopes(tool, &waiting).await?;
     let since = since.as_deref().map(parse_since).transpose()?;
     let importer = Importer {
@@ -158,12 +170,13 @@ async fn import(settings: &Settings, tool: ImportTool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The API client and the scopes an import command names.
+/// The API client and the scopes an import command names (checked as a `[[reconcile]]`
+/// entry naming the same would be), and its `--since`.
 async fn import_scopes(
     tool: ImportTool,
     waiting: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(Api, Vec<Scope>, Option<String>)> {
-    match tool {
+    let (entry, since) = match tool {
         ImportTool::Gitlab {
             api_url,
             token,
@@ -171,45 +184,64 @@ async fn import_scopes(
             group,
             since,
         } => {
-            let instance = gitlab::instance(&api_url);
-            let api = gitlab::api(&token)?;
             if let Some(group) = group {
-                project.extend(gitlab::projects_of(&api, &instance, &group, waiting).await?);
+                let instance = gitlab::instance(&api_url);
+                project.extend(gitlab::projects_of(&gitlab::api(&token)?, &instance, &group, waiting).await?);
             }
-            anyhow::ensure!(
-                !project.is_empty(),
-                "name what to import: --project group/app (repeatable) or --group group"
-            );
-            let scopes = project
-                .into_iter()
-                .map(|project| Scope::Gitlab {
-                    instance: instance.clone(),
-                    project,
-                })
-                .collect();
-            Ok((api, scopes, since))
+            let entry = ReconcileConfig {
+                projects: project,
+                ..ReconcileConfig::of("gitlab", api_url, token)
+            };
+            (entry, since)
         }
         ImportTool::Github {
             api_url,
             token,
             repo,
             since,
-        } => {
-            anyhow::ensure!(
-                !repo.is_empty(),
-                "name what to import: --repo owner/app (repeatable)"
-            );
-            let api_url = api_url.trim_end_matches('/').to_string();
-            let scopes = repo
-                .into_iter()
-                .map(|repo| Scope::Github {
-                    api_url: api_url.clone(),
-                    repo,
-                })
-                .collect();
-            Ok((github::api(&token)?, scopes, since))
-        }
-    }
+        } => (
+            ReconcileConfig {
+                repos: repo,
+                ..ReconcileConfig::of("github", api_url, token)
+            },
+            since,
+        ),
+        ImportTool::Heroku {
+            api_url,
+            api_key,
+            app,
+            since,
+        } => (
+            ReconcileConfig {
+                apps: app,
+                ..ReconcileConfig::of("heroku", api_url, api_key)
+            },
+            since,
+        ),
+        ImportTool::Jenkins {
+            url,
+            user,
+            token,
+            job,
+            since,
+        } => (
+            ReconcileConfig {
+                jobs: job,
+                user: Some(user),
+                ..ReconcileConfig::of("jenkins", url, token)
+            },
+            since,
+        ),
+    };
+    let named = [&entry.projects, &entry.repos, &entry.apps, &entry.jobs];
+    anyhow::ensure!(
+        named.iter().any(|list| !list.is_empty()),
+        "name what to import: --project or --group (gitlab), --repo (github), --app (heroku), --job (jenkins)"
+    );
+    let (api, scopes) = entry
+        .scopes()
+        .map_err(|e| anyhow::anyhow!("{}", e.replace("[[reconcile]] ", "import: ")))?;
+    Ok((api, scopes, since))
 }
 
 /// `--since`: an instant, or a date (midnight UTC).

@@ -221,7 +221,11 @@ fn background(
 /// The pipeline for a one-off command (`shiplog import`): the server's sources, rules and
 /// group-commit writer, without its HTTP side. Drop the `Ingest`, then await the task: the
 /// writer drains what it was given.
-pub async fn pipeline(settings: &Settings, store: &Store) -> Result<(Ingest, JoinHandle<()>), StartupError> {
+pub async fn pipeline(
+    settings: &Settings,
+    store: &Store,
+    enrichers: Enrichers,
+) -> Result<(Ingest, JoinHandle<()>), StartupError> {
     let sections = with_gitlab_home(store, &settings.sections).await?;
     let sources = Registry::with_declared(&sections, &settings.sources).map_err(StartupError::Other)?;
     let own = (!settings.database_url.contains(":memory:")).then(|| DbOptions {
@@ -230,7 +234,7 @@ pub async fn pipeline(settings: &Settings, store: &Store) -> Result<(Ingest, Joi
     });
     let (writer, task) = Writer::spawn(store.clone(), own, Hub::new(1024), random_token(8));
     let rules = Arc::new(MappingRules::new(&settings.mapping));
-    let ingest = Ingest::new(sources, BTreeMap::new(), Enrichers::default(), rules, writer);
+    let ingest = Ingest::new(sources, BTreeMap::new(), enrichers, rules, writer);
     Ok((ingest, task))
 }
 

@@ -152,6 +152,8 @@ impl From<IngestError> for ApiError {
             IngestError::Unauthorized(message) => Self::Unauthorized(message),
             IngestError::Invalid { code, message } => Self::BadRequest { code, message },
             IngestError::Store(error) => Self::Store(error),
+            // Only imports ask an API before answering.
+            IngestError::Api(message) => Self::Unknown(message),
         }
     }
 }

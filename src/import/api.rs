@@ -106,9 +106,25 @@ impl Api {
         what: &str,
         waiting: &(dyn Fn(&str) + Sync),
     ) -> Result<Answer, ApiError> {
+        self.get_with(url, HeaderMap::new(), what, waiting).await
+    }
+
+    /// `get` with more request headers (Heroku's `Range`).
+    pub async fn get_with(
+        &self,
+        url: &str,
+        extra: HeaderMap,
+        what: &str,
+        waiting: &(dyn Fn(&str) + Sync),
+    ) -> Result<Answer, ApiError> {
         let (mut failures, mut limited) = (0u32, 0u32);
         loop {
-            let failure = match self.client.get(url).headers(self.auth.clone()).send().await {
+            let request = self
+                .client
+                .get(url)
+                .headers(self.auth.clone())
+                .headers(extra.clone());
+            let failure = match request.send().await {
                 Err(error) => describe(&error),
                 Ok(response) => {
                     let status = response.status();

@@ -9,6 +9,8 @@
 //! api.rs       GET with the tool's auth, retries, rate limits, Link pagination
 //! gitlab.rs    GET /projects/:id/deployments (updated_at order)
 //! github.rs    GET /repos/:repo/deployments + each deployment's statuses
+//! heroku.rs    GET /apps/:app/releases (Range / Next-Range)
+//! jenkins.rs   GET /job/.../api/json?tree=allBuilds[...]{M,N}
 //! mod.rs       the loop: pages -> records -> Ingest::import (one group commit per page)
 //! reconcile.rs the server's poll of each configured scope, on one replica at a time
 //! ```
@@ -26,6 +28,8 @@ use crate::store::{Outcome, Store};
 pub mod api;
 pub mod github;
 pub mod gitlab;
+pub mod heroku;
+pub mod jenkins;
 pub mod reconcile;
 
 pub use api::{Api, ApiError};
@@ -55,6 +59,8 @@ pub struct Page {
 pub enum Scope {
     Gitlab { instance: String, project: String },
     Github { api_url: String, repo: String },
+    Heroku { api_url: String, app: String },
+    Jenkins { url: String, job: String },
 }
 
 impl Scope {
@@ -63,6 +69,8 @@ impl Scope {
         match self {
             Self::Gitlab { .. } => "gitlab",
             Self::Github { .. } => "github",
+            Self::Heroku { .. } => "heroku",
+            Self::Jenkins { .. } => "jenkins",
         }
     }
 
@@ -71,24 +79,36 @@ impl Scope {
         match self {
             Self::Gitlab { project, .. } => project,
             Self::Github { repo, .. } => repo,
+            Self::Heroku { app, .. } => app,
+            Self::Jenkins { job, .. } => job,
         }
     }
 
     /// The settings key of this scope's `purpose` (a cursor, a lease, a state).
     pub fn key(&self, purpose: &str) -> String {
-        let instance = match self {
-            Self::Gitlab { instance, .. } => instance,
-            Self::Github { api_url, .. } => api_url,
-        };
-        format!("{purpose}.{}.{instance}.{}", self.source(), self.name())
+        format!("{purpose}.{}.{}.{}", self.source(), self.instance(), self.name())
     }
 
-    fn first_url(&self, after: Option<i64>) -> String {
+    /// The tool's instance: its base URL.
+    pub fn instance(&self) -> &str {
+        match self {
+            Self::Gitlab { instance, .. } => instance,
+            Self::Github { api_url, .. } | Self::Heroku { api_url, .. } => api_url,
+            Self::Jenkins { url, .. } => url,
+        }
+    }
+
+    /// Where reading starts: a URL, or for Heroku the first `Range`. Reconciling reads the
+    /// newest first where the API lists oldest first by default (Heroku).
+    fn first_url(&self, after: Option<i64>, kind: Discovery) -> String {
         match self {
             Self::Gitlab { instance, project } => {
                 gitlab::first_url(instance, project, after.map(format_millis).as_deref())
             }
             Self::Github { api_url, repo } => github::first_url(api_url, repo),
+            Self::Heroku { .. } if kind == Discovery::Reconcile => heroku::NEWEST_RANGE.to_string(),
+            Self::Heroku { .. } => heroku::FIRST_RANGE.to_string(),
+            Self::Jenkins { url, job } => jenkins::range_url(url, job, 0),
         }
     }
 
@@ -102,6 +122,8 @@ impl Scope {
         match self {
             Self::Gitlab { instance, project } => gitlab::page(api, instance, project, url, waiting).await,
             Self::Github { repo, .. } => github::page(api, repo, url, since, waiting).await,
+            Self::Heroku { api_url, app } => heroku::page(api, api_url, app, url, since, waiting).await,
+            Self::Jenkins { url: base, job } => jenkins::page(api, base, job, url, since, waiting).await,
         }
     }
 }
@@ -256,7 +278,7 @@ impl Importer<'_> {
             let key = scope.key("import.cursor");
             return Ok(match self.store.setting(&key).await? {
                 Some(next) => (key, next, self.since, true),
-                None => (key, scope.first_url(self.since), self.since, false),
+                None => (key, scope.first_url(self.since, self.kind), self.since, false),
             });
         }
         let key = scope.key("reconcile.cursor");
@@ -267,7 +289,7 @@ impl Importer<'_> {
             Some(high_water) => parse_instant_str(&high_water).map(|t| t - 1000).unwrap_or(window),
             None => self.since.unwrap_or(window),
         };
-        Ok((key, scope.first_url(Some(after)), Some(after), false))
+        Ok((key, scope.first_url(Some(after), self.kind), Some(after), false))
     }
 
     /// Remembers where to go on once a page is committed.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Api, Importer, Scope, Summary, github, gitlab};
+use super::{Api, Importer, Scope, Summary, github, gitlab, heroku, jenkins};
 use crate::domain::{Discovery, now_millis};
 use crate::ingest::Ingest;
 use crate::store::Store;
@@ -22,7 +22,7 @@ use crate::store::Store;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileConfig {
-    /// `gitlab` or `github`.
+    /// `gitlab`, `github`, `heroku` or `jenkins`.
     pub source: String,
     /// The API's base URL [default: the public service].
     #[serde(default)]
@@ -39,6 +39,15 @@ pub struct ReconcileConfig {
     /// GitHub repositories (`owner/app`).
     #[serde(default)]
     pub repos: Vec<String>,
+    /// Heroku apps.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Jenkins jobs by full name (`team/app/deploy`).
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    /// Jenkins: the user whose API token `token` is [default: SHIPLOG_JENKINS_USER].
+    #[serde(default)]
+    pub user: Option<String>,
     /// Seconds between polls of each scope [default: 300].
     #[serde(default = "default_interval")]
     pub interval_seconds: u64,
@@ -49,13 +58,32 @@ fn default_interval() -> u64 {
 }
 
 impl ReconcileConfig {
+    /// An entry for `source` at `api_url` with `token` and nothing to poll yet.
+    pub fn of(source: &str, api_url: String, token: String) -> Self {
+        Self {
+            source: source.to_string(),
+            api_url: Some(api_url),
+            token: Some(token),
+            token_env: None,
+            projects: Vec::new(),
+            repos: Vec::new(),
+            apps: Vec::new(),
+            jobs: Vec::new(),
+            user: None,
+            interval_seconds: default_interval(),
+        }
+    }
+
     /// The API client and the scopes it polls; the message names the entry and what to fix.
     pub fn scopes(&self) -> Result<(Api, Vec<Scope>), String> {
         let entry = format!("[[reconcile]] source = \"{}\"", self.source);
         let variable = self
             .token_env
             .clone()
-            .unwrap_or_else(|| format!("SHIPLOG_{}_TOKEN", self.source.to_uppercase()));
+            .unwrap_or_else(|| match self.source.as_str() {
+                "heroku" => "SHIPLOG_HEROKU_API_KEY".into(),
+                source => format!("SHIPLOG_{}_TOKEN", source.to_uppercase()),
+            });
         let token = self
             .token
             .clone()
@@ -65,44 +93,67 @@ impl ReconcileConfig {
         if self.interval_seconds == 0 {
             return Err(format!("{entry}: interval_seconds must be at least 1"));
         }
+        let api_url = |default: &str| {
+            self.api_url
+                .as_deref()
+                .unwrap_or(default)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let each = |names: &[String], scope: &dyn Fn(String) -> Scope| {
+            names.iter().cloned().map(scope).collect::<Vec<_>>()
+        };
         let (api, scopes) = match self.source.as_str() {
             "gitlab" => {
-                let instance = gitlab::instance(self.api_url.as_deref().unwrap_or(gitlab::DEFAULT_API_URL));
-                let scopes = self
-                    .projects
-                    .iter()
-                    .map(|project| Scope::Gitlab {
-                        instance: instance.clone(),
-                        project: project.clone(),
-                    })
-                    .collect();
+                let instance = gitlab::instance(&api_url(gitlab::DEFAULT_API_URL));
+                let scopes = each(&self.projects, &|project| Scope::Gitlab {
+                    instance: instance.clone(),
+                    project,
+                });
                 (gitlab::api(&token), scopes)
             }
             "github" => {
-                let api_url = self
+                let api_url = api_url(github::DEFAULT_API_URL);
+                let scopes = each(&self.repos, &|repo| Scope::Github {
+                    api_url: api_url.clone(),
+                    repo,
+                });
+                (github::api(&token), scopes)
+            }
+            "heroku" => {
+                let api_url = api_url(heroku::DEFAULT_API_URL);
+                let scopes = each(&self.apps, &|app| Scope::Heroku {
+                    api_url: api_url.clone(),
+                    app,
+                });
+                (heroku::api(&token), scopes)
+            }
+            "jenkins" => {
+                let url = self
                     .api_url
                     .clone()
-                    .unwrap_or_else(|| github::DEFAULT_API_URL.into());
-                let scopes = self
-                    .repos
-                    .iter()
-                    .map(|repo| Scope::Github {
-                        api_url: api_url.trim_end_matches('/').to_string(),
-                        repo: repo.clone(),
-                    })
-                    .collect();
-                (github::api(&token), scopes)
+                    .ok_or_else(|| format!("{entry}: api_url (the Jenkins URL) is required"))?;
+                let user = self
+                    .user
+                    .clone()
+                    .or_else(|| std::env::var("SHIPLOG_JENKINS_USER").ok())
+                    .ok_or_else(|| format!("{entry}: user (or SHIPLOG_JENKINS_USER) is required"))?;
+                let url = url.trim_end_matches('/').to_string();
+                let scopes = each(&self.jobs, &|job| Scope::Jenkins {
+                    url: url.clone(),
+                    job,
+                });
+                (jenkins::api(&user, &token), scopes)
             }
             other => {
                 return Err(format!(
-                    "[[reconcile]] source = \"{other}\": reconciliation reads gitlab or github (importers for heroku, octopus and jenkins are not written yet)"
+                    "[[reconcile]] source = \"{other}\": reconciliation reads gitlab, github, heroku or jenkins (Octopus is not written yet)"
                 ));
             }
         };
-        let scopes: Vec<Scope> = scopes;
         if scopes.is_empty() {
             return Err(format!(
-                "{entry}: name what to poll: projects = [...] (gitlab) or repos = [...] (github)"
+                "{entry}: name what to poll: projects = [...] (gitlab), repos = [...] (github), apps = [...] (heroku) or jobs = [...] (jenkins)"
             ));
         }
         Ok((api.map_err(|e| format!("{entry}: {e}"))?, scopes))
@@ -221,10 +272,7 @@ impl Poller {
         };
         state.source = source.to_string();
         state.scope = name.to_string();
-        state.instance = match &self.scope {
-            Scope::Gitlab { instance, .. } => instance.clone(),
-            Scope::Github { api_url, .. } => api_url.clone(),
-        };
+        state.instance = self.scope.instance().to_string();
         state.last_attempt_at = now_millis();
         let outcome = match &result {
             Ok(summary) => {

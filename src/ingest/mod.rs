@@ -43,6 +43,9 @@ pub enum IngestError {
     /// The database could not store it (503).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The tool's API could not complete an imported record (the import stops; run it again).
+    #[error("{0}")]
+    Api(String),
 }
 
 impl From<SourceError> for IngestError {
@@ -205,7 +208,17 @@ impl Ingest {
         let (work, decision) = match source.accept(&delivery) {
             Ok(accepted) => {
                 let rule = rule_of(source.name(), accepted.rule.as_deref());
-                self.decide(source.name(), &rule, accepted.parsed, false, kind)
+                // An import asks the tool's API at once (Heroku's couplings): nothing waits.
+                let parsed = match (accepted.parsed, self.enrichers.get(source.name())) {
+                    (Parsed::Deployments(observations), Some(enricher)) => Parsed::Deployments(
+                        enricher
+                            .enrich(observations)
+                            .await
+                            .map_err(|e| IngestError::Api(e.to_string()))?,
+                    ),
+                    (parsed, _) => parsed,
+                };
+                self.decide(source.name(), &rule, parsed, false, kind)
             }
             Err(SourceError::InvalidPayload(error)) => {
                 let decision = Decision::none("failed", "none: the API record was not understood", &error);

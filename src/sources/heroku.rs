@@ -93,6 +93,21 @@ impl Source for Heroku {
     }
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        if super::discovery(delivery.headers) != crate::domain::Discovery::Webhook {
+            // `shiplog import heroku`: `{"release": <GET /apps/{app}/releases item>}`, the same
+            // representation as the webhook's `data`.
+            let record = json::object(delivery.body, "a Heroku API release record")?;
+            let release = record.get("release").filter(|r| r.is_object()).ok_or_else(|| {
+                SourceError::InvalidPayload("`release` must be a Heroku release object".into())
+            })?;
+            let event = serde_json::json!({ "resource": "release", "data": release });
+            return Ok(Accepted {
+                key: body_key(delivery.body),
+                redacted: None,
+                rule: Some("heroku.api_releases".into()),
+                parsed: self.parse(&event, delivery.received_at)?,
+            });
+        }
         let event = json::object(delivery.body, "a Heroku webhook event")?;
         // Heroku's retries keep the delivery id.
         let key = event

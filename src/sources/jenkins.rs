@@ -131,6 +131,16 @@ impl Source for Jenkins {
     }
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        if super::discovery(delivery.headers) != crate::domain::Discovery::Webhook {
+            let record = json::object(delivery.body, "a Jenkins API build record")?;
+            let (parsed, rule) = self.parse(&as_notification(&record)?, delivery.received_at)?;
+            return Ok(Accepted {
+                key: super::body_key(delivery.body),
+                redacted: None,
+                rule: Some(rule.into()),
+                parsed,
+            });
+        }
         let value = json::object(delivery.body, "the Notification plugin's JSON")?;
         // No delivery id: a build's phase is sent once (retries re-send the same message). The
         // job's full name, not `name`: two `deploy` jobs in different folders are two jobs.
@@ -274,6 +284,93 @@ impl Jenkins {
         };
         Ok((Parsed::Deployments(vec![observation]), rule))
     }
+}
+
+/// A record `shiplog import jenkins` read: `{"job": "team/app/deploy", "build": <an item of
+/// GET /job/.../api/json?tree=allBuilds[...]>}`, as the Notification plugin would have told
+/// it (COMPLETED with its result, or STARTED while it runs), so the same `[jenkins]` rules
+/// decide what is a deployment. The API's `actions` are positional and hold `{}` for every
+/// action not asked for: they are searched by key. A `UserIdCause` names who started it.
+fn as_notification(record: &Value) -> Result<Value, SourceError> {
+    let job = record
+        .get("job")
+        .and_then(Value::as_str)
+        .filter(|j| !j.trim().is_empty())
+        .ok_or_else(|| SourceError::InvalidPayload("`job` (the job's full name) is required".into()))?;
+    let build = record
+        .get("build")
+        .filter(|b| b.is_object())
+        .ok_or_else(|| SourceError::InvalidPayload("`build` must be a Jenkins build object".into()))?;
+    let actions = build
+        .get("actions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut parameters = serde_json::Map::new();
+    let mut scm = serde_json::Map::new();
+    for action in &actions {
+        for parameter in action
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(name), Some(value)) = (
+                parameter.get("name").and_then(Value::as_str),
+                parameter.get("value"),
+            ) {
+                parameters.insert(name.to_string(), value.clone());
+            }
+        }
+        if let Some(revision) = action.get("lastBuiltRevision") {
+            scm.insert(
+                "commit".into(),
+                revision.get("SHA1").cloned().unwrap_or(Value::Null),
+            );
+            if let Some(branch) = revision.pointer("/branch/0/name").and_then(Value::as_str) {
+                let branch = branch.strip_prefix("refs/remotes/").unwrap_or(branch);
+                scm.insert("branch".into(), Value::String(branch.to_string()));
+            }
+        }
+        for cause in action
+            .get("causes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(user) = cause.get("userId").and_then(Value::as_str) {
+                parameters
+                    .entry("BUILD_USER_ID")
+                    .or_insert_with(|| Value::String(user.to_string()));
+            }
+        }
+    }
+    let result = build.get("result").filter(|r| !r.is_null());
+    let (start, duration) = (
+        build.get("timestamp").and_then(Value::as_i64),
+        build.get("duration").and_then(Value::as_i64),
+    );
+    let mut notification = serde_json::json!({
+        "name": job.rsplit('/').next().unwrap_or(job),
+        "url": format!("job/{}/", job.split('/').collect::<Vec<_>>().join("/job/")),
+        "build": {
+            "full_url": build.get("url"),
+            "number": build.get("number"),
+            "phase": if result.is_some() { "COMPLETED" } else { "STARTED" },
+            // COMPLETED's timestamp is the end (start + duration), as the plugin sends it.
+            "timestamp": match (result, start, duration) {
+                (Some(_), Some(t), Some(d)) => Some(t + d),
+                _ => start,
+            },
+            "duration": duration,
+            "parameters": parameters,
+            "scm": scm,
+        },
+    });
+    if let Some(result) = result {
+        notification["build"]["status"] = result.clone();
+    }
+    Ok(notification)
 }
 
 /// The first of `names` that is a parameter of the build.

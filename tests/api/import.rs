@@ -99,6 +99,10 @@ async fn serve(fake: Arc<Fake>) -> String {
             "/repos/{owner}/{repo}/deployments/{id}/statuses",
             get(github_statuses),
         )
+        .route("/apps/{app}/releases", get(heroku_releases))
+        .route("/apps/{app}/pipeline-couplings", get(heroku_coupling))
+        .route("/pipelines/{id}", get(heroku_pipeline))
+        .route("/job/{a}/job/{b}/job/{c}/api/json", get(jenkins_builds))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -620,6 +624,9 @@ fn reconcile(base: &str, interval_seconds: u64) -> shiplog::import::reconcile::R
         token_env: None,
         projects: vec!["root/test-deployment-webhooks".into()],
         repos: Vec::new(),
+        apps: Vec::new(),
+        jobs: Vec::new(),
+        user: None,
         interval_seconds,
     }
 }
@@ -727,4 +734,281 @@ async fn replicas_share_a_scope_and_poll_it_once_per_interval() {
     for replica in replicas {
         replica.stop().await;
     }
+}
+
+/// Heroku's ranged list: `Range: version [start]..; max=N[, order=desc]`; `]` excludes the
+/// start; 206 with `Next-Range` while more remain.
+async fn heroku_releases(
+    State(fake): State<Arc<Fake>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(app, "myapp-staging");
+    assert_eq!(headers["accept"], "application/vnd.heroku+json; version=3");
+    let range = headers
+        .get("range")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let token = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.requests
+        .lock()
+        .unwrap()
+        .push((0, Some(range.clone()), token));
+    let (bounds, options) = range.split_once(';').unwrap_or((&range, ""));
+    let start = bounds
+        .trim()
+        .trim_start_matches("version")
+        .trim()
+        .trim_end_matches("..");
+    let (exclusive, start) = (
+        start.starts_with(']'),
+        start.trim_start_matches(']').parse::<u64>().ok(),
+    );
+    let max: usize = options
+        .split([';', ','])
+        .find_map(|o| o.trim().strip_prefix("max=").and_then(|m| m.parse().ok()))
+        .unwrap_or(200);
+    let desc = options.contains("order=desc");
+    let mut listing: Vec<Value> = fake.deployments.lock().unwrap().clone();
+    if desc {
+        listing.reverse();
+    }
+    let version = |r: &Value| r["version"].as_u64().unwrap();
+    let after = |r: &Value| match (start, desc) {
+        (None, _) => true,
+        (Some(s), false) => version(r) > s || (!exclusive && version(r) == s),
+        (Some(s), true) => version(r) < s || (!exclusive && version(r) == s),
+    };
+    let rest: Vec<Value> = listing.into_iter().filter(after).collect();
+    let page: Vec<Value> = rest.iter().take(max).cloned().collect();
+    let mut headers = HeaderMap::new();
+    if rest.len() > max {
+        let last = version(page.last().unwrap());
+        let order = if desc { ", order=desc" } else { "" };
+        headers.insert(
+            "next-range",
+            format!("version ]{last}..; max={max}{order}").parse().unwrap(),
+        );
+        return (StatusCode::PARTIAL_CONTENT, headers, axum::Json(page)).into_response();
+    }
+    (headers, axum::Json(page)).into_response()
+}
+
+/// The current schema's coupling names only the pipeline's id (the name takes a second call).
+async fn heroku_coupling(Path(app): Path<String>) -> Response {
+    assert_eq!(app, "myapp-staging");
+    axum::Json(json!({
+        "created_at": "2016-02-11T08:40:42+00:00",
+        "app": { "id": "59d151db-c38e-4e9c-a854-faead7e8d6cc" },
+        "id": "ead76531-1669-4967-9953-e7182605f772",
+        "pipeline": { "id": "3be4b9ee-5734-4033-a4c0-28c3d5de99fe" },
+        "stage": "staging",
+        "updated_at": "2016-02-11T08:40:42+00:00"
+    }))
+    .into_response()
+}
+
+async fn heroku_pipeline(Path(id): Path<String>) -> Response {
+    axum::Json(
+        json!({ "created_at": "2016-02-11T08:32:08+00:00", "id": id, "name": "my-pipeline",
+        "updated_at": "2016-02-11T08:32:08+00:00" }),
+    )
+    .into_response()
+}
+
+/// A Heroku release made from the webhook fixture's `data` (the same representation).
+fn heroku_release(version: u64, status: &str) -> Value {
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("heroku").join("release_myapp-staging_v101.derived.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut release = event["data"].clone();
+    release["id"] = json!(format!("38821f7c-e1a1-41d9-a34b-{version:012}"));
+    release["version"] = json!(version);
+    release["status"] = json!(status);
+    release["created_at"] = json!(shiplog::domain::format_millis(AT + version as i64 * 60_000));
+    release["updated_at"] = json!(shiplog::domain::format_millis(
+        AT + version as i64 * 60_000 + 30_000
+    ));
+    release
+}
+
+#[tokio::test]
+async fn heroku_releases_are_read_range_by_range_into_their_pipelines() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    *fake.deployments.lock().unwrap() = (1..=1200)
+        .map(|v| heroku_release(v, if v == 1200 { "pending" } else { "succeeded" }))
+        .collect();
+    let db = Arc::new(TestDb::new().await);
+    let args = [
+        "heroku",
+        "--api-url",
+        &base,
+        "--api-key",
+        "hrku-test",
+        "--app",
+        "myapp-staging",
+    ];
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1200 records in 2 pages: 1200 new"), "{out}");
+    let ranges: Vec<Asked> = fake.requests.lock().unwrap().clone();
+    assert_eq!(ranges[0].1.as_deref(), Some("version ..; max=1000"));
+    assert_eq!(
+        ranges[1].1.as_deref(),
+        Some("version ]1000..; max=1000"),
+        "Next-Range sent back as it came"
+    );
+    assert!(ranges.iter().all(|r| r.2.as_deref() == Some("Bearer hrku-test")));
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let query = "{ deployments(first: 2) { totalCount nodes { externalId status version discoveredBy
+        system { name } environment { name } commitSha actor } } }";
+    let data = app.data(query, json!({})).await;
+    assert_eq!(data["deployments"]["totalCount"], 1200);
+    let newest = &data["deployments"]["nodes"][0];
+    assert_eq!(
+        (newest["version"].as_str(), newest["status"].as_str()),
+        (Some("v1200"), Some("RUNNING"))
+    );
+    assert_eq!(newest["system"]["name"], "my-pipeline", "the app's pipeline");
+    assert_eq!(newest["environment"]["name"], "staging", "the app's stage");
+    assert_eq!(newest["discoveredBy"], "IMPORT");
+    assert_eq!(newest["commitSha"], "69eec518969cc409e116940aa5304ab6ab237a4d");
+    app.stop().await;
+}
+
+/// Jenkins' `tree=allBuilds[...]{M,N}`: builds M (inclusive) to N (exclusive), newest first.
+async fn jenkins_builds(
+    State(fake): State<Arc<Fake>>,
+    Path((a, b, c)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(format!("{a}/{b}/{c}"), "team/app/deploy");
+    let tree = &query["tree"];
+    assert!(
+        tree.starts_with("allBuilds[number,result,") && tree.contains("parameters[name,value]"),
+        "{tree}"
+    );
+    let (from, to) = tree
+        .rsplit_once('{')
+        .and_then(|(_, r)| r.trim_end_matches('}').split_once(','))
+        .map(|(m, n)| (m.parse::<usize>().unwrap(), n.parse::<usize>().unwrap()))
+        .unwrap();
+    let token = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.requests.lock().unwrap().push((from as u64, None, token));
+    let builds: Vec<Value> = fake
+        .deployments
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(from)
+        .take(to - from)
+        .cloned()
+        .collect();
+    axum::Json(json!({ "_class": "hudson.model.FreeStyleProject", "allBuilds": builds })).into_response()
+}
+
+/// A build made from DevLake's captured `allBuilds` item, with a parameters action shaped as
+/// in the jenkins-client-golang capture; build 18 ends when the webhook fixture says.
+fn jenkins_build(base: &str, number: u64, result: Option<&str>) -> Value {
+    let mut build = api_fixture(
+        "jenkins",
+        "allBuilds_item.freestyle_git_builddata.devlake-e2e-2022.json",
+    );
+    build["number"] = json!(number);
+    build["result"] = json!(result);
+    build["building"] = json!(result.is_none());
+    build["timestamp"] = json!(1_764_165_785_000_i64 - 180_000 - (18 - number as i64) * 3_600_000);
+    build["duration"] = json!(if result.is_some() { 180_000 } else { 0 });
+    build["url"] = json!(format!("{base}/job/team/job/app/job/deploy/{number}/"));
+    build["actions"][1]["lastBuiltRevision"]["SHA1"] = json!("c6d86dc654b12425e706bcf951adfe5a8627a517");
+    let golang = api_fixture(
+        "jenkins",
+        "job_freestyle_parameterized_builds.depth1.jenkins-client-golang-2016.json",
+    );
+    let mut parameters = golang["builds"][0]["actions"][0].clone();
+    parameters["parameters"] = json!([
+        { "_class": "hudson.model.StringParameterValue", "name": "ENVIRONMENT", "value": "prod" },
+        { "_class": "hudson.model.StringParameterValue", "name": "VERSION", "value": "2.4.0" },
+    ]);
+    build["actions"][2] = parameters;
+    build
+}
+
+#[tokio::test]
+async fn jenkins_builds_are_read_range_by_range_by_the_same_rules_as_its_webhooks() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    // 150 builds, newest first, the newest still running; build 18 is the webhook fixture's.
+    let mut builds = vec![jenkins_build(&base, 150, None)];
+    builds.extend(
+        (1..150)
+            .rev()
+            .map(|n| jenkins_build(&base, n, Some(if n % 10 == 0 { "FAILURE" } else { "SUCCESS" }))),
+    );
+    *fake.deployments.lock().unwrap() = builds;
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let fixture = "folder_team-app-deploy_completed_success.derived.json";
+    let webhook = crate::contract::send_fixture(&app, "jenkins", fixture).await;
+    assert_eq!(webhook["status"], "accepted", "{webhook}");
+    let args = [
+        "jenkins",
+        "--url",
+        &base,
+        "--user",
+        "admin",
+        "--token",
+        "11aa",
+        "--job",
+        "team/app/deploy",
+    ];
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("150 records in 2 pages: 149 new, 1 updated"),
+        "{out}"
+    );
+    let asked = fake.requests.lock().unwrap().clone();
+    assert_eq!(asked.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 100]);
+    assert!(
+        asked
+            .iter()
+            .all(|a| a.2.as_deref() == Some("Basic YWRtaW46MTFhYQ==")),
+        "{asked:?}"
+    );
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 150);
+    let running = find(&found, "team/app/deploy#150");
+    assert_eq!(
+        (
+            running["status"].as_str(),
+            running["environment"]["name"].as_str()
+        ),
+        (Some("RUNNING"), Some("production"))
+    );
+    assert_eq!(running["system"]["name"], "team/app/deploy");
+    assert_eq!(running["actor"], "merico", "the UserIdCause");
+    assert_eq!(find(&found, "team/app/deploy#10")["status"], "FAILED");
+    let merged = find(&found, "team/app/deploy#18");
+    assert_eq!(
+        (merged["discoveredBy"].as_str(), merged["status"].as_str()),
+        (Some("WEBHOOK"), Some("SUCCEEDED"))
+    );
+    assert_eq!(
+        merged["startedAt"],
+        shiplog::domain::format_millis(1_764_165_785_000 - 180_000)
+    );
+    assert_eq!(
+        merged["finishedAt"],
+        shiplog::domain::format_millis(1_764_165_785_000)
+    );
+    app.stop().await;
 }
