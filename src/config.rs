@@ -146,6 +146,24 @@ pub enum ImportTool {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Octopus Deploy's deployments of a space (or of one project), with their tasks and releases.
+    Octopus {
+        /// The Octopus server (`https://octopus.example.com`)
+        #[arg(long)]
+        api_url: String,
+        /// An API key (`API-...`)
+        #[arg(long, env = "SHIPLOG_OCTOPUS_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The space [default: Spaces-1]
+        #[arg(long, default_value = "Spaces-1")]
+        space: String,
+        /// Only this project (its name or `Projects-N`)
+        #[arg(long)]
+        project: Option<String>,
+        /// Only deployments created since (ISO 8601 or a date, `2025-01-01`)
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Jenkins builds of jobs (folders and multibranch branches by full name).
     Jenkins {
         /// The Jenkins URL (`https://jenkins.example.com`)

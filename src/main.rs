@@ -218,6 +218,27 @@ async fn import_scopes(
             },
             since,
         ),
+        ImportTool::Octopus {
+            api_url,
+            api_key,
+            space,
+            project,
+            since,
+        } => {
+            let project = match project {
+                Some(name) => {
+                    let api = shiplog::import::octopus::api(&api_key)?;
+                    vec![shiplog::import::octopus::project_id(&api, &api_url, &space, &name, waiting).await?]
+                }
+                None => Vec::new(),
+            };
+            let entry = ReconcileConfig {
+                projects: project,
+                space: Some(space),
+                ..ReconcileConfig::of("octopus", api_url, api_key)
+            };
+            (entry, since)
+        }
         ImportTool::Jenkins {
             url,
             user,
@@ -235,7 +256,7 @@ async fn import_scopes(
     };
     let named = [&entry.projects, &entry.repos, &entry.apps, &entry.jobs];
     anyhow::ensure!(
-        named.iter().any(|list| !list.is_empty()),
+        entry.source == "octopus" || named.iter().any(|list| !list.is_empty()),
         "name what to import: --project or --group (gitlab), --repo (github), --app (heroku), --job (jenkins)"
     );
     let (api, scopes) = entry

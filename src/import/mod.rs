@@ -11,6 +11,7 @@
 //! github.rs    GET /repos/:repo/deployments + each deployment's statuses
 //! heroku.rs    GET /apps/:app/releases (Range / Next-Range)
 //! jenkins.rs   GET /job/.../api/json?tree=allBuilds[...]{M,N}
+//! octopus.rs   GET /api/:space/deployments + each one's task, release and names
 //! mod.rs       the loop: pages -> records -> Ingest::import (one group commit per page)
 //! reconcile.rs the server's poll of each configured scope, on one replica at a time
 //! ```
@@ -30,6 +31,7 @@ pub mod github;
 pub mod gitlab;
 pub mod heroku;
 pub mod jenkins;
+pub mod octopus;
 pub mod reconcile;
 
 pub use api::{Api, ApiError};
@@ -57,10 +59,30 @@ pub struct Page {
 /// What is imported: one project or repository of one tool's instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
-    Gitlab { instance: String, project: String },
-    Github { api_url: String, repo: String },
-    Heroku { api_url: String, app: String },
-    Jenkins { url: String, job: String },
+    Gitlab {
+        instance: String,
+        project: String,
+    },
+    Github {
+        api_url: String,
+        repo: String,
+    },
+    Heroku {
+        api_url: String,
+        app: String,
+    },
+    Jenkins {
+        url: String,
+        job: String,
+    },
+    /// A space, or one project (`Projects-N`) of it; `label` names it (`Spaces-1/Projects-3`).
+    Octopus {
+        server: String,
+        space: String,
+        project: Option<String>,
+        label: String,
+        names: std::sync::Arc<octopus::Names>,
+    },
 }
 
 impl Scope {
@@ -71,6 +93,7 @@ impl Scope {
             Self::Github { .. } => "github",
             Self::Heroku { .. } => "heroku",
             Self::Jenkins { .. } => "jenkins",
+            Self::Octopus { .. } => "octopus",
         }
     }
 
@@ -81,6 +104,7 @@ impl Scope {
             Self::Github { repo, .. } => repo,
             Self::Heroku { app, .. } => app,
             Self::Jenkins { job, .. } => job,
+            Self::Octopus { label, .. } => label,
         }
     }
 
@@ -95,6 +119,7 @@ impl Scope {
             Self::Gitlab { instance, .. } => instance,
             Self::Github { api_url, .. } | Self::Heroku { api_url, .. } => api_url,
             Self::Jenkins { url, .. } => url,
+            Self::Octopus { server, .. } => server,
         }
     }
 
@@ -109,6 +134,12 @@ impl Scope {
             Self::Heroku { .. } if kind == Discovery::Reconcile => heroku::NEWEST_RANGE.to_string(),
             Self::Heroku { .. } => heroku::FIRST_RANGE.to_string(),
             Self::Jenkins { url, job } => jenkins::range_url(url, job, 0),
+            Self::Octopus {
+                server,
+                space,
+                project,
+                ..
+            } => octopus::first_url(server, space, project.as_deref()),
         }
     }
 
@@ -124,6 +155,9 @@ impl Scope {
             Self::Github { repo, .. } => github::page(api, repo, url, since, waiting).await,
             Self::Heroku { api_url, app } => heroku::page(api, api_url, app, url, since, waiting).await,
             Self::Jenkins { url: base, job } => jenkins::page(api, base, job, url, since, waiting).await,
+            Self::Octopus {
+                server, space, names, ..
+            } => octopus::page(api, server, space, url, since, names, waiting).await,
         }
     }
 }
@@ -194,6 +228,14 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Whether `pages` is 1, 10, 100, ...
+fn tenfold(mut pages: u64) -> bool {
+    while pages >= 10 && pages.is_multiple_of(10) {
+        pages /= 10;
+    }
+    pages == 1
+}
+
 /// Reads scopes of one tool's API into the pipeline.
 pub struct Importer<'a> {
     pub ingest: &'a Ingest,
@@ -251,6 +293,10 @@ impl Importer<'_> {
                 elapsed: started.elapsed(),
             });
             self.advance(&cursor_key, &page.next, &page.high_water).await?;
+            // The tables grew tenfold since the planner last looked (pages 1, 10, 100, ...).
+            if tenfold(summary.pages) && read > unchanged {
+                self.store.refresh_statistics().await?;
+            }
             // Reconciling newest-first (GitHub): a page that held nothing new ends the poll.
             let caught_up = self.kind == Discovery::Reconcile
                 && read > 0

@@ -48,6 +48,10 @@ pub struct ReconcileConfig {
     /// Jenkins: the user whose API token `token` is [default: SHIPLOG_JENKINS_USER].
     #[serde(default)]
     pub user: Option<String>,
+    /// Octopus: the space [default: Spaces-1] (with `projects` as `Projects-N` ids, or the
+    /// whole space).
+    #[serde(default)]
+    pub space: Option<String>,
     /// Seconds between polls of each scope [default: 300].
     #[serde(default = "default_interval")]
     pub interval_seconds: u64,
@@ -70,6 +74,7 @@ impl ReconcileConfig {
             apps: Vec::new(),
             jobs: Vec::new(),
             user: None,
+            space: None,
             interval_seconds: default_interval(),
         }
     }
@@ -82,6 +87,7 @@ impl ReconcileConfig {
             .clone()
             .unwrap_or_else(|| match self.source.as_str() {
                 "heroku" => "SHIPLOG_HEROKU_API_KEY".into(),
+                "octopus" => "SHIPLOG_OCTOPUS_API_KEY".into(),
                 source => format!("SHIPLOG_{}_TOKEN", source.to_uppercase()),
             });
         let token = self
@@ -145,9 +151,33 @@ impl ReconcileConfig {
                 });
                 (jenkins::api(&user, &token), scopes)
             }
+            "octopus" => {
+                let server = self
+                    .api_url
+                    .clone()
+                    .ok_or_else(|| format!("{entry}: api_url (the Octopus server) is required"))?;
+                let server = server.trim_end_matches('/').to_string();
+                let space = self.space.clone().unwrap_or_else(|| "Spaces-1".into());
+                let projects: Vec<Option<String>> = match self.projects.is_empty() {
+                    true => vec![None],
+                    false => self.projects.iter().cloned().map(Some).collect(),
+                };
+                let names = std::sync::Arc::new(super::octopus::Names::default());
+                let scopes = projects
+                    .into_iter()
+                    .map(|project| Scope::Octopus {
+                        label: project.as_ref().map_or(space.clone(), |p| format!("{space}/{p}")),
+                        server: server.clone(),
+                        space: space.clone(),
+                        project,
+                        names: names.clone(),
+                    })
+                    .collect();
+                (super::octopus::api(&token), scopes)
+            }
             other => {
                 return Err(format!(
-                    "[[reconcile]] source = \"{other}\": reconciliation reads gitlab, github, heroku or jenkins (Octopus is not written yet)"
+                    "[[reconcile]] source = \"{other}\": reconciliation reads gitlab, github, heroku, jenkins or octopus"
                 ));
             }
         };

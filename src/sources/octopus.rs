@@ -86,6 +86,15 @@ impl Source for Octopus {
     }
 
     fn accept(&self, delivery: &Delivery<'_>) -> Result<Accepted, SourceError> {
+        if super::discovery(delivery.headers) != crate::domain::Discovery::Webhook {
+            let record = json::object(delivery.body, "an Octopus API deployment record")?;
+            return Ok(Accepted {
+                key: body_key(delivery.body),
+                redacted: None,
+                rule: Some("octopus.api_deployments".into()),
+                parsed: Parsed::Deployments(vec![api_deployment(&record, delivery.received_at)?]),
+            });
+        }
         let body = json::object(delivery.body, "an Octopus subscription payload")?;
         // Octopus may send an event more than once: the event id is the key.
         let key = body
@@ -208,6 +217,77 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         origin: server,
         times_estimated,
     }]))
+}
+
+/// A task's `State` (`Octopus.Client` `TaskState`) as a status.
+pub fn task_status(state: &str) -> DeploymentStatus {
+    match state {
+        "Queued" => DeploymentStatus::Queued,
+        // Cancelling comes before Canceled.
+        "Executing" | "Cancelling" => DeploymentStatus::Running,
+        "Success" => DeploymentStatus::Succeeded,
+        "Failed" | "TimedOut" => DeploymentStatus::Failed,
+        "Canceled" => DeploymentStatus::Cancelled,
+        _ => DeploymentStatus::Unknown,
+    }
+}
+
+/// A record `shiplog import octopus` read: `{"server": URL, "space": "Spaces-1",
+/// "deployment": <GET /api/{space}/deployments item>, "task": <its GET /api/tasks/{TaskId}>,
+/// "release": <its GET .../releases/{ReleaseId}>, "project", "environment", "tenant": the
+/// names of its ids}`. The id is the webhooks' (`space/Deployments-N`); `DeployedBy` is the
+/// deployer unless it is Octopus's own `system` account.
+fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, SourceError> {
+    let text = |pointer: &str| json::text(record, pointer);
+    let deployment = text("/deployment/Id")
+        .ok_or_else(|| SourceError::InvalidPayload("`deployment.Id` is required".into()))?;
+    let space = text("/space")
+        .or_else(|| text("/deployment/SpaceId"))
+        .unwrap_or_else(|| "Spaces-1".into());
+    let raw_status = text("/task/State").unwrap_or_else(|| "Queued".into());
+    let status = task_status(&raw_status);
+    let time = |pointer: &str| json::time(record, pointer);
+    let (queued, started, completed) = (
+        time("/task/QueueTime")?.or(time("/deployment/Created")?),
+        time("/task/StartTime")?,
+        time("/task/CompletedTime")?,
+    );
+    let at = match status {
+        s if s.is_terminal() => completed,
+        DeploymentStatus::Running => started,
+        _ => queued,
+    };
+    let server = text("/server").map(|s| s.trim_end_matches('/').to_string());
+    let commit = text("/release/VersionControlReference/GitCommit").or_else(|| {
+        record
+            .pointer("/release/BuildInformation")
+            .and_then(Value::as_array)
+            .and_then(|items| items.iter().find_map(|i| json::text(i, "/VcsCommitNumber")))
+    });
+    let deployer = text("/deployment/DeployedBy").filter(|d| !d.eq_ignore_ascii_case("system"));
+    Ok(Observation {
+        external_id: format!("{space}/{deployment}"),
+        system: json::name(text("/project"), "project")?,
+        environment: json::name(text("/environment"), "environment")?,
+        environment_tier: None,
+        status,
+        raw_status,
+        occurred_at: at.unwrap_or(received_at),
+        times_estimated: at.is_none(),
+        started_at: started,
+        finished_at: if status.is_terminal() { completed } else { None },
+        commit_sha: json::sha(commit),
+        git_ref: text("/release/VersionControlReference/GitRef")
+            .map(|r| r.trim_start_matches("refs/heads/").to_string()),
+        version: text("/release/Version"),
+        url: server
+            .as_ref()
+            .map(|s| format!("{s}/app#/{space}/deployments/{deployment}")),
+        actor: deployer,
+        tenant: text("/tenant"),
+        committed_at: None,
+        origin: server,
+    })
 }
 
 /// The names `Event.Message` holds at the spans `MessageReferences` gives, by document kind

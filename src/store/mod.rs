@@ -339,6 +339,19 @@ impl Store {
             .map(|row| row.value))
     }
 
+    /// Refreshes the planner's statistics of the tables an import grows (PostgreSQL): while
+    /// they still describe the table as it was (autovacuum runs a minute later at best, and
+    /// some servers turn it off), PostgreSQL reads a source's whole index range for each batch
+    /// (113 ms instead of 0.6 ms at 20,000 deployments). SQLite plans without them.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        if self.backend() == sea_orm::DatabaseBackend::Postgres {
+            self.db
+                .execute_unprepared("ANALYZE deployments, deliveries, deployment_events")
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Stores a setting, replacing what was there.
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let row = settings::ActiveModel {

@@ -103,6 +103,10 @@ async fn serve(fake: Arc<Fake>) -> String {
         .route("/apps/{app}/pipeline-couplings", get(heroku_coupling))
         .route("/pipelines/{id}", get(heroku_pipeline))
         .route("/job/{a}/job/{b}/job/{c}/api/json", get(jenkins_builds))
+        .route("/api/{space}/deployments", get(octopus_deployments))
+        .route("/api/tasks/{id}", get(octopus_task))
+        .route("/api/{space}/releases/{id}", get(octopus_release))
+        .route("/api/{space}/{kind}/{id}", get(octopus_named))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -618,16 +622,9 @@ async fn github_deployments_are_read_with_their_newest_status_through_the_second
 
 fn reconcile(base: &str, interval_seconds: u64) -> shiplog::import::reconcile::ReconcileConfig {
     shiplog::import::reconcile::ReconcileConfig {
-        source: "gitlab".into(),
-        api_url: Some(base.into()),
-        token: Some("glpat-reconcile".into()),
-        token_env: None,
         projects: vec!["root/test-deployment-webhooks".into()],
-        repos: Vec::new(),
-        apps: Vec::new(),
-        jobs: Vec::new(),
-        user: None,
         interval_seconds,
+        ..shiplog::import::reconcile::ReconcileConfig::of("gitlab", base.into(), "glpat-reconcile".into())
     }
 }
 
@@ -948,11 +945,17 @@ async fn jenkins_builds_are_read_range_by_range_by_the_same_rules_as_its_webhook
     let base = serve(fake.clone()).await;
     // 150 builds, newest first, the newest still running; build 18 is the webhook fixture's.
     let mut builds = vec![jenkins_build(&base, 150, None)];
-    builds.extend(
-        (1..150)
-            .rev()
-            .map(|n| jenkins_build(&base, n, Some(if n % 10 == 0 { "FAILURE" } else { "SUCCESS" }))),
-    );
+    builds.extend((1..150).rev().map(|n| {
+        jenkins_build(
+            &base,
+            n,
+            Some(if n.is_multiple_of(10) {
+                "FAILURE"
+            } else {
+                "SUCCESS"
+            }),
+        )
+    }));
     *fake.deployments.lock().unwrap() = builds;
     let db = Arc::new(TestDb::new().await);
     let app = spawn_app_on(db.clone(), |_| {}).await;
@@ -1009,6 +1012,160 @@ async fn jenkins_builds_are_read_range_by_range_by_the_same_rules_as_its_webhook
     assert_eq!(
         merged["finishedAt"],
         shiplog::domain::format_millis(1_764_165_785_000)
+    );
+    app.stop().await;
+}
+
+/// An Octopus fixture (the canned tasks keep their UTF-8 byte order mark).
+fn octopus_fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture_dir("octopus").join("api").join(name)).unwrap();
+    serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap()
+}
+
+/// Octopus's collection envelope, newest first, `skip`/`take`, `Links."Page.Next"`.
+async fn octopus_deployments(
+    State(fake): State<Arc<Fake>>,
+    Path(space): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let skip: usize = query.get("skip").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let take: usize = query.get("take").and_then(|s| s.parse().ok()).unwrap_or(30);
+    let key = headers
+        .get("x-octopus-apikey")
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.requests.lock().unwrap().push((skip as u64, None, key));
+    let all = fake.deployments.lock().unwrap().clone();
+    let items: Vec<Value> = all.iter().skip(skip).take(take).cloned().collect();
+    let mut envelope = octopus_fixture("machine_tasks_page1_skip30.octopusclients-canned-2017.json");
+    envelope["ItemType"] = json!("Deployment");
+    envelope["TotalResults"] = json!(all.len());
+    envelope["ItemsPerPage"] = json!(take);
+    envelope["Items"] = json!(items);
+    let page = |s: usize| format!("/api/{space}/deployments?skip={s}&take={take}");
+    let mut links = json!({ "Self": format!("/api/{space}/deployments"), "Page.Current": page(skip) });
+    if skip + take < all.len() {
+        links["Page.Next"] = json!(page(skip + take));
+    }
+    envelope["Links"] = links;
+    axum::Json(envelope).into_response()
+}
+
+async fn octopus_task(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    let states = fake.statuses.lock().unwrap();
+    let number: u64 = id.trim_start_matches("ServerTasks-").parse().unwrap();
+    let mut task =
+        octopus_fixture("machine_tasks_page1_skip30.octopusclients-canned-2017.json")["Items"][0].clone();
+    let state = states.get(&number).and_then(Value::as_str).unwrap_or("Success");
+    task["Id"] = json!(id);
+    task["State"] = json!(state);
+    task["IsCompleted"] = json!(!matches!(state, "Queued" | "Executing" | "Cancelling"));
+    task["FinishedSuccessfully"] = json!(state == "Success");
+    if !task["IsCompleted"].as_bool().unwrap() {
+        task["CompletedTime"] = Value::Null;
+    }
+    axum::Json(task).into_response()
+}
+
+async fn octopus_release(Path((_, id)): Path<(String, String)>) -> Response {
+    let mut release = octopus_fixture("api_release_get.response.port-docs.json");
+    release["Version"] = json!(format!("0.1.{}", id.trim_start_matches("Releases-")));
+    release["Id"] = json!(id);
+    axum::Json(release).into_response()
+}
+
+async fn octopus_named(Path((space, kind, id)): Path<(String, String, String)>) -> Response {
+    let name = match id.as_str() {
+        "Projects-4522" => "Argo CD Octopub",
+        "Environments-1621" => "Development",
+        other => panic!("no {kind} {other}"),
+    };
+    axum::Json(
+        json!({ "Id": id, "Name": name, "Slug": name.to_lowercase().replace(' ', "-"), "SpaceId": space }),
+    )
+    .into_response()
+}
+
+/// A deployment made from Port's captured one, of the webhook fixture's project and
+/// environment, newest first by number.
+fn octopus_deployment(fake: &Fake, number: u64, state: &str) -> Value {
+    let mut deployment = octopus_fixture("api_deployment_get.response.port-docs.json");
+    deployment["Id"] = json!(format!("Deployments-{number}"));
+    deployment["SpaceId"] = json!("Spaces-282");
+    deployment["ProjectId"] = json!("Projects-4522");
+    deployment["EnvironmentId"] = json!("Environments-1621");
+    deployment["TaskId"] = json!(format!("ServerTasks-{}", 557_000 + number));
+    deployment["ReleaseId"] = json!(format!("Releases-{}", 11_000 + number % 200));
+    deployment["DeployedBy"] = json!(if number.is_multiple_of(2) {
+        "System"
+    } else {
+        "jdoe"
+    });
+    deployment["Created"] = json!(shiplog::domain::format_millis(AT + number as i64 * 60_000));
+    fake.statuses
+        .lock()
+        .unwrap()
+        .insert(557_000 + number, json!(state));
+    deployment
+}
+
+#[tokio::test]
+async fn octopus_deployments_are_read_with_their_tasks_releases_and_names() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    let mut listing: Vec<Value> = (12_520..12_560)
+        .rev()
+        .map(|n| octopus_deployment(&fake, n, "Success"))
+        .collect();
+    listing[0] = octopus_deployment(&fake, 12_559, "Executing");
+    // The webhook fixture's deployment (its task failed).
+    listing.push(octopus_deployment(&fake, 12_519, "Failed"));
+    *fake.deployments.lock().unwrap() = listing;
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let fixture = "subscription_deployment_failed.octopus-subscription-listener-2023.json";
+    let webhook = crate::contract::send_fixture(&app, "octopus", fixture).await;
+    assert_eq!(webhook["status"], "accepted", "{webhook}");
+    let args = [
+        "octopus",
+        "--api-url",
+        &base,
+        "--api-key",
+        "API-TEST",
+        "--space",
+        "Spaces-282",
+    ];
+    let (ok, out, err) = import(&db, &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("41 records in 2 pages: 40 new, 1 updated"), "{out}");
+    let asked = fake.requests.lock().unwrap().clone();
+    assert_eq!(
+        asked.iter().map(|a| a.0).collect::<Vec<_>>(),
+        [0, 30],
+        "Page.Next followed"
+    );
+    assert!(asked.iter().all(|a| a.2.as_deref() == Some("API-TEST")));
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 41);
+    let running = find(&found, "Spaces-282/Deployments-12559");
+    assert_eq!(
+        (running["status"].as_str(), running["system"]["name"].as_str()),
+        (Some("RUNNING"), Some("Argo CD Octopub"))
+    );
+    assert_eq!(running["environment"]["name"], "development");
+    assert_eq!(running["actor"], "jdoe");
+    assert!(
+        find(&found, "Spaces-282/Deployments-12558")["actor"].is_null(),
+        "the system account deploys no one"
+    );
+    let merged = find(&found, "Spaces-282/Deployments-12519");
+    assert_eq!(
+        (merged["discoveredBy"].as_str(), merged["status"].as_str()),
+        (Some("WEBHOOK"), Some("FAILED"))
+    );
+    assert_eq!(
+        merged["url"],
+        "https://mattc.octopus.app/app#/Spaces-282/deployments/Deployments-12519"
     );
     app.stop().await;
 }
