@@ -142,6 +142,9 @@ pub enum ImportTool {
         /// An app (repeatable)
         #[arg(long)]
         app: Vec<String>,
+        /// Every app of this pipeline (its name or id)
+        #[arg(long)]
+        pipeline: Option<String>,
         /// Only releases created since (ISO 8601 or a date, `2025-01-01`)
         #[arg(long)]
         since: Option<String>,

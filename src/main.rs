@@ -209,15 +209,20 @@ async fn import_scopes(
         ImportTool::Heroku {
             api_url,
             api_key,
-            app,
+            mut app,
+            pipeline,
             since,
-        } => (
-            ReconcileConfig {
+        } => {
+            if let Some(pipeline) = pipeline {
+                let api = shiplog::import::heroku::api(&api_key)?;
+                app.extend(shiplog::import::heroku::apps_of(&api, &api_url, &pipeline, waiting).await?);
+            }
+            let entry = ReconcileConfig {
                 apps: app,
                 ..ReconcileConfig::of("heroku", api_url, api_key)
-            },
-            since,
-        ),
+            };
+            (entry, since)
+        }
         ImportTool::Octopus {
             api_url,
             api_key,
@@ -245,14 +250,20 @@ async fn import_scopes(
             token,
             job,
             since,
-        } => (
-            ReconcileConfig {
-                jobs: job,
+        } => {
+            // A folder or a multibranch project stands for every job under it.
+            let api = shiplog::import::jenkins::api(&user, &token)?;
+            let mut jobs = Vec::new();
+            for name in job {
+                jobs.extend(shiplog::import::jenkins::jobs_under(&api, &url, &name, waiting).await?);
+            }
+            let entry = ReconcileConfig {
+                jobs,
                 user: Some(user),
                 ..ReconcileConfig::of("jenkins", url, token)
-            },
-            since,
-        ),
+            };
+            (entry, since)
+        }
     };
     let named = [&entry.projects, &entry.repos, &entry.apps, &entry.jobs];
     anyhow::ensure!(

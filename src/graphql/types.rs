@@ -593,6 +593,11 @@ impl Delivery {
     async fn decision(&self) -> Option<crate::domain::Decision> {
         crate::domain::Decision::from_json(self.0.decision.as_deref())
     }
+    /// How it came: WEBHOOK, or a record read from the tool's API by `shiplog import` (IMPORT)
+    /// or by reconciliation (RECONCILE), journaled with that API object as its body.
+    async fn kind(&self) -> Discovery {
+        crate::sources::discovery(&crate::ingest::journaled_headers(&self.0.headers))
+    }
 }
 
 /// A deployment as the lists hand it out: GraphQL type `Deployment`.

@@ -32,6 +32,57 @@ pub fn api(key: &str) -> Result<Api, ApiError> {
     )
 }
 
+/// The apps coupled to a pipeline (by name or id), by name.
+pub async fn apps_of(
+    api: &Api,
+    api_url: &str,
+    pipeline: &str,
+    waiting: Waiting<'_>,
+) -> Result<Vec<String>, ApiError> {
+    let api_url = api_url.trim_end_matches('/');
+    let found = api
+        .get(
+            &format!("{api_url}/pipelines/{}", encode(pipeline)),
+            &format!("the pipeline {pipeline}"),
+            waiting,
+        )
+        .await?;
+    let id = found
+        .body
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or(pipeline)
+        .to_string();
+    let couplings = api
+        .get(
+            &format!("{api_url}/pipelines/{}/pipeline-couplings", encode(&id)),
+            &format!("the apps of pipeline {pipeline}"),
+            waiting,
+        )
+        .await?;
+    let mut apps = Vec::new();
+    for coupling in couplings.body.as_array().into_iter().flatten() {
+        let Some(app) = coupling.pointer("/app/id").and_then(Value::as_str) else {
+            continue;
+        };
+        let answer = api
+            .get(
+                &format!("{api_url}/apps/{}", encode(app)),
+                &format!("the app {app}"),
+                waiting,
+            )
+            .await?;
+        apps.extend(
+            answer
+                .body
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
+    }
+    Ok(apps)
+}
+
 /// One range of an app's releases as records for the Heroku source; releases created before
 /// `since` (epoch ms) are left out.
 pub async fn page(

@@ -29,17 +29,48 @@ pub fn api(user: &str, token: &str) -> Result<Api, ApiError> {
 
 /// The URL of builds `from..from+100` of a job.
 pub fn range_url(base: &str, job: &str, from: u64) -> String {
+    let tree = format!("{TREE}{{{from},{}}}", from + RANGE);
+    format!(
+        "{}/api/json?tree={}",
+        job_url(base, job),
+        percent_encoding::utf8_percent_encode(&tree, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// The jobs a full name stands for: the job itself, or every job under a folder or a
+/// multibranch project (its branches), read through `tree=jobs[name]`, a few levels down.
+pub async fn jobs_under(
+    api: &Api,
+    base: &str,
+    name: &str,
+    waiting: Waiting<'_>,
+) -> Result<Vec<String>, ApiError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(name.trim_matches('/').to_string(), 0)];
+    while let Some((job, depth)) = pending.pop() {
+        let url = format!("{}/api/json?tree=jobs%5Bname%5D", job_url(base, &job));
+        let answer = api.get(&url, &format!("the job {job}"), waiting).await?;
+        match answer.body.get("jobs").and_then(Value::as_array) {
+            Some(children) if depth < 4 => pending.extend(
+                children
+                    .iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .map(|child| (format!("{job}/{child}"), depth + 1)),
+            ),
+            _ => found.push(job),
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A job's URL from its full name.
+fn job_url(base: &str, job: &str) -> String {
     let path: Vec<String> = job
         .split('/')
         .map(|segment| percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string())
         .collect();
-    let tree = format!("{TREE}{{{from},{}}}", from + RANGE);
-    format!(
-        "{}/job/{}/api/json?tree={}",
-        base.trim_end_matches('/'),
-        path.join("/job/"),
-        percent_encoding::utf8_percent_encode(&tree, percent_encoding::NON_ALPHANUMERIC)
-    )
+    format!("{}/job/{}", base.trim_end_matches('/'), path.join("/job/"))
 }
 
 /// A job name's segment in a URL: multibranch branch names keep their own escapes (`%2F`).

@@ -103,6 +103,12 @@ async fn serve(fake: Arc<Fake>) -> String {
         .route("/apps/{app}/pipeline-couplings", get(heroku_coupling))
         .route("/pipelines/{id}", get(heroku_pipeline))
         .route("/job/{a}/job/{b}/job/{c}/api/json", get(jenkins_builds))
+        .route("/job/{a}/job/{b}/api/json", get(jenkins_folder))
+        .route(
+            "/pipelines/{id}/pipeline-couplings",
+            get(heroku_pipeline_couplings),
+        )
+        .route("/apps/{app}", get(heroku_app))
         .route("/api/{space}/deployments", get(octopus_deployments))
         .route("/api/tasks/{id}", get(octopus_task))
         .route("/api/{space}/releases/{id}", get(octopus_release))
@@ -458,6 +464,17 @@ async fn gitlab_history_is_read_page_by_page_through_limits_and_errors_and_a_sec
     assert_eq!(one["actor"], "root");
     assert_eq!(one["finishedAt"], shiplog::domain::format_millis(AT + 7_000));
 
+    let journal = app
+        .data(
+            "{ deliveries(state: PROCESSED, first: 1) { kind source } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        journal["deliveries"][0],
+        json!({ "kind": "IMPORT", "source": "gitlab" })
+    );
+
     // Again: every record is one stored before.
     let (ok, out, err) = import(&db, &args).await;
     assert!(
@@ -807,6 +824,20 @@ async fn heroku_coupling(Path(app): Path<String>) -> Response {
     .into_response()
 }
 
+/// The pipeline's couplings: one app, by id (the current schema's shape).
+async fn heroku_pipeline_couplings(Path(id): Path<String>) -> Response {
+    assert_eq!(id, "my-pipeline");
+    let coupling = heroku_coupling(Path("myapp-staging".into())).await;
+    let body = axum::body::to_bytes(coupling.into_body(), 1 << 16).await.unwrap();
+    let coupling: Value = serde_json::from_slice(&body).unwrap();
+    axum::Json(json!([coupling])).into_response()
+}
+
+async fn heroku_app(Path(id): Path<String>) -> Response {
+    assert_eq!(id, "59d151db-c38e-4e9c-a854-faead7e8d6cc");
+    axum::Json(json!({ "id": id, "name": "myapp-staging" })).into_response()
+}
+
 async fn heroku_pipeline(Path(id): Path<String>) -> Response {
     axum::Json(
         json!({ "created_at": "2016-02-11T08:32:08+00:00", "id": id, "name": "my-pipeline",
@@ -847,8 +878,8 @@ async fn heroku_releases_are_read_range_by_range_into_their_pipelines() {
         &base,
         "--api-key",
         "hrku-test",
-        "--app",
-        "myapp-staging",
+        "--pipeline",
+        "my-pipeline",
     ];
     let (ok, out, err) = import(&db, &args).await;
     assert!(ok, "{out}{err}");
@@ -887,6 +918,10 @@ async fn jenkins_builds(
 ) -> Response {
     assert_eq!(format!("{a}/{b}/{c}"), "team/app/deploy");
     let tree = &query["tree"];
+    if tree == "jobs[name]" {
+        // A job has no `jobs`: Jenkins answers its class alone.
+        return axum::Json(json!({ "_class": "hudson.model.FreeStyleProject" })).into_response();
+    }
     assert!(
         tree.starts_with("allBuilds[number,result,") && tree.contains("parameters[name,value]"),
         "{tree}"
@@ -910,6 +945,21 @@ async fn jenkins_builds(
         .cloned()
         .collect();
     axum::Json(json!({ "_class": "hudson.model.FreeStyleProject", "allBuilds": builds })).into_response()
+}
+
+/// The folder `team/app`, shaped as jenkins-rest's folder fixture, holding the job `deploy`.
+async fn jenkins_folder(
+    Path((a, b)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    assert_eq!(
+        (format!("{a}/{b}"), query["tree"].as_str()),
+        ("team/app".into(), "jobs[name]")
+    );
+    let mut folder = api_fixture("jenkins", "jobsInJenkinsFolder.cdancy-jenkins-rest-fixture.json");
+    folder["jobs"][0]["name"] = json!("deploy");
+    folder["jobs"][0]["url"] = json!("http://localhost:8080/job/team/job/app/job/deploy/");
+    axum::Json(folder).into_response()
 }
 
 /// A build made from DevLake's captured `allBuilds` item, with a parameters action shaped as
@@ -963,15 +1013,7 @@ async fn jenkins_builds_are_read_range_by_range_by_the_same_rules_as_its_webhook
     let webhook = crate::contract::send_fixture(&app, "jenkins", fixture).await;
     assert_eq!(webhook["status"], "accepted", "{webhook}");
     let args = [
-        "jenkins",
-        "--url",
-        &base,
-        "--user",
-        "admin",
-        "--token",
-        "11aa",
-        "--job",
-        "team/app/deploy",
+        "jenkins", "--url", &base, "--user", "admin", "--token", "11aa", "--job", "team/app",
     ];
     let (ok, out, err) = import(&db, &args).await;
     assert!(ok, "{out}{err}");
