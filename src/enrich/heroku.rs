@@ -169,6 +169,10 @@ impl Enricher for HerokuApi {
         "heroku"
     }
 
+    fn enriches_api_records(&self) -> bool {
+        true
+    }
+
     /// The Heroku source names a release's system after its app: the app is looked up.
     fn enrich(&self, observations: Vec<Observation>) -> BoxFuture<'_, Result<Vec<Observation>, EnrichError>> {
         Box::pin(async move {

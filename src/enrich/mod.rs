@@ -46,6 +46,11 @@ pub trait Enricher: Send + Sync + 'static {
     fn source(&self) -> &'static str;
     /// Fills in what the API knows about the observations the source read.
     fn enrich(&self, observations: Vec<Observation>) -> BoxFuture<'_, Result<Vec<Observation>, EnrichError>>;
+    /// Whether records read from the API by an import still need it (Heroku's releases do
+    /// not name their pipeline; Octopus's import already read what this would ask).
+    fn enriches_api_records(&self) -> bool {
+        false
+    }
 }
 
 /// The configured enrichers, by source.

@@ -110,14 +110,7 @@ impl QueryRoot {
             let Ok(state) = serde_json::from_str::<ScopeState>(&json) else {
                 continue;
             };
-            let missed = store
-                .deployments_of_source(
-                    &state.source,
-                    Some(crate::domain::Discovery::Reconcile),
-                    Some(&state.scope),
-                )
-                .await
-                .map_err(internal)?;
+
             scopes.push(Reconciliation {
                 source: state.source,
                 scope: state.scope,
@@ -127,7 +120,7 @@ impl QueryRoot {
                 last_error: state.last_error,
                 last_read: state.last_read as i64,
                 last_found: state.last_found as i64,
-                missed_by_webhooks: missed as i64,
+                missed_by_webhooks: state.missed_by_webhooks as i64,
             });
         }
         Ok(scopes)

@@ -18,6 +18,19 @@ pub enum ApiError {
     /// The API kept failing (network, 5xx) after every retry.
     #[error("{0}")]
     Unavailable(String),
+    /// 404: the thing asked for does not exist (or the token cannot see it).
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// A sub-resource that may be gone (a deleted tenant, a task cleaned up): `None` for 404, so
+/// one missing piece costs its record the detail, not the whole import.
+pub fn optional(result: Result<Answer, ApiError>) -> Result<Option<Answer>, ApiError> {
+    match result {
+        Ok(answer) => Ok(Some(answer)),
+        Err(ApiError::Missing(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// How long to wait before retries and at most for one rate-limit wait.
@@ -130,11 +143,15 @@ impl Api {
                     let status = response.status();
                     let headers = response.headers().clone();
                     if status.is_success() {
-                        let body = response.json::<Value>().await.map_err(|e| {
+                        let bytes = response.bytes().await.map_err(|e| {
+                            ApiError::Unavailable(format!("{}'s API {} ({what})", self.tool, describe(&e)))
+                        })?;
+                        // Octopus (.NET) may start its JSON with a byte order mark.
+                        let json = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+                        let body = serde_json::from_slice::<Value>(json).map_err(|e| {
                             ApiError::Unavailable(format!(
-                                "{}'s API answered unreadable JSON ({what}): {}",
-                                self.tool,
-                                describe(&e)
+                                "{}'s API answered unreadable JSON ({what}): {e}",
+                                self.tool
                             ))
                         })?;
                         return Ok(Answer { body, headers });
@@ -159,7 +176,7 @@ impl Api {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    if !status.is_server_error() {
+                    if !status.is_server_error() && status != StatusCode::REQUEST_TIMEOUT {
                         return Err(self.refused(status, what, &text));
                     }
                     format!("answered {}", status.as_u16())
@@ -194,7 +211,7 @@ impl Api {
             StatusCode::NOT_FOUND => "check the name (or the token cannot see it)".into(),
             _ => "the API refused the request".into(),
         };
-        ApiError::Refused(format!(
+        let message = format!(
             "{}'s API answered {} for {what}: {hint}{}",
             self.tool,
             status.as_u16(),
@@ -203,7 +220,11 @@ impl Api {
             } else {
                 format!(" ({})", said.trim())
             }
-        ))
+        );
+        match status {
+            StatusCode::NOT_FOUND => ApiError::Missing(message),
+            _ => ApiError::Refused(message),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-use super::api::{Api, ApiError, next_link};
+use super::api::{Api, ApiError, next_link, optional};
 use super::{Page, Waiting};
 use crate::ingest::Record;
 
@@ -31,11 +31,23 @@ pub fn api(token: &str) -> Result<Api, ApiError> {
 }
 
 /// The first page of a repository's deployments.
-pub fn first_url(api_url: &str, repo: &str) -> String {
+pub fn first_url(api_url: &str, repo: &str, per_page: u32) -> String {
     format!(
-        "{}/repos/{repo}/deployments?per_page=100",
+        "{}/repos/{repo}/deployments?per_page={per_page}",
         api_url.trim_end_matches('/')
     )
+}
+
+/// The repository's name as GitHub spells it (`repository_url`: `.../repos/Owner/App`), which
+/// the webhooks' `repository.full_name` gives too; else the name the user typed.
+fn canonical(deployment: &Value, typed: &str) -> String {
+    deployment
+        .get("repository_url")
+        .and_then(Value::as_str)
+        .and_then(|url| url.rsplit_once("/repos/"))
+        .map(|(_, name)| name.trim_end_matches('/').to_string())
+        .filter(|name| name.split('/').count() == 2)
+        .unwrap_or_else(|| typed.to_string())
 }
 
 /// One page of deployments, each with its statuses, as records for the GitHub source. With
@@ -69,9 +81,8 @@ pub async fn page(
             let statuses = match deployment.get("statuses_url").and_then(Value::as_str) {
                 Some(url) => {
                     let what = format!("the statuses of deployment {}", deployment["id"]);
-                    api.get(&format!("{url}?per_page=100"), &what, waiting)
-                        .await?
-                        .body
+                    let answer = optional(api.get(&format!("{url}?per_page=100"), &what, waiting).await)?;
+                    answer.map_or(json!([]), |a| a.body)
                 }
                 None => json!([]),
             };
@@ -85,7 +96,7 @@ pub async fn page(
                     "api:{}:{newest}",
                     deployment.get("id").map(Value::to_string).unwrap_or_default()
                 ),
-                body: json!({ "repository": repo, "deployment": deployment, "statuses": statuses })
+                body: json!({ "repository": canonical(&deployment, repo), "deployment": deployment, "statuses": statuses })
                     .to_string(),
                 headers: HeaderMap::new(),
                 received_at,

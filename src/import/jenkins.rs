@@ -73,12 +73,12 @@ fn job_url(base: &str, job: &str) -> String {
     format!("{}/job/{}", base.trim_end_matches('/'), path.join("/job/"))
 }
 
-/// A job name's segment in a URL: multibranch branch names keep their own escapes (`%2F`).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+/// A job name's segment in a URL. A multibranch branch's name holds its own escapes
+/// (`feature%2Ffoo` for `feature/foo`), which its URL escapes again (`feature%252Ffoo`).
+pub const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
-    .remove(b'.')
-    .remove(b'%');
+    .remove(b'.');
 
 /// One range of a job's builds as records for the Jenkins source. With `since` (epoch ms), the
 /// import ends at the first build started before it.

@@ -130,7 +130,12 @@ impl Scope {
             Self::Gitlab { instance, project } => {
                 gitlab::first_url(instance, project, after.map(format_millis).as_deref())
             }
-            Self::Github { api_url, repo } => github::first_url(api_url, repo),
+            // Reconciling reads the newest 10 (each costs a statuses request) until a page
+            // holds nothing new: a dozen requests a poll, not a hundred.
+            Self::Github { api_url, repo } if kind == Discovery::Reconcile => {
+                github::first_url(api_url, repo, 10)
+            }
+            Self::Github { api_url, repo } => github::first_url(api_url, repo, 100),
             Self::Heroku { .. } if kind == Discovery::Reconcile => heroku::NEWEST_RANGE.to_string(),
             Self::Heroku { .. } => heroku::FIRST_RANGE.to_string(),
             Self::Jenkins { url, job } => jenkins::range_url(url, job, 0),
@@ -258,7 +263,8 @@ impl Importer<'_> {
     ) -> Result<Summary, ImportError> {
         let started = Instant::now();
         let source = scope.source();
-        let before = self.store.deployments_of_source(source, None, None).await?;
+        // Deployments this run is the first to see: those first learned its way.
+        let before = self.store.deployments_of_source(source, Some(self.kind)).await?;
         let (cursor_key, mut url, since, resumed) = self.start(scope).await?;
         let mut summary = Summary {
             resumed,
@@ -275,7 +281,13 @@ impl Importer<'_> {
             .await;
             let mut unchanged = 0;
             for outcome in outcomes {
-                match outcome.map_err(|e| ImportError::Store(e.to_string()))? {
+                let outcome = outcome.map_err(|error| match error {
+                    crate::ingest::IngestError::Api(message) => {
+                        ImportError::Api(ApiError::Unavailable(message))
+                    }
+                    other => ImportError::Store(other.to_string()),
+                })?;
+                match outcome {
                     Outcome::Duplicate { .. } => unchanged += 1,
                     Outcome::Ignored { .. } => summary.ignored += 1,
                     Outcome::Failed { .. } => summary.failed += 1,
@@ -310,7 +322,7 @@ impl Importer<'_> {
         if self.kind == Discovery::Import {
             self.store.delete_setting(&cursor_key).await?;
         }
-        let after = self.store.deployments_of_source(source, None, None).await?;
+        let after = self.store.deployments_of_source(source, Some(self.kind)).await?;
         summary.new = after.saturating_sub(before);
         let applied = summary.read - summary.unchanged - summary.ignored - summary.failed;
         summary.updated = applied.saturating_sub(summary.new);

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-use super::api::{Api, ApiError, encode};
+use super::api::{Api, ApiError, encode, optional};
 use super::{Page, Waiting};
 use crate::ingest::Record;
 
@@ -99,12 +99,8 @@ impl Names {
         if let Some(name) = self.0.lock().ok().and_then(|n| n.get(&path).cloned()) {
             return Ok(name);
         }
-        let answer = api.get(&format!("{server}{path}"), &path, waiting).await?;
-        let name = answer
-            .body
-            .get("Name")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let answer = optional(api.get(&format!("{server}{path}"), &path, waiting).await)?;
+        let name = answer.and_then(|a| a.body.get("Name").and_then(Value::as_str).map(str::to_string));
         if let Ok(mut names) = self.0.lock() {
             names.insert(path, name.clone());
         }
@@ -188,16 +184,15 @@ async fn record(
     let id = |key: &str| deployment.get(key).and_then(Value::as_str).map(str::to_string);
     let task = match id("TaskId") {
         Some(task) => {
-            api.get(&format!("{server}/api/tasks/{}", encode(&task)), &task, waiting)
-                .await?
-                .body
+            let url = format!("{server}/api/tasks/{}", encode(&task));
+            optional(api.get(&url, &task, waiting).await)?.map_or(Value::Null, |a| a.body)
         }
         None => Value::Null,
     };
     let release = match id("ReleaseId") {
         Some(release) => {
             let url = format!("{server}/api/{}/releases/{}", encode(space), encode(&release));
-            api.get(&url, &release, waiting).await?.body
+            optional(api.get(&url, &release, waiting).await)?.map_or(Value::Null, |a| a.body)
         }
         None => Value::Null,
     };

@@ -206,6 +206,9 @@ pub struct ScopeState {
     pub last_read: u64,
     /// Deployments the last successful poll was the first to see.
     pub last_found: u64,
+    /// Deployments this scope's polls were the first to see, ever.
+    #[serde(default)]
+    pub missed_by_webhooks: u64,
 }
 
 /// The settings key prefix of every scope's state.
@@ -251,16 +254,9 @@ impl Poller {
     async fn run(self, mut stopping: watch::Receiver<bool>) {
         let mut failures = 0u32;
         while !*stopping.borrow() {
-            let now = now_millis();
-            // Held for an interval and a half: this replica renews it at its next poll; another
-            // takes over only when this one stops polling.
-            let until = now + (self.interval.as_millis() as i64) * 3 / 2;
-            let lease = self
-                .store
-                .take_lease(&self.scope.key("reconcile.lease"), &self.replica, until, now)
-                .await;
+            let lease = self.take_lease().await;
             let wait = match lease {
-                Ok(true) => match self.poll().await {
+                Ok(true) => match self.poll_holding_lease().await {
                     Ok(()) => {
                         failures = 0;
                         self.interval
@@ -280,6 +276,33 @@ impl Poller {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stopping.changed() => {}
             }
+        }
+    }
+
+    /// Takes or renews this scope's lease for an interval and a half: this replica renews it
+    /// at its next poll (and during a long one); another takes over only when this one stops.
+    async fn take_lease(&self) -> Result<bool, crate::store::StoreError> {
+        let now = now_millis();
+        let until = now + (self.interval.as_millis() as i64) * 3 / 2;
+        self.store
+            .take_lease(&self.scope.key("reconcile.lease"), &self.replica, until, now)
+            .await
+    }
+
+    /// A poll, renewing the lease every half interval while it runs (a rate-limit wait can
+    /// outlast the lease), so no other replica polls the scope meanwhile.
+    async fn poll_holding_lease(&self) -> Result<(), ()> {
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.interval / 2).await;
+                if let Err(error) = self.take_lease().await {
+                    tracing::warn!(%error, scope = self.scope.name(), "reconciliation could not renew its lease");
+                }
+            }
+        };
+        tokio::select! {
+            result = self.poll() => result,
+            () = renew => Ok(()),
         }
     }
 
@@ -322,14 +345,8 @@ impl Poller {
         {
             tracing::warn!(%error, "could not store the reconciliation state");
         }
-        if let Ok(missed) = self
-            .store
-            .deployments_of_source(source, Some(Discovery::Reconcile), Some(name))
-            .await
-        {
-            metrics::gauge!("shiplog_reconcile_missed_deployments", "source" => source, "scope" => name.to_string())
-                .set(missed as f64);
-        }
+        metrics::gauge!("shiplog_reconcile_missed_deployments", "source" => source, "scope" => name.to_string())
+            .set(state.missed_by_webhooks as f64);
         if let Some(at) = state.last_reconciled_at {
             metrics::gauge!("shiplog_reconcile_last_success_timestamp_seconds", "source" => source, "scope" => name.to_string())
                 .set(at as f64 / 1000.0);
@@ -343,6 +360,7 @@ fn record_success(state: &mut ScopeState, summary: &Summary) {
     state.last_error = None;
     state.last_read = summary.read;
     state.last_found = summary.new;
+    state.missed_by_webhooks += summary.new;
     if summary.new > 0 {
         tracing::warn!(
             source = %state.source,

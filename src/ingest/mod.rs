@@ -210,12 +210,16 @@ impl Ingest {
                 let rule = rule_of(source.name(), accepted.rule.as_deref());
                 // An import asks the tool's API at once (Heroku's couplings): nothing waits.
                 let parsed = match (accepted.parsed, self.enrichers.get(source.name())) {
-                    (Parsed::Deployments(observations), Some(enricher)) => Parsed::Deployments(
-                        enricher
-                            .enrich(observations)
-                            .await
-                            .map_err(|e| IngestError::Api(e.to_string()))?,
-                    ),
+                    (Parsed::Deployments(observations), Some(enricher))
+                        if enricher.enriches_api_records() =>
+                    {
+                        Parsed::Deployments(
+                            enricher
+                                .enrich(observations)
+                                .await
+                                .map_err(|e| IngestError::Api(e.to_string()))?,
+                        )
+                    }
                     (parsed, _) => parsed,
                 };
                 self.decide(source.name(), &rule, parsed, false, kind)

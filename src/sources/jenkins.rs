@@ -352,7 +352,7 @@ fn as_notification(record: &Value) -> Result<Value, SourceError> {
     );
     let mut notification = serde_json::json!({
         "name": job.rsplit('/').next().unwrap_or(job),
-        "url": format!("job/{}/", job.split('/').collect::<Vec<_>>().join("/job/")),
+        "url": format!("job/{}/", job.split('/').map(url_segment).collect::<Vec<_>>().join("/job/")),
         "build": {
             "full_url": build.get("url"),
             "number": build.get("number"),
@@ -371,6 +371,16 @@ fn as_notification(record: &Value) -> Result<Value, SourceError> {
         notification["build"]["status"] = result.clone();
     }
     Ok(notification)
+}
+
+/// A job name's segment as the plugin puts it in `url` (what `job_path` decodes once): a
+/// branch named `feature%2Ffoo` is `feature%252Ffoo` there.
+fn url_segment(segment: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 /// The first of `names` that is a parameter of the build.
@@ -550,6 +560,35 @@ fn phase_times(phase: &str, timestamp: Option<i64>, duration: Option<i64>) -> (O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_imported_branch_build_is_the_webhooks_deployment() {
+        let every_job = JenkinsConfig {
+            deployment_jobs: ".".into(),
+            ..JenkinsConfig::default()
+        };
+        let source = Jenkins::new(every_job).unwrap();
+        let webhook: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/jenkins/multibranch_app_feature-foo_completed_failure.derived.json"
+        ))
+        .unwrap();
+        // The branch `feature/foo` is the job `feature%2Ffoo` (its name as `jobs[name]` gives it).
+        let record = serde_json::json!({ "job": "app/feature%2Ffoo", "build": {
+            "number": 7, "result": "FAILURE", "timestamp": 1_700_000_000_000_i64, "duration": 1000, "actions": [{}] } });
+        let observation = |value: &Value| match source.parse(value, 0).unwrap().0 {
+            Parsed::Deployments(found) => found[0].clone(),
+            Parsed::Ignored(why) => panic!("{why}"),
+        };
+        let (imported, sent) = (
+            observation(&as_notification(&record).unwrap()),
+            observation(&webhook),
+        );
+        assert_eq!(imported.external_id, sent.external_id);
+        assert_eq!(
+            (imported.system.as_str(), imported.git_ref.as_deref()),
+            ("app", Some("feature/foo"))
+        );
+    }
 
     #[test]
     fn statuses_follow_the_phase_until_a_result_exists() {

@@ -426,21 +426,16 @@ impl Store {
         Ok(taken.rows_affected > 0)
     }
 
-    /// How many deployments a source has; only those first learned `by` one path, and of one
-    /// raw system (a reconciled project), when given.
+    /// How many deployments a source has (only those first learned `by` one path, when given).
     pub async fn deployments_of_source(
         &self,
         source: &str,
         by: Option<crate::domain::Discovery>,
-        raw_system: Option<&str>,
     ) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
         let mut select = deployments::Entity::find().filter(deployments::Column::Source.eq(source));
         if let Some(by) = by {
             select = select.filter(deployments::Column::DiscoveredBy.eq(by));
-        }
-        if let Some(raw_system) = raw_system {
-            select = select.filter(deployments::Column::RawSystem.eq(raw_system));
         }
         Ok(select.count(&self.db).await?)
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{fixture_dir, fixture_headers};
 use crate::helpers::{TestApp, TestDb, secret_of, spawn_app_on};
 
-/// A fault the fake answers once, on a page.
+/// A fault the fake answers once, on a page (GitLab: the page starting at that item).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
     /// GitLab's documented 429 (Retry-After shortened to 1 s).
@@ -41,6 +41,8 @@ struct Fake {
     /// Every deployments-page request: (page, `updated_after`, token header).
     requests: Mutex<Vec<Asked>>,
     base: Mutex<String>,
+    /// GitLab: before answering request number `.0` (0-based), deployment `.1` fails anew.
+    change: Mutex<Option<(usize, u64)>>,
 }
 
 impl Fake {
@@ -79,6 +81,7 @@ impl Fake {
         hang.map(|at| faults.remove(at)).is_some()
     }
 
+    /// Requests for a page (GitHub: its number; GitLab: where its answer starts).
     fn pages_asked(&self, page: u64) -> usize {
         self.requests
             .lock()
@@ -147,27 +150,27 @@ async fn gitlab_deployments(
     let token = headers
         .get("private-token")
         .map(|v| v.to_str().unwrap().to_string());
-    fake.requests.lock().unwrap().push((page, after.clone(), token));
-    if fake.hangs(page) {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    }
-    if let Some(failed) = fake.fault(page) {
-        return failed;
-    }
     // `updated_after` needs `order_by=updated_at` (GitLab's finder); oldest change first.
     if after.is_some() {
         assert_eq!(query.get("order_by").map(String::as_str), Some("updated_at"));
     }
-    let after = after.map(|a| shiplog::domain::parse_instant_str(&a).unwrap());
-    let mut listing: Vec<Value> = fake
-        .deployments
-        .lock()
-        .unwrap()
+    let after_ms = after
+        .as_ref()
+        .map(|a| shiplog::domain::parse_instant_str(a).unwrap());
+    let asked = fake.requests.lock().unwrap().len();
+    if let Some((_, id)) = fake.change.lock().unwrap().take_if(|(n, _)| *n == asked) {
+        let mut all = fake.deployments.lock().unwrap();
+        let changed = all.iter_mut().find(|d| d["id"] == id).unwrap();
+        let job = changed["deployable"]["id"].as_u64().unwrap();
+        *changed = gitlab_deployment(id, job, "failed", AT + 10_000_000);
+    }
+    let mut all: Vec<Value> = fake.deployments.lock().unwrap().clone();
+    all.sort_by_key(|d| (updated(d), d["id"].as_u64()));
+    let listing: Vec<Value> = all
         .iter()
-        .filter(|d| after.is_none_or(|a| updated(d) > a))
+        .filter(|d| after_ms.is_none_or(|a| updated(d) > a))
         .cloned()
         .collect();
-    listing.sort_by_key(|d| (updated(d), d["id"].as_u64()));
     let total = listing.len() as u64;
     let pages = total.div_ceil(size as u64).max(1);
     let items: Vec<Value> = listing
@@ -175,6 +178,19 @@ async fn gitlab_deployments(
         .skip((page - 1) as usize * size)
         .take(size)
         .collect();
+    // A request is known by where its answer starts in the whole listing (keyset pages all
+    // ask for `page=1`).
+    let from = items
+        .first()
+        .and_then(|f| all.iter().position(|d| d["id"] == f["id"]))
+        .unwrap_or(all.len()) as u64;
+    fake.requests.lock().unwrap().push((from, after.clone(), token));
+    if fake.hangs(from) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(failed) = fake.fault(from) {
+        return failed;
+    }
     let base = fake.base.lock().unwrap().clone();
     let link = |p: u64| {
         let mut kept: Vec<(String, String)> =
@@ -425,13 +441,13 @@ async fn gitlab_history_is_read_page_by_page_through_limits_and_errors_and_a_sec
     fake.faults
         .lock()
         .unwrap()
-        .extend([(1, Fault::RateLimited), (2, Fault::Unavailable)]);
+        .extend([(0, Fault::RateLimited), (99, Fault::Unavailable)]);
     let db = Arc::new(TestDb::new().await);
     let args = gitlab_args(&base, "glpat-test");
     let (ok, out, err) = import(&db, &args).await;
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("250 records in 3 pages: 250 new, 0 updated, 0 unchanged"),
+        out.contains("252 records in 3 pages: 250 new, 0 updated, 2 unchanged"),
         "{out}"
     );
     assert!(
@@ -446,8 +462,9 @@ async fn gitlab_history_is_read_page_by_page_through_limits_and_errors_and_a_sec
         "{asked:?}"
     );
     assert_eq!(
-        (fake.pages_asked(1), fake.pages_asked(2), fake.pages_asked(3)),
-        (2, 2, 1)
+        (fake.pages_asked(0), fake.pages_asked(99), fake.pages_asked(198)),
+        (2, 2, 1),
+        "each page starts at the last change read (a duplicate), asked again after its fault"
     );
 
     let app = spawn_app_on(db.clone(), |_| {}).await;
@@ -478,7 +495,7 @@ async fn gitlab_history_is_read_page_by_page_through_limits_and_errors_and_a_sec
     // Again: every record is one stored before.
     let (ok, out, err) = import(&db, &args).await;
     assert!(
-        ok && out.contains("0 new, 0 updated, 250 unchanged"),
+        ok && out.contains("0 new, 0 updated, 252 unchanged"),
         "{out}{err}"
     );
     assert_eq!(deployments(&app).await.len(), 250);
@@ -492,12 +509,12 @@ async fn an_import_killed_halfway_resumes_at_the_page_it_stopped_on() {
     *fake.deployments.lock().unwrap() = (1..=250)
         .map(|n| gitlab_deployment(n, 20_000 + n, "failed", AT + n as i64 * 1000))
         .collect();
-    fake.faults.lock().unwrap().push((2, Fault::Hang));
+    fake.faults.lock().unwrap().push((99, Fault::Hang));
     let db = Arc::new(TestDb::new().await);
     let args = gitlab_args(&base, "t");
     let mut child = import_command(&db, &args).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while fake.pages_asked(2) == 0 {
+    while fake.pages_asked(99) == 0 {
         assert!(std::time::Instant::now() < deadline, "page 2 was never asked for");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -505,9 +522,9 @@ async fn an_import_killed_halfway_resumes_at_the_page_it_stopped_on() {
 
     let (ok, out, err) = import(&db, &args).await;
     assert!(ok, "{out}{err}");
-    assert!(out.contains("150 records in 2 pages (resumed): 150 new"), "{out}");
+    assert!(out.contains("152 records in 2 pages (resumed): 150 new"), "{out}");
     assert_eq!(
-        fake.pages_asked(1),
+        fake.pages_asked(0),
         1,
         "page 1 was committed before page 2 was asked for"
     );
@@ -1209,5 +1226,26 @@ async fn octopus_deployments_are_read_with_their_tasks_releases_and_names() {
         merged["url"],
         "https://mattc.octopus.app/app#/Spaces-282/deployments/Deployments-12519"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gitlab_deployment_changing_during_an_import_moves_no_other_out_of_reach() {
+    let fake = Arc::new(Fake::default());
+    let base = serve(fake.clone()).await;
+    *fake.deployments.lock().unwrap() = (1..=250)
+        .map(|n| gitlab_deployment(n, 30_000 + n, "success", AT + n as i64 * 1000))
+        .collect();
+    // After page 1 is read, deployment 5 (on it) fails: GitLab moves it to the end of the
+    // listing and every later deployment one place back. Page 2 by offset would start one
+    // deployment late and never read it.
+    *fake.change.lock().unwrap() = Some((1, 5));
+    let db = Arc::new(TestDb::new().await);
+    let (ok, out, err) = import(&db, &gitlab_args(&base, "t")).await;
+    assert!(ok, "{out}{err}");
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let found = deployments(&app).await;
+    assert_eq!(found.len(), 250, "{out}");
+    assert_eq!(find(&found, "30005")["status"], "FAILED", "read again at the end");
     app.stop().await;
 }
