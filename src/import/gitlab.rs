@@ -67,6 +67,10 @@ pub async fn page(
         headers.insert("x-gitlab-instance", value);
     }
     let mut high_water = None;
+    let items_updated: Vec<String> = items
+        .iter()
+        .filter_map(|d| d.get("updated_at").and_then(Value::as_str).map(str::to_string))
+        .collect();
     let records = items
         .into_iter()
         .map(|deployment| {
@@ -104,9 +108,32 @@ pub async fn page(
             .to_string();
         (!next.is_empty()).then(|| with_page(url, &next))
     });
+    // A GitLab that ignores `updated_after` (older versions) answers older deployments than
+    // asked: read it by offset from here on (a URL without `updated_after`).
+    let after = query_value(url, "updated_after").and_then(|a| crate::domain::parse_instant_str(&a).ok());
+    let ignored = after.is_some_and(|after| {
+        items_updated
+            .iter()
+            .any(|u| crate::domain::parse_instant_str(u).is_ok_and(|u| u <= after))
+    });
+    let next = match (offset_next, ignored) {
+        (None, _) => None,
+        (Some(_), true) => {
+            let page = query_value(url, "page")
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(1);
+            Some(with_page(
+                &first_url(instance, project, None),
+                &(page + 1).to_string(),
+            ))
+        }
+        (Some(offset), false) if after.is_some() => {
+            Some(keyset_next(instance, project, url, high_water.as_deref()).unwrap_or(offset))
+        }
+        (Some(offset), false) => Some(offset),
+    };
     Ok(Page {
-        next: offset_next
-            .map(|offset| keyset_next(instance, project, url, high_water.as_deref()).unwrap_or(offset)),
+        next,
         records,
         total: count(&answer.headers, "x-total"),
         high_water,
@@ -124,6 +151,19 @@ fn keyset_next(instance: &str, project: &str, url: &str, last: Option<&str>) -> 
     let after = crate::domain::format_millis(last - 1);
     let progress = !url.contains(&format!("updated_after={}", encode(&after)));
     progress.then(|| first_url(instance, project, Some(&after)))
+}
+
+/// A query parameter of `url`, decoded.
+fn query_value(url: &str, name: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
 }
 
 /// `url` asking for page `page`.

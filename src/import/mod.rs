@@ -127,8 +127,9 @@ impl Scope {
     /// newest first where the API lists oldest first by default (Heroku).
     fn first_url(&self, after: Option<i64>, kind: Discovery) -> String {
         match self {
+            // Always "changed since" (the epoch at first): each next page is asked the same way.
             Self::Gitlab { instance, project } => {
-                gitlab::first_url(instance, project, after.map(format_millis).as_deref())
+                gitlab::first_url(instance, project, Some(&format_millis(after.unwrap_or(0))))
             }
             // Reconciling reads the newest 10 (each costs a statuses request) until a page
             // holds nothing new: a dozen requests a poll, not a hundred.
