@@ -162,11 +162,16 @@ async fn explain_and_a_dry_run_say_why_and_what_would_change() {
     let applied = shiplog(&db, Some(&config), &["replay"]);
     assert!(applied.contains("1 deliveries are pending again"), "{applied}");
     let found = app
-        .eventually(
+        .eventually_within(
             "{ deployments { totalCount nodes { externalId system { name } ref } } }",
             |data| data["deployments"]["totalCount"] == 2,
+            std::time::Duration::from_secs(30),
         )
         .await;
+    assert_eq!(
+        found["deployments"]["totalCount"], 2,
+        "the requeued delivery was not applied: {found}"
+    );
     let nodes = found["deployments"]["nodes"].as_array().unwrap();
     let folder = nodes
         .iter()

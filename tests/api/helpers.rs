@@ -279,7 +279,18 @@ impl TestApp {
 
     /// Polls a query until `done` holds for its data (at most 10 s); returns the last data.
     pub async fn eventually(&self, query: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        self.eventually_within(query, done, Duration::from_secs(10)).await
+    }
+
+    /// `eventually` with another deadline (work another process hands the server, which its
+    /// worker picks up on its next poll, on a loaded machine).
+    pub async fn eventually_within(
+        &self,
+        query: &str,
+        done: impl Fn(&Value) -> bool,
+        wait: Duration,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + wait;
         loop {
             let data = self.data(query, json!({})).await;
             if done(&data) || std::time::Instant::now() > deadline {
