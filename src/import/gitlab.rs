@@ -66,11 +66,11 @@ pub async fn page(
     if let Ok(value) = HeaderValue::from_str(instance) {
         headers.insert("x-gitlab-instance", value);
     }
-    let mut high_water = None;
     let items_updated: Vec<String> = items
         .iter()
         .filter_map(|d| d.get("updated_at").and_then(Value::as_str).map(str::to_string))
         .collect();
+    let high_water = items_updated.last().cloned();
     let records = items
         .into_iter()
         .map(|deployment| {
@@ -79,7 +79,6 @@ pub async fn page(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            high_water = Some(updated.clone());
             Record {
                 source: "gitlab",
                 key: format!(

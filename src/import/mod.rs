@@ -265,7 +265,7 @@ impl Importer<'_> {
         let started = Instant::now();
         let source = scope.source();
         // Deployments this run is the first to see: those first learned its way.
-        let before = self.store.deployments_of_source(source, Some(self.kind)).await?;
+        let before = self.store.deployments_discovered(source, self.kind).await?;
         let (cursor_key, mut url, since, resumed) = self.start(scope).await?;
         let mut summary = Summary {
             resumed,
@@ -323,7 +323,7 @@ impl Importer<'_> {
         if self.kind == Discovery::Import {
             self.store.delete_setting(&cursor_key).await?;
         }
-        let after = self.store.deployments_of_source(source, Some(self.kind)).await?;
+        let after = self.store.deployments_discovered(source, self.kind).await?;
         summary.new = after.saturating_sub(before);
         let applied = summary.read - summary.unchanged - summary.ignored - summary.failed;
         summary.updated = applied.saturating_sub(summary.new);

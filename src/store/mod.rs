@@ -426,18 +426,18 @@ impl Store {
         Ok(taken.rows_affected > 0)
     }
 
-    /// How many deployments a source has (only those first learned `by` one path, when given).
-    pub async fn deployments_of_source(
+    /// How many deployments of a source shiplog first learned `by` one path.
+    pub async fn deployments_discovered(
         &self,
         source: &str,
-        by: Option<crate::domain::Discovery>,
+        by: crate::domain::Discovery,
     ) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
-        let mut select = deployments::Entity::find().filter(deployments::Column::Source.eq(source));
-        if let Some(by) = by {
-            select = select.filter(deployments::Column::DiscoveredBy.eq(by));
-        }
-        Ok(select.count(&self.db).await?)
+        Ok(deployments::Entity::find()
+            .filter(deployments::Column::Source.eq(source))
+            .filter(deployments::Column::DiscoveredBy.eq(by))
+            .count(&self.db)
+            .await?)
     }
 
     /// The value of a journaled header in a source's oldest delivery that has it.
