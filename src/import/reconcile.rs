@@ -345,10 +345,16 @@ impl Poller {
         {
             tracing::warn!(%error, "could not store the reconciliation state");
         }
-        metrics::gauge!("shiplog_reconcile_missed_deployments", "source" => source, "scope" => name.to_string())
-            .set(state.missed_by_webhooks as f64);
+        // Two instances of one tool (a GitLab.com group and a self-managed GitLab) can share a
+        // scope's name: the instance tells their series apart.
+        let labels = [
+            ("source", source.to_string()),
+            ("scope", name.to_string()),
+            ("instance", state.instance.clone()),
+        ];
+        metrics::gauge!("shiplog_reconcile_missed_deployments", &labels).set(state.missed_by_webhooks as f64);
         if let Some(at) = state.last_reconciled_at {
-            metrics::gauge!("shiplog_reconcile_last_success_timestamp_seconds", "source" => source, "scope" => name.to_string())
+            metrics::gauge!("shiplog_reconcile_last_success_timestamp_seconds", &labels)
                 .set(at as f64 / 1000.0);
         }
         result.map(|_| ()).map_err(|_| ())

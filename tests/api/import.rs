@@ -740,6 +740,8 @@ async fn reconciliation_finds_what_no_webhook_announced_and_follows_its_changes(
             .lines()
             .any(|l| l.starts_with("shiplog_reconcile_missed_deployments{")
                 && l.contains("scope=\"root/test-deployment-webhooks\"")
+                // The recorder is the test process's: other tests poll the same scope on their fakes.
+                && l.contains(&format!("instance=\"{base}\""))
                 && l.ends_with(" 1")),
         "{metrics}"
     );
