@@ -286,6 +286,11 @@ pub struct Settings {
     pub secrets: BTreeMap<String, String>,
     /// `[mapping]`: environment and system aliases.
     pub mapping: RulesConfig,
+    /// `[systems.<name>]`: the catalog (team, description, repository, links, tags, aliases).
+    pub systems: BTreeMap<String, crate::domain::CatalogEntry>,
+    /// The catalog, checked (from `systems`).
+    #[serde(skip)]
+    pub catalog: std::sync::Arc<crate::domain::Catalog>,
     /// `[api]`: keys and URLs for enrichment.
     pub api: ApiSettings,
     /// `[dora]`: which environments count as production.
@@ -323,6 +328,8 @@ impl Default for Settings {
             sqlite_synchronous: SqliteSynchronous::Full,
             secrets: BTreeMap::new(),
             mapping: RulesConfig::default(),
+            systems: BTreeMap::new(),
+            catalog: Default::default(),
             api: ApiSettings::default(),
             dora: Default::default(),
             board: Default::default(),
@@ -436,6 +443,10 @@ impl Settings {
                 known.join(", ")
             )));
         }
+        let catalog = crate::domain::Catalog::new(&self.systems, &self.mapping.system_aliases)
+            .map_err(ConfigError::Invalid)?;
+        self.mapping.catalog_aliases = catalog.aliases();
+        self.catalog = std::sync::Arc::new(catalog);
         self.secrets.retain(|_, secret| !secret.trim().is_empty());
         self.api.heroku_key = self.api.heroku_key.filter(|k| !k.is_empty());
         self.api.octopus_key = self.api.octopus_key.filter(|k| !k.is_empty());

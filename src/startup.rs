@@ -104,12 +104,7 @@ impl Application {
             source,
         })?;
         let state = AppState {
-            schema: crate::graphql::schema(
-                store.clone(),
-                hub.clone(),
-                settings.dora.clone(),
-                settings.board.clone(),
-            ),
+            schema: crate::graphql::schema(store.clone(), hub.clone(), &settings),
             hub,
             limiter: Arc::new(crate::http::limits::RateLimiter::new(
                 settings.webhook_rate_limit,

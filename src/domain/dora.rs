@@ -20,6 +20,8 @@ pub struct Outcome {
 /// DORA's four keys for one system (and environment) over a window.
 #[derive(Clone, Debug, Default, PartialEq, async_graphql::SimpleObject)]
 pub struct DoraMetrics {
+    /// The team, when grouped by team (null there for systems no team owns).
+    pub team: Option<String>,
     pub system: Option<String>,
     pub environment: Option<String>,
     /// Production deployments that finished (succeeded or failed) in the window.
@@ -63,11 +65,30 @@ pub fn four_keys(
     system: impl Fn(i64) -> Option<String>,
     environment: impl Fn(i64) -> Option<String>,
 ) -> Vec<DoraMetrics> {
-    let mut groups: BTreeMap<(Option<i64>, Option<i64>), Group> = BTreeMap::new();
+    four_keys_by_team(
+        outcomes,
+        (by_system, by_environment),
+        (from, to),
+        (system, environment),
+        None,
+    )
+}
+
+/// [`four_keys`], also grouped by team when `team_of` (a system id's team) is given.
+pub fn four_keys_by_team(
+    outcomes: &[Outcome],
+    (by_system, by_environment): (bool, bool),
+    (from, to): (i64, i64),
+    (system, environment): (impl Fn(i64) -> Option<String>, impl Fn(i64) -> Option<String>),
+    team_of: Option<&dyn Fn(i64) -> Option<String>>,
+) -> Vec<DoraMetrics> {
+    type Key = (Option<String>, Option<i64>, Option<i64>);
+    let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     // The open failure of each system in each environment.
     let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
     for outcome in outcomes {
         let key = (
+            team_of.and_then(|team_of| team_of(outcome.system_id)),
             by_system.then_some(outcome.system_id),
             by_environment.then_some(outcome.environment_id),
         );
@@ -91,9 +112,10 @@ pub fn four_keys(
     let days = ((to - from) as f64 / DAY_MS as f64).max(1.0 / 24.0);
     groups
         .into_iter()
-        .map(|((system_id, environment_id), mut group)| {
+        .map(|((team, system_id, environment_id), mut group)| {
             let finished = group.succeeded + group.failed;
             DoraMetrics {
+                team,
                 system: system_id.and_then(&system),
                 environment: environment_id.and_then(&environment),
                 deployments: finished,

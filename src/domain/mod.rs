@@ -3,11 +3,13 @@
 //! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
 
 pub mod buckets;
+pub mod catalog;
 pub mod decision;
 pub mod dora;
 mod rules;
 mod time;
 
+pub use catalog::{Catalog, CatalogEntry};
 pub use decision::Decision;
 pub use entity::{DeliveryState, DeploymentStatus, Discovery};
 pub use rules::{MappingRules, RulesConfig};

@@ -17,6 +17,9 @@ pub struct RulesConfig {
     /// canonical system name -> the names tools use for it (matched case-insensitively).
     #[serde(default)]
     pub system_aliases: BTreeMap<String, Vec<String>>,
+    /// The `[systems.<name>] aliases` of the catalog (filled from it, not read here).
+    #[serde(skip)]
+    pub catalog_aliases: BTreeMap<String, Vec<String>>,
 }
 
 /// The default environment aliases: the usual abbreviations of the usual stages.
@@ -38,6 +41,7 @@ pub struct MappingRules {
 const DEFAULT_ALIAS: &str = "shiplog's default environment aliases";
 const ENVIRONMENT_ALIAS: &str = "[mapping] environment_aliases";
 const SYSTEM_ALIAS: &str = "[mapping] system_aliases";
+const CATALOG_ALIAS: &str = "the catalog's [systems] aliases";
 
 impl MappingRules {
     /// Compiles the configured rules on top of the defaults; configured aliases win.
@@ -58,12 +62,17 @@ impl MappingRules {
             }
         }
         let mut systems = HashMap::new();
-        for (canonical, aliases) in &config.system_aliases {
-            for alias in aliases {
-                systems.insert(
-                    alias.trim().to_lowercase(),
-                    (canonical.trim().to_string(), SYSTEM_ALIAS),
-                );
+        for (table, origin) in [
+            (&config.system_aliases, SYSTEM_ALIAS),
+            (&config.catalog_aliases, CATALOG_ALIAS),
+        ] {
+            for (canonical, aliases) in table {
+                for alias in aliases {
+                    systems.insert(
+                        alias.trim().to_lowercase(),
+                        (canonical.trim().to_string(), origin),
+                    );
+                }
             }
         }
         Self {

@@ -96,9 +96,21 @@ impl BoardQuery {
         ctx: &Context<'_>,
         systems: Option<Vec<String>>,
         environments: Option<Vec<String>>,
+        #[graphql(desc = "Team names: only their systems (the catalog's `team`).")] teams: Option<
+            Vec<String>,
+        >,
     ) -> Result<Board> {
         let store = ctx.data::<Store>()?;
         let config = ctx.data::<BoardConfig>()?;
+        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+        let systems = match teams.filter(|t| !t.is_empty()) {
+            Some(teams) => Some(super::types::of_teams(
+                catalog,
+                systems.unwrap_or_default(),
+                teams,
+            )),
+            None => systems,
+        };
         checked(crate::store::DeploymentFilter {
             systems: systems.clone().unwrap_or_default(),
             environments: environments.clone().unwrap_or_default(),

@@ -14,7 +14,6 @@ use super::scalars::Instant;
 use super::types::{checked, internal, user_error};
 use crate::domain::DeploymentStatus;
 use crate::domain::buckets::{Series, Width};
-use crate::domain::dora::four_keys;
 use crate::store::analytics::{Bucket, Dimension};
 use crate::store::{DeploymentFilter, Named, PageRequest, Store};
 
@@ -64,12 +63,13 @@ impl GroupBy {
     }
 }
 
-/// DORA metrics are per system, and optionally per environment.
+/// DORA metrics are per system, and optionally per environment or per team (the catalog's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enum)]
 #[graphql(name = "DoraGroupBy")]
 pub enum DoraGroupBy {
     System,
     Environment,
+    Team,
 }
 
 /// Which environments count as production for DORA.
@@ -138,15 +138,16 @@ fn fill(counted: Vec<(Bucket, i64)>, ungrouped: bool) -> Series<Bucket> {
 
 /// The filter of a Grafana field's arguments, checked.
 fn grafana_filter(
-    systems: Option<Vec<String>>,
+    ctx: &Context<'_>,
+    (systems, teams): (Option<Vec<String>>, Option<Vec<String>>),
     environments: Option<Vec<String>>,
     statuses: Option<Vec<DeploymentStatus>>,
     sources: Option<Vec<String>>,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
 ) -> Result<DeploymentFilter> {
+    let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
     checked(DeploymentFilter {
-        systems: list(systems),
+        systems: super::types::of_teams(catalog, list(systems), list(teams)),
         environments: list(environments),
         statuses: statuses.unwrap_or_default(),
         sources: list(sources),
@@ -181,6 +182,8 @@ pub struct DeploymentRow {
     pub time: Instant,
     pub id: String,
     pub system: String,
+    /// The team that owns the system (the catalog's `team`).
+    pub team: Option<String>,
     pub environment: String,
     pub status: DeploymentStatus,
     pub raw_status: String,
@@ -215,7 +218,7 @@ pub struct DeploymentAnnotation {
     pub time_end: Option<Instant>,
     pub title: String,
     pub text: String,
-    /// Comma-joined: system, environment, status, source.
+    /// Comma-joined: shiplog, system, environment, status, source, and the team when known.
     pub tags: String,
 }
 
@@ -225,6 +228,7 @@ impl Plain for DeploymentRow {
             "time" => self.time.plain(),
             "id" => self.id.plain(),
             "system" => self.system.plain(),
+            "team" => self.team.plain(),
             "environment" => self.environment.plain(),
             "status" => self.status.plain(),
             "rawStatus" => self.raw_status.plain(),
@@ -269,6 +273,7 @@ impl Plain for DeploymentAnnotation {
 }
 
 pub use crate::domain::dora::DoraMetrics;
+use crate::domain::dora::four_keys_by_team;
 
 /// Names of the given system and environment ids (from the store's id cache: usually no
 /// statement at all).
@@ -321,10 +326,14 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 1000)] limit: i32,
+        #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
+            Vec<String>,
+        >,
     ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
+        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
         let (from, to) = window(from, to)?;
-        let filter = grafana_filter(systems, environments, statuses, sources, from, to)?;
+        let filter = grafana_filter(ctx, (systems, teams), environments, statuses, sources, (from, to))?;
         let limit = limit.clamp(0, MAX_ROWS) as u64;
         charge(ctx, Charge::Aggregate)?;
         charge(ctx, Charge::Rows(limit as usize))?;
@@ -353,6 +362,10 @@ impl GrafanaQuery {
             .map(|row| DeploymentRow {
                 time: Instant(row.deployed_at),
                 id: row.id.to_string(),
+                team: system_names
+                    .get(&row.system_id)
+                    .and_then(|system| catalog.team_of(system))
+                    .map(str::to_string),
                 system: system_names.get(&row.system_id).cloned().unwrap_or_default(),
                 environment: environment_names
                     .get(&row.environment_id)
@@ -391,6 +404,9 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 0)] utc_offset_minutes: i32,
+        #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
+            Vec<String>,
+        >,
     ) -> Result<Chunked<FrequencyPoint>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
@@ -400,7 +416,7 @@ impl GrafanaQuery {
             .into_iter()
             .map(GroupBy::dimension)
             .collect();
-        let filter = grafana_filter(systems, environments, statuses, sources, from, to)?;
+        let filter = grafana_filter(ctx, (systems, teams), environments, statuses, sources, (from, to))?;
         // Reading the counts is most of a big answer's memory (on SQLite every value of every
         // row is copied out), so the turn is taken before reading, on an estimate.
         let estimate = dimensions.iter().fold(buckets as usize, |points, dimension| {
@@ -459,9 +475,22 @@ impl GrafanaQuery {
         statuses: Option<Vec<DeploymentStatus>>,
         sources: Option<Vec<String>>,
         #[graphql(default = 1000)] limit: i32,
+        #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
+            Vec<String>,
+        >,
     ) -> Result<Chunked<DeploymentAnnotation>> {
         let rows = self
-            .deployment_list(ctx, from, to, systems, environments, statuses, sources, limit)
+            .deployment_list(
+                ctx,
+                from,
+                to,
+                systems,
+                environments,
+                statuses,
+                sources,
+                limit,
+                teams,
+            )
             .await?;
         Ok(rows
             .0
@@ -489,22 +518,27 @@ impl GrafanaQuery {
                     .flatten()
                     .collect::<Vec<_>>()
                     .join("\n"),
-                    tags: ["shiplog", &row.system, &row.environment, &status, &row.source].join(","),
+                    tags: ["shiplog", &row.system, &row.environment, &status, &row.source]
+                        .into_iter()
+                        .chain(row.team.as_deref())
+                        .collect::<Vec<_>>()
+                        .join(","),
                 }
             })
             .collect())
     }
 
-    /// System names, for a template variable.
-    async fn system_names(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+    /// System names, for a template variable; only the given teams' systems when teams are given.
+    async fn system_names(&self, ctx: &Context<'_>, teams: Option<Vec<String>>) -> Result<Vec<String>> {
         let store = ctx.data::<Store>()?;
-        Ok(store
-            .systems()
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|n| n.name)
-            .collect())
+        let teams = list(teams);
+        let systems = if teams.is_empty() {
+            store.systems().await
+        } else {
+            let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+            store.systems_named(&catalog.systems_of_teams(&teams)).await
+        };
+        Ok(systems.map_err(internal)?.into_iter().map(|n| n.name).collect())
     }
 
     /// Environment names, for a template variable; only those the given systems deployed to.
@@ -540,9 +574,11 @@ impl GrafanaQuery {
     }
 
     /// DORA's four keys over production deployments in a window, per system (and environment
-    /// with `groupBy: [SYSTEM, ENVIRONMENT]`). Production means the environments listed in
-    /// `[dora] production_environments` plus those whose deployments carry the production tier,
-    /// unless `environments` is given. See the README for each definition.
+    /// or team with `groupBy: [SYSTEM, ENVIRONMENT]`, `[TEAM]`; `[]` for one row). Production
+    /// means the environments listed in `[dora] production_environments` plus those whose
+    /// deployments carry the production tier, unless `environments` is given. `teams` keeps
+    /// their systems. See the README for each definition.
+    #[allow(clippy::too_many_arguments)]
     async fn dora_metrics(
         &self,
         ctx: &Context<'_>,
@@ -551,45 +587,68 @@ impl GrafanaQuery {
         systems: Option<Vec<String>>,
         environments: Option<Vec<String>>,
         group_by: Option<Vec<DoraGroupBy>>,
+        teams: Option<Vec<String>>,
     ) -> Result<Vec<DoraMetrics>> {
-        let store = ctx.data::<Store>()?;
-        let config = ctx.data::<DoraConfig>()?;
-        let (from, to) = window(from, to)?;
-        charge(ctx, Charge::Aggregate)?;
-        let mut environments = list(environments);
-        if environments.is_empty() {
-            environments = config.production_environments.clone();
-            environments.extend(
-                store
-                    .environments_with_tier(&config.production_tier)
-                    .await
-                    .map_err(internal)?,
-            );
-        }
+        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+        let systems = super::types::of_teams(catalog, list(systems), list(teams));
         let group_by = group_by.unwrap_or_else(|| vec![DoraGroupBy::System]);
-        let by_system = group_by.contains(&DoraGroupBy::System);
-        let by_environment = group_by.contains(&DoraGroupBy::Environment);
-        let filter = checked(DeploymentFilter {
-            systems: list(systems),
-            environments,
-            from: Some(from),
-            to: Some(to),
-            ..DeploymentFilter::default()
-        })?;
-        let outcomes = store.finished_outcomes(&filter).await.map_err(internal)?;
-        let (system_names, environment_names) = names(
-            store,
-            outcomes.iter().map(|o| o.system_id).collect(),
-            outcomes.iter().map(|o| o.environment_id).collect(),
-        )
-        .await?;
-        let name = |names: &HashMap<i64, String>, id: i64| names.get(&id).cloned();
-        Ok(four_keys(
-            &outcomes,
-            (by_system, by_environment),
-            (from, to),
-            |id| name(&system_names, id),
-            |id| name(&environment_names, id),
-        ))
+        dora(ctx, (from, to), systems, environments, group_by).await
     }
+}
+
+/// DORA's four keys over the production deployments of `systems` (all when empty).
+pub async fn dora(
+    ctx: &Context<'_>,
+    (from, to): (Instant, Instant),
+    systems: Vec<String>,
+    environments: Option<Vec<String>>,
+    group_by: Vec<DoraGroupBy>,
+) -> Result<Vec<DoraMetrics>> {
+    let store = ctx.data::<Store>()?;
+    let config = ctx.data::<DoraConfig>()?;
+    let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+    let (from, to) = window(from, to)?;
+    charge(ctx, Charge::Aggregate)?;
+    let mut environments = list(environments);
+    if environments.is_empty() {
+        environments = config.production_environments.clone();
+        environments.extend(
+            store
+                .environments_with_tier(&config.production_tier)
+                .await
+                .map_err(internal)?,
+        );
+    }
+    let by_system = group_by.contains(&DoraGroupBy::System);
+    let by_environment = group_by.contains(&DoraGroupBy::Environment);
+    let filter = checked(DeploymentFilter {
+        systems,
+        environments,
+        from: Some(from),
+        to: Some(to),
+        ..DeploymentFilter::default()
+    })?;
+    let outcomes = store.finished_outcomes(&filter).await.map_err(internal)?;
+    let (system_names, environment_names) = names(
+        store,
+        outcomes.iter().map(|o| o.system_id).collect(),
+        outcomes.iter().map(|o| o.environment_id).collect(),
+    )
+    .await?;
+    let name = |names: &HashMap<i64, String>, id: i64| names.get(&id).cloned();
+    let team_of = |id: i64| {
+        system_names
+            .get(&id)
+            .and_then(|system| catalog.team_of(system))
+            .map(str::to_string)
+    };
+    Ok(four_keys_by_team(
+        &outcomes,
+        (by_system, by_environment),
+        (from, to),
+        (|id| name(&system_names, id), |id| name(&environment_names, id)),
+        group_by
+            .contains(&DoraGroupBy::Team)
+            .then_some(&team_of as &dyn Fn(i64) -> Option<String>),
+    ))
 }

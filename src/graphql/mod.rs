@@ -2,6 +2,7 @@
 
 pub mod board;
 pub mod budget;
+pub mod catalog;
 pub mod errors;
 pub mod grafana;
 pub mod live;
@@ -22,7 +23,12 @@ pub type ShiplogSchema = Schema<Query, EmptyMutation, subscription::Subscription
 
 /// The query root: the API's own fields and the Grafana-shaped ones.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(query::QueryRoot, grafana::GrafanaQuery, board::BoardQuery);
+pub struct Query(
+    query::QueryRoot,
+    grafana::GrafanaQuery,
+    board::BoardQuery,
+    catalog::CatalogQuery,
+);
 
 /// GraphiQL's introspection query needs depth 13; leave room for real queries above it.
 pub const MAX_DEPTH: usize = 16;
@@ -30,13 +36,14 @@ pub const MAX_DEPTH: usize = 16;
 /// board page with every deployment field, about 60.
 pub const MAX_COMPLEXITY: usize = 2_000;
 
-/// Builds the schema with the shared store and hub in its data.
-pub fn schema(store: Store, hub: Hub, dora: grafana::DoraConfig, board: board::BoardConfig) -> ShiplogSchema {
+/// Builds the schema with the shared store and hub, and the settings its resolvers read.
+pub fn schema(store: Store, hub: Hub, settings: &crate::config::Settings) -> ShiplogSchema {
     Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
         .data(store)
         .data(hub)
-        .data(dora)
-        .data(board)
+        .data(settings.dora.clone())
+        .data(settings.board.clone())
+        .data(settings.catalog.clone())
         .data(budget::BigAnswers::per_core())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

@@ -50,7 +50,9 @@ impl QueryRoot {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let filter = filter.unwrap_or_default().into_filter()?;
+        let filter = filter
+            .unwrap_or_default()
+            .into_filter(ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?)?;
         deployments_connection(ctx, filter, after, before, first, last).await
     }
 

@@ -19,7 +19,7 @@ pub use super::errors::{internal, user_error};
 use super::loaders::{EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
 use super::plain::{Plain, PlainValue, named, plain_object};
 use super::scalars::Instant;
-use crate::domain::{DeploymentStatus, Discovery};
+use crate::domain::{Catalog, DeploymentStatus, Discovery};
 use crate::events::LiveEvent;
 use crate::store::{DeploymentFilter, Named, Page, PageRequest, Position, Store};
 
@@ -34,6 +34,8 @@ pub const DEFAULT_PAGE: usize = 20;
 pub struct DeploymentFilterInput {
     /// System names.
     pub systems: Option<Vec<String>>,
+    /// Team names (`[systems.<name>] team` in the catalog): their systems' deployments.
+    pub teams: Option<Vec<String>>,
     /// Environment names.
     pub environments: Option<Vec<String>>,
     pub statuses: Option<Vec<DeploymentStatus>>,
@@ -51,10 +53,15 @@ pub struct DeploymentFilterInput {
 }
 
 impl DeploymentFilterInput {
-    /// The store's filter, checked (BAD_USER_INPUT when it is not one the database can answer).
-    pub fn into_filter(self) -> Result<DeploymentFilter> {
+    /// The store's filter, checked (BAD_USER_INPUT when it is not one the database can answer);
+    /// teams become their systems.
+    pub fn into_filter(self, catalog: &Catalog) -> Result<DeploymentFilter> {
         checked(DeploymentFilter {
-            systems: self.systems.unwrap_or_default(),
+            systems: of_teams(
+                catalog,
+                self.systems.unwrap_or_default(),
+                self.teams.unwrap_or_default(),
+            ),
             environments: self.environments.unwrap_or_default(),
             statuses: self.statuses.unwrap_or_default(),
             sources: self.sources.unwrap_or_default(),
@@ -63,6 +70,26 @@ impl DeploymentFilterInput {
             commit_sha: self.commit_sha.filter(|s| !s.trim().is_empty()),
             rule: self.rule.filter(|s| !s.trim().is_empty()),
         })
+    }
+}
+
+/// The systems a filter means: those named, narrowed to the named teams' systems when teams
+/// are given (teams owning none of them: a list that matches nothing).
+pub fn of_teams(catalog: &Catalog, systems: Vec<String>, teams: Vec<String>) -> Vec<String> {
+    let teams: Vec<String> = teams.into_iter().filter(|t| !t.trim().is_empty()).collect();
+    if teams.is_empty() {
+        return systems;
+    }
+    let owned = catalog.systems_of_teams(&teams);
+    let narrowed: Vec<String> = if systems.is_empty() {
+        owned
+    } else {
+        systems.into_iter().filter(|s| owned.contains(s)).collect()
+    };
+    if narrowed.is_empty() {
+        vec![crate::store::NO_SYSTEM.to_string()]
+    } else {
+        narrowed
     }
 }
 
@@ -474,6 +501,43 @@ impl System {
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// The team that owns it (`[systems.<name>] team`), if the catalog says.
+    async fn team(&self, ctx: &Context<'_>) -> Result<Option<super::catalog::Team>> {
+        let catalog = ctx.data::<Arc<Catalog>>()?;
+        Ok(catalog
+            .team_of(&self.0.name)
+            .map(|team| super::catalog::Team::named(catalog, team)))
+    }
+    /// What it is, from the catalog.
+    async fn description(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(catalogued(ctx, &self.0.name)?.and_then(|s| s.description))
+    }
+    /// Where its code lives, as `github:owner/name` or `gitlab:group/project`.
+    async fn repository(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(catalogued(ctx, &self.0.name)?.and_then(|s| s.repository.map(|r| r.to_string())))
+    }
+    /// The repository's web page.
+    async fn repository_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(catalogued(ctx, &self.0.name)?.and_then(|s| s.repository.map(|r| r.url())))
+    }
+    /// Named links (runbook, dashboard, ...), by name.
+    async fn links(&self, ctx: &Context<'_>) -> Result<Vec<super::catalog::Link>> {
+        let links = catalogued(ctx, &self.0.name)?
+            .map(|s| s.links)
+            .unwrap_or_default();
+        Ok(links
+            .into_iter()
+            .map(|(name, url)| super::catalog::Link { name, url })
+            .collect())
+    }
+    /// Key:value tags from the catalog, by key.
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<super::catalog::Tag>> {
+        let tags = catalogued(ctx, &self.0.name)?.map(|s| s.tags).unwrap_or_default();
+        Ok(tags
+            .into_iter()
+            .map(|(key, value)| super::catalog::Tag { key, value })
+            .collect())
+    }
     /// This system's deployments, newest first.
     async fn deployments(
         &self,
@@ -484,7 +548,9 @@ impl System {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter.unwrap_or_default().into_filter()?;
+        let mut filter = filter
+            .unwrap_or_default()
+            .into_filter(ctx.data::<Arc<Catalog>>()?)?;
         filter.systems = vec![self.0.name.clone()];
         deployments_connection(ctx, filter, after, before, first, last).await
     }
@@ -514,6 +580,11 @@ impl System {
     }
 }
 
+/// A system's catalog entry, if it has one.
+fn catalogued(ctx: &Context<'_>, name: &str) -> Result<Option<crate::domain::catalog::CatalogSystem>> {
+    Ok(ctx.data::<Arc<Catalog>>()?.system(name).cloned())
+}
+
 /// Where deployments land.
 pub struct Environment(pub Named);
 
@@ -535,7 +606,9 @@ impl Environment {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter.unwrap_or_default().into_filter()?;
+        let mut filter = filter
+            .unwrap_or_default()
+            .into_filter(ctx.data::<Arc<Catalog>>()?)?;
         filter.environments = vec![self.0.name.clone()];
         deployments_connection(ctx, filter, after, before, first, last).await
     }

@@ -555,14 +555,14 @@ impl Store {
         let mut missing = Vec::new();
         if let Ok(cache) = self.names.read() {
             let known = cache.kind(kind);
-            for name in names {
+            for name in names.iter().filter(|n| *n != NO_SYSTEM) {
                 match known.by_name.get(name) {
                     Some(id) => ids.push(*id),
                     None => missing.push(name.clone()),
                 }
             }
         } else {
-            missing = names.to_vec();
+            missing = names.iter().filter(|n| *n != NO_SYSTEM).cloned().collect();
         }
         if !missing.is_empty() {
             let found = named_where(&self.db, kind, NamedBy::Names(missing)).await?;
@@ -766,6 +766,21 @@ impl Store {
             .collect())
     }
 
+    /// The named systems that have deployments, by name (a catalog's team, say).
+    pub async fn systems_named(&self, names: &[String]) -> Result<Vec<Named>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(systems::Entity::find()
+            .filter(systems::Column::Name.is_in(names.iter().cloned()))
+            .order_by_asc(systems::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Named::from)
+            .collect())
+    }
+
     /// A system by name.
     pub async fn system(&self, name: &str) -> Result<Option<Named>, StoreError> {
         Ok(systems::Entity::find()
@@ -910,6 +925,10 @@ pub(crate) async fn ensure_named<C: ConnectionTrait>(
 /// The PostgreSQL advisory lock key that serialises migrations across replicas ("shiplog").
 const MIGRATION_LOCK: i64 = 0x0073_6869_706c_6f67;
 
+/// The system name a filter lists when it must match nothing (a team that owns no system): no
+/// system has it (names are looked up, never this one), and no real name is a lone NUL.
+pub const NO_SYSTEM: &str = "\u{0}";
+
 /// The most names one filter list may hold: more is not a filter a person or a dashboard
 /// writes, and each name is a bound parameter of one statement.
 pub const MAX_FILTER_NAMES: usize = 1_000;
@@ -951,7 +970,9 @@ impl DeploymentFilter {
 
     /// Whether a deployment matches, in memory (for live events); the same rules as the SQL.
     pub fn matches(&self, deployment: &deployments::Model, system: &str, environment: &str) -> bool {
-        let listed = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        let listed = |list: &[String], value: &str| {
+            list.is_empty() || list.iter().any(|v| v == value && v != NO_SYSTEM)
+        };
         listed(&self.systems, system)
             && listed(&self.environments, environment)
             && listed(&self.sources, &deployment.source)

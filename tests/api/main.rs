@@ -5,6 +5,7 @@ mod helpers;
 
 mod board;
 mod browser;
+mod catalog;
 mod clients;
 mod connections;
 mod contract;
@@ -24,7 +25,7 @@ mod graphql;
 mod import;
 mod ingest;
 mod pagination;
-mod replay;
+pub mod replay;
 mod replicas;
 mod scale;
 mod schema;

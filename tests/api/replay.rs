@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{TestDb, generic, spawn_app_on};
 
-fn replay(db: &TestDb, config: &std::path::Path) -> String {
+pub fn replay(db: &TestDb, config: &std::path::Path) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
         .args([
             "--config",

@@ -1,0 +1,320 @@
+//! The catalog: who owns each system, what it is, where its code lives, and the names the
+//! tools use for it. From the `[systems.<name>]` tables of the settings file.
+
+use std::collections::BTreeMap;
+
+/// One `[systems.<name>]` table as written in the file.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// The team that owns the system.
+    pub team: Option<String>,
+    pub description: Option<String>,
+    /// Where its code lives: `github:owner/name` or `gitlab:group/project`.
+    pub repository: Option<String>,
+    /// Named links (runbook, dashboard, ...): name -> http(s) URL.
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+    /// key -> value.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The names tools use for this system (the same as `[mapping] system_aliases`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// A system's repository on a Git host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    /// `github` or `gitlab`.
+    pub host: String,
+    /// `owner/name`, or a GitLab project's full path.
+    pub path: String,
+}
+
+impl Repository {
+    /// Reads `github:owner/name` or `gitlab:group/subgroup/project`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let problem =
+            || format!("`{text}` is not a repository: write `github:owner/name` or `gitlab:group/project`");
+        let (host, path) = text.trim().split_once(':').ok_or_else(problem)?;
+        let path = path.trim_matches('/');
+        let parts: Vec<&str> = path.split('/').collect();
+        let well_formed = parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+        match host {
+            "github" if parts.len() == 2 && well_formed => {}
+            "gitlab" if parts.len() >= 2 && well_formed => {}
+            _ => return Err(problem()),
+        }
+        Ok(Self {
+            host: host.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// The repository's web page.
+    pub fn url(&self) -> String {
+        match self.host.as_str() {
+            "github" => format!("https://github.com/{}", self.path),
+            _ => format!("https://gitlab.com/{}", self.path),
+        }
+    }
+}
+
+impl std::fmt::Display for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.path)
+    }
+}
+
+/// One system as the catalog knows it, checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CatalogSystem {
+    pub name: String,
+    pub team: Option<String>,
+    pub description: Option<String>,
+    pub repository: Option<Repository>,
+    pub links: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub aliases: Vec<String>,
+}
+
+/// The checked catalog: systems by name, and each team's systems.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    systems: BTreeMap<String, CatalogSystem>,
+    teams: BTreeMap<String, Vec<String>>,
+}
+
+impl Catalog {
+    /// Checks the `[systems]` tables against each other and against `[mapping]
+    /// system_aliases`: an error names the table and says what to change.
+    pub fn new(
+        entries: &BTreeMap<String, CatalogEntry>,
+        mapping_aliases: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, String> {
+        let mut catalog = Self::default();
+        // alias (lower-cased) -> who claims it, in the file's words.
+        let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (canonical, aliases) in mapping_aliases {
+            for alias in aliases {
+                claimed.insert(
+                    alias.trim().to_lowercase(),
+                    (
+                        canonical.trim().to_string(),
+                        "[mapping] system_aliases".to_string(),
+                    ),
+                );
+            }
+        }
+        for (name, entry) in entries {
+            let system = checked_system(name, entry)?;
+            for alias in &system.aliases {
+                let key = alias.to_lowercase();
+                if let Some((other, origin)) = claimed.get(&key)
+                    && other != &system.name
+                {
+                    return Err(format!(
+                        "[systems.{name}] aliases: `{alias}` is already an alias of `{other}` in {origin}; \
+                         a tool's name can be one system's only"
+                    ));
+                }
+                claimed.insert(key, (system.name.clone(), format!("[systems.{name}]")));
+            }
+            if let Some(team) = &system.team {
+                catalog
+                    .teams
+                    .entry(team.clone())
+                    .or_default()
+                    .push(system.name.clone());
+            }
+            catalog.systems.insert(system.name.clone(), system);
+        }
+        if let Some((alias, (other, origin))) = claimed.iter().find(|(alias, (owner, _))| {
+            catalog
+                .systems
+                .keys()
+                .any(|s| s.to_lowercase() == **alias && s != owner)
+        }) {
+            return Err(format!(
+                "`{alias}` is a system of its own in [systems] and an alias of `{other}` in {origin}: \
+                 remove one of the two"
+            ));
+        }
+        Ok(catalog)
+    }
+
+    /// A system's entry, if the catalog has one.
+    pub fn system(&self, name: &str) -> Option<&CatalogSystem> {
+        self.systems.get(name)
+    }
+
+    /// Every system the catalog lists, by name.
+    pub fn systems(&self) -> impl Iterator<Item = &CatalogSystem> {
+        self.systems.values()
+    }
+
+    /// Every team, by name, with its systems' names.
+    pub fn teams(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.teams
+    }
+
+    /// The systems of the named teams (unknown teams own nothing), sorted and without repeats.
+    pub fn systems_of_teams(&self, teams: &[String]) -> Vec<String> {
+        let mut systems: Vec<String> = teams
+            .iter()
+            .filter_map(|team| self.teams.get(team.trim()))
+            .flatten()
+            .cloned()
+            .collect();
+        systems.sort();
+        systems.dedup();
+        systems
+    }
+
+    /// The team that owns a system, if the catalog says.
+    pub fn team_of(&self, system: &str) -> Option<&str> {
+        self.systems.get(system).and_then(|s| s.team.as_deref())
+    }
+
+    /// Every alias the catalog declares, canonical name -> aliases (what the mapping rules add).
+    pub fn aliases(&self) -> BTreeMap<String, Vec<String>> {
+        self.systems
+            .values()
+            .filter(|s| !s.aliases.is_empty())
+            .map(|s| (s.name.clone(), s.aliases.clone()))
+            .collect()
+    }
+}
+
+/// One table, checked: names trimmed and within bounds, links that are URLs, a repository a
+/// Git host can be asked about.
+fn checked_system(name: &str, entry: &CatalogEntry) -> Result<CatalogSystem, String> {
+    let at = |field: &str| format!("[systems.{name}] {field}");
+    let text = |field: &str, value: &Option<String>, max: usize| -> Result<Option<String>, String> {
+        match value.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("") => Err(format!("{}: is empty; leave it out instead", at(field))),
+            Some(v) if v.len() > max => Err(format!("{}: is longer than {max} bytes", at(field))),
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    };
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.len() > super::MAX_NAME_LEN {
+        return Err(format!(
+            "[systems.\"{name}\"]: a system's name is 1 to {} bytes",
+            super::MAX_NAME_LEN
+        ));
+    }
+    for (link, url) in &entry.links {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "{}: `{link}` is `{url}`; a link is an http:// or https:// URL",
+                at("links")
+            ));
+        }
+    }
+    let repository = match &entry.repository {
+        Some(text) => Some(Repository::parse(text).map_err(|e| format!("{}: {e}", at("repository")))?),
+        None => None,
+    };
+    let aliases: Vec<String> = entry
+        .aliases
+        .iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    Ok(CatalogSystem {
+        name: trimmed.to_string(),
+        team: text("team", &entry.team, super::MAX_NAME_LEN)?,
+        description: text("description", &entry.description, super::MAX_TEXT_LEN)?,
+        repository,
+        links: entry.links.clone(),
+        tags: entry
+            .tags
+            .iter()
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+        aliases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(team: &str, aliases: &[&str]) -> CatalogEntry {
+        CatalogEntry {
+            team: Some(team.into()),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ..CatalogEntry::default()
+        }
+    }
+
+    #[test]
+    fn teams_gather_their_systems() {
+        let entries = BTreeMap::from([
+            ("billing".to_string(), entry("payments", &["billing-api"])),
+            ("ledger".to_string(), entry("payments", &[])),
+            ("web".to_string(), entry("frontend", &[])),
+        ]);
+        let catalog = Catalog::new(&entries, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            catalog.systems_of_teams(&["payments".into(), "nobody".into()]),
+            ["billing", "ledger"]
+        );
+        assert_eq!(catalog.team_of("web"), Some("frontend"));
+        assert_eq!(catalog.aliases()["billing"], ["billing-api"]);
+    }
+
+    #[test]
+    fn an_alias_claimed_twice_is_refused_naming_both() {
+        let entries = BTreeMap::from([("billing".to_string(), entry("payments", &["Shared"]))]);
+        let mapping = BTreeMap::from([("ledger".to_string(), vec!["shared".to_string()])]);
+        let error = Catalog::new(&entries, &mapping).unwrap_err();
+        assert!(
+            error.contains("[systems.billing]") && error.contains("`ledger`"),
+            "{error}"
+        );
+        let entries = BTreeMap::from([
+            ("billing".to_string(), entry("payments", &["ledger"])),
+            ("ledger".to_string(), entry("payments", &[])),
+        ]);
+        let error = Catalog::new(&entries, &BTreeMap::new()).unwrap_err();
+        assert!(error.contains("system of its own"), "{error}");
+    }
+
+    #[test]
+    fn repositories_and_links_say_what_to_write() {
+        assert_eq!(
+            Repository::parse("gitlab:group/sub/project").unwrap().url(),
+            "https://gitlab.com/group/sub/project"
+        );
+        for bad in [
+            "acme/billing",
+            "github:acme",
+            "bitbucket:acme/billing",
+            "github:a/b/c",
+        ] {
+            assert!(
+                Repository::parse(bad).unwrap_err().contains("github:owner/name"),
+                "{bad}"
+            );
+        }
+        let mut bad_link = entry("payments", &[]);
+        bad_link.links.insert("runbook".into(), "wiki/billing".into());
+        let error = Catalog::new(
+            &BTreeMap::from([("billing".to_string(), bad_link)]),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("[systems.billing] links") && error.contains("https://"),
+            "{error}"
+        );
+    }
+}

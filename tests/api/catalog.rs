@@ -1,0 +1,252 @@
+//! The catalog (`[systems.<name>]`): teams own systems, aliases fold the tools' names into the
+//! catalog's, and every read path filters by team.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shiplog::config::Settings;
+
+use crate::contract::send_fixture;
+use crate::helpers::{TestDb, generic, spawn_app_on};
+
+/// Three tools' names for one system (GitLab's project path, GitHub's repository, the generic
+/// webhook's word), and a second team's system.
+const CATALOG: &str = r#"
+[systems.deployer]
+team = "platform"
+description = "Deploys the deployment-webhooks project"
+repository = "gitlab:root/test-deployment-webhooks"
+links = { runbook = "https://wiki.example.com/deployer", dashboard = "https://grafana.example.com/d/deployer" }
+tags = { tier = "1", domain = "delivery" }
+aliases = ["root/test-deployment-webhooks", "Codertocat/Hello-World", "deployer-api"]
+
+[systems.billing]
+team = "payments"
+"#;
+
+fn with_catalog(settings: &mut Settings, text: &str) {
+    let parsed = Settings::from_toml(text).expect("the catalog is valid");
+    settings.systems = parsed.systems;
+    settings.catalog = parsed.catalog;
+    settings.mapping = parsed.mapping;
+}
+
+async fn catalogued_app() -> (Arc<TestDb>, crate::helpers::TestApp) {
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |s| with_catalog(s, CATALOG)).await;
+    send_fixture(&app, "gitlab", "deployment_success.json").await;
+    send_fixture(&app, "github", "deployment_status_created_success.json").await;
+    let mut api = generic("d-1", "failed");
+    api["system"] = json!("deployer-api");
+    app.deliver(api).await;
+    app.deliver(generic("b-1", "succeeded")).await;
+    (db, app)
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap_or("null").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn aliases_fold_three_tools_names_into_one_system_its_team_owns() {
+    let (_db, app) = catalogued_app().await;
+    let data = app
+        .data(
+            "{ systems { name team { name } description repository repositoryUrl links { name url } tags { key value } }
+               teams { name systemNames systems { name } deployments { totalCount nodes { rawSystem source } } }
+               teamNames team(name: \"nobody\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(names(&data["systems"], "name"), ["billing", "deployer"]);
+    let deployer = data["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deployer")
+        .unwrap();
+    assert_eq!(deployer["team"]["name"], "platform");
+    assert_eq!(deployer["description"], "Deploys the deployment-webhooks project");
+    assert_eq!(deployer["repository"], "gitlab:root/test-deployment-webhooks");
+    assert_eq!(
+        deployer["repositoryUrl"],
+        "https://gitlab.com/root/test-deployment-webhooks"
+    );
+    assert_eq!(
+        deployer["links"],
+        json!([{ "name": "dashboard", "url": "https://grafana.example.com/d/deployer" },
+               { "name": "runbook", "url": "https://wiki.example.com/deployer" }])
+    );
+    assert_eq!(
+        deployer["tags"],
+        json!([{ "key": "domain", "value": "delivery" }, { "key": "tier", "value": "1" }])
+    );
+    assert_eq!(data["teamNames"], json!(["payments", "platform"]));
+    assert_eq!(data["team"], Value::Null);
+    let platform = &data["teams"][1];
+    assert_eq!(platform["name"], "platform");
+    assert_eq!(platform["systemNames"], json!(["deployer"]));
+    assert_eq!(platform["deployments"]["totalCount"], 3);
+    assert_eq!(
+        names(&platform["deployments"]["nodes"], "rawSystem"),
+        [
+            "Codertocat/Hello-World",
+            "deployer-api",
+            "root/test-deployment-webhooks"
+        ],
+        "the tools' own words are kept beside the catalog's name"
+    );
+    assert_eq!(data["teams"][0]["deployments"]["totalCount"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_read_path_filters_by_team() {
+    let (_db, app) = catalogued_app().await;
+    let window = r#"from: "2000-01-01T00:00:00Z", to: "2100-01-01T00:00:00Z""#;
+    let query = format!(
+        "{{ platform: deployments(filter: {{ teams: [\"platform\"] }}) {{ totalCount }}
+            both: deployments(filter: {{ teams: [\"platform\"], systems: [\"billing\"] }}) {{ totalCount }}
+            nobody: deployments(filter: {{ teams: [\"nobody\"] }}) {{ totalCount nodes {{ id }} }}
+            list: deploymentList({window}, teams: [\"payments\"]) {{ system team }}
+            all: deploymentList({window}) {{ team }}
+            frequency: deploymentFrequency({window}, interval: WEEK, teams: [\"platform\"]) {{ count }}
+            annotations: deploymentAnnotations({window}, teams: [\"payments\"]) {{ tags }}
+            systemNames(teams: [\"payments\"])
+            board(teams: [\"platform\"]) {{ rows {{ system {{ name }} }} }}
+            dora: doraMetrics({window}, environments: [\"production\", \"staging\"], groupBy: [TEAM]) {{ team deployments failedDeployments }}
+            team(name: \"platform\") {{ doraMetrics({window}, environments: [\"production\", \"staging\"]) {{ team deployments }} }}
+            system(name: \"billing\") {{ team {{ name systemNames }} }} }}"
+    );
+    let data = app.data(&query, json!({})).await;
+    assert_eq!(data["platform"]["totalCount"], 3);
+    assert_eq!(data["both"]["totalCount"], 0, "billing is not platform's");
+    assert_eq!(data["nobody"], json!({ "totalCount": 0, "nodes": [] }));
+    assert_eq!(data["list"], json!([{ "system": "billing", "team": "payments" }]));
+    assert_eq!(
+        names(&data["all"], "team"),
+        ["payments", "platform", "platform", "platform"]
+    );
+    let counted: i64 = data["frequency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 3);
+    assert!(
+        data["annotations"][0]["tags"]
+            .as_str()
+            .unwrap()
+            .ends_with(",payments"),
+        "{}",
+        data["annotations"]
+    );
+    assert_eq!(data["systemNames"], json!(["billing"]));
+    assert_eq!(
+        data["board"]["rows"],
+        json!([{ "system": { "name": "deployer" } }])
+    );
+    let dora = &data["dora"];
+    assert_eq!(
+        dora,
+        &json!([{ "team": "payments", "deployments": 1, "failedDeployments": 0 },
+                 { "team": "platform", "deployments": 3, "failedDeployments": 1 }])
+    );
+    assert_eq!(
+        data["team"]["doraMetrics"],
+        json!([{ "team": "platform", "deployments": 3 }])
+    );
+    assert_eq!(
+        data["system"]["team"],
+        json!({ "name": "payments", "systemNames": ["billing"] })
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_team_subscription_hears_only_its_systems() {
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db, |s| with_catalog(s, CATALOG)).await;
+    let events = "subscription($filter: DeploymentFilter) { deploymentEvents(filter: $filter) {
+        deployment { externalId system { name team { name } } } } }";
+    let mut platform = app
+        .subscribe(events, json!({ "filter": { "teams": ["platform"] } }))
+        .await;
+    app.deliver(generic("b-1", "succeeded")).await;
+    let mut api = generic("d-1", "running");
+    api["system"] = json!("deployer-api");
+    app.deliver(api).await;
+    let event = platform
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the platform event");
+    assert_eq!(
+        event["deploymentEvents"]["deployment"],
+        json!({ "externalId": "d-1", "system": { "name": "deployer", "team": { "name": "platform" } } })
+    );
+    assert!(
+        platform.next_event(Duration::from_millis(500)).await.is_none(),
+        "billing (payments) was filtered out"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_catalog_alias_is_replayed_over_history() {
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let mut api = generic("d-1", "succeeded");
+    api["system"] = json!("deployer-api");
+    app.deliver(api).await;
+    app.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shiplog.toml");
+    std::fs::write(&config, CATALOG).unwrap();
+    let moved = crate::replay::replay(&db, &config);
+    assert!(moved.contains("1 deployments moved"), "{moved}");
+    let app = spawn_app_on(db, |s| with_catalog(s, CATALOG)).await;
+    let data = app
+        .data(
+            "{ systemNames deployments { nodes { system { team { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["systemNames"], json!(["deployer"]));
+    assert_eq!(
+        data["deployments"]["nodes"][0]["system"]["team"]["name"],
+        "platform"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn a_bad_catalog_names_the_table_and_what_to_write() {
+    let cases = [
+        (
+            "[systems.billing]\nrepository = \"acme/billing\"\n",
+            "[systems.billing] repository",
+        ),
+        (
+            "[systems.billing]\nlinks = { runbook = \"wiki/billing\" }\n",
+            "[systems.billing] links",
+        ),
+        ("[systems.billing]\nowner = \"payments\"\n", "owner"),
+        (
+            "[mapping.system_aliases]\nledger = [\"shared\"]\n[systems.billing]\naliases = [\"shared\"]\n",
+            "already an alias of `ledger`",
+        ),
+    ];
+    for (text, said) in cases {
+        let error = Settings::from_toml(text).unwrap_err().to_string();
+        assert!(error.contains(said), "{text}: {error}");
+    }
+}
