@@ -302,6 +302,10 @@ pub struct Settings {
     /// Tokens for reading the GraphQL API (empty: open).
     #[serde(deserialize_with = "lenient::list")]
     pub api_tokens: Vec<String>,
+    /// Tokens for the write API's mutations (separate from the read tokens; empty: no
+    /// mutation is allowed). A write token also reads.
+    #[serde(deserialize_with = "lenient::list")]
+    pub write_tokens: Vec<String>,
     /// CORS origins (empty: same origin only).
     #[serde(deserialize_with = "lenient::list")]
     pub cors_origins: Vec<String>,
@@ -336,6 +340,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Text,
             api_tokens: Vec::new(),
+            write_tokens: Vec::new(),
             cors_origins: Vec::new(),
             webhook_rate_limit: 100.0,
             retry: Default::default(),
@@ -372,6 +377,7 @@ fn environment() -> Env {
         "max_body_bytes",
         "log_format",
         "api_tokens",
+        "write_tokens",
         "cors_origins",
         "webhook_rate_limit",
     ];

@@ -104,7 +104,7 @@ impl Application {
             source,
         })?;
         let state = AppState {
-            schema: crate::graphql::schema(store.clone(), hub.clone(), &settings),
+            schema: crate::graphql::schema(store.clone(), hub.clone(), &ingest, &settings),
             hub,
             limiter: Arc::new(crate::http::limits::RateLimiter::new(
                 settings.webhook_rate_limit,
@@ -114,6 +114,7 @@ impl Application {
             ingest,
             max_body_bytes: settings.max_body_bytes,
             tokens: crate::http::auth::ApiTokens::new(&settings.api_tokens),
+            write_tokens: crate::http::auth::ApiTokens::new(&settings.write_tokens),
             cors_origins: settings.cors_origins.clone(),
             shutdown: stopping,
         };

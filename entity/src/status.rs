@@ -150,7 +150,8 @@ impl FromStr for DeliveryState {
 }
 
 /// How shiplog first learned of a deployment: a tool's webhook, `shiplog import` (history),
-/// or the server's reconciliation against the tool's API (a deployment webhooks missed).
+/// the server's reconciliation against the tool's API (a deployment webhooks missed), or
+/// shiplog's own write API (`recordDeployment`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, DeriveValueType)]
 #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 #[sea_orm(value_type = "String")]
@@ -159,6 +160,7 @@ pub enum Discovery {
     Webhook,
     Import,
     Reconcile,
+    Api,
 }
 
 impl Discovery {
@@ -168,6 +170,7 @@ impl Discovery {
             Self::Webhook => "webhook",
             Self::Import => "import",
             Self::Reconcile => "reconcile",
+            Self::Api => "api",
         }
     }
 
@@ -176,6 +179,7 @@ impl Discovery {
         match word {
             "import" => Self::Import,
             "reconcile" => Self::Reconcile,
+            "api" => Self::Api,
             _ => Self::Webhook,
         }
     }

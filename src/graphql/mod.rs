@@ -7,19 +7,20 @@ pub mod errors;
 pub mod grafana;
 pub mod live;
 pub mod loaders;
+pub mod mutation;
 pub mod plain;
 pub mod query;
 pub mod scalars;
 pub mod subscription;
 pub mod types;
 
-use async_graphql::{EmptyMutation, Schema};
+use async_graphql::Schema;
 
 use crate::events::Hub;
 use crate::store::Store;
 
 /// shiplog's schema type.
-pub type ShiplogSchema = Schema<Query, EmptyMutation, subscription::SubscriptionRoot>;
+pub type ShiplogSchema = Schema<Query, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
 /// The query root: the API's own fields and the Grafana-shaped ones.
 #[derive(async_graphql::MergedObject, Default)]
@@ -37,22 +38,36 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 2_000;
 
 /// Builds the schema with the shared store and hub, and the settings its resolvers read.
-pub fn schema(store: Store, hub: Hub, settings: &crate::config::Settings) -> ShiplogSchema {
-    Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
-        .data(store)
-        .data(hub)
-        .data(settings.dora.clone())
-        .data(settings.board.clone())
-        .data(settings.catalog.clone())
-        .data(budget::BigAnswers::per_core())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+pub fn schema(
+    store: Store,
+    hub: Hub,
+    ingest: &crate::ingest::Ingest,
+    settings: &crate::config::Settings,
+) -> ShiplogSchema {
+    Schema::build(
+        Query::default(),
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    )
+    .data(store)
+    .data(ingest.clone())
+    .data(hub)
+    .data(settings.dora.clone())
+    .data(settings.board.clone())
+    .data(settings.catalog.clone())
+    .data(budget::BigAnswers::per_core())
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .finish()
 }
 
 /// The SDL that `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), EmptyMutation, subscription::SubscriptionRoot)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
 }

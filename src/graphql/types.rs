@@ -666,10 +666,19 @@ impl Delivery {
     async fn decision(&self) -> Option<crate::domain::Decision> {
         crate::domain::Decision::from_json(self.0.decision.as_deref())
     }
-    /// How it came: WEBHOOK, or a record read from the tool's API by `shiplog import` (IMPORT)
-    /// or by reconciliation (RECONCILE), journaled with that API object as its body.
+    /// How it came: WEBHOOK, a record read from the tool's API by `shiplog import` (IMPORT) or
+    /// by reconciliation (RECONCILE), journaled with that API object as its body, or a
+    /// `recordDeployment` mutation (API).
     async fn kind(&self) -> Discovery {
         crate::sources::discovery(&crate::ingest::journaled_headers(&self.0.headers))
+    }
+    /// Which write token made it, for the write API's deliveries: `token:` and the first 12 hex
+    /// digits of the token's SHA-256 (`printf %s "$TOKEN" | sha256sum` tells whose).
+    async fn recorded_by(&self) -> Option<String> {
+        crate::ingest::journaled_headers(&self.0.headers)
+            .get(crate::sources::WRITER_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
     }
 }
 

@@ -19,6 +19,7 @@ use super::over_http::{self, Media, Prepared, Refusal, Requests};
 use crate::graphql::budget::{Cost, Held};
 use crate::graphql::errors;
 use crate::graphql::loaders::request_loader;
+use crate::graphql::mutation::WriteAccess;
 
 /// The most requests one batch may carry.
 pub const MAX_BATCH: usize = 16;
@@ -43,20 +44,24 @@ fn unauthorized(media: Media) -> Response {
 /// what the whole HTTP request (all of a batch) has asked for so far.
 fn per_request(
     state: &AppState,
-    held: &Held,
-    cost: &Cost,
+    (held, cost): (&Held, &Cost),
+    writer: Option<&WriteAccess>,
     request: async_graphql::Request,
 ) -> async_graphql::Request {
-    request
+    let request = request
         .data(request_loader(state.store.clone()))
         .data(held.clone())
-        .data(cost.clone())
+        .data(cost.clone());
+    match writer {
+        Some(writer) => request.data(writer.clone()),
+        None => request,
+    }
 }
 
 /// Runs the requests (a document that did not parse is answered with its parse error) and
 /// writes the answer; `held`, the HTTP request's share of the big-answer budget, goes to the
 /// next big answer when this returns, after the JSON is written.
-async fn run(state: &AppState, media: Media, requests: Requests) -> Response {
+async fn run(state: &AppState, media: Media, requests: Requests, writer: Option<WriteAccess>) -> Response {
     let held = Held::default();
     let cost = Cost::default();
     let (requests, batch) = match requests {
@@ -69,7 +74,7 @@ async fn run(state: &AppState, media: Media, requests: Requests) -> Response {
         .map(|prepared| {
             let subscription = prepared.operation() == Some(OperationType::Subscription);
             let Prepared { mut request, parsed } = prepared;
-            let (held, cost) = (&held, &cost);
+            let (held, cost, writer) = (&held, &cost, writer.as_ref());
             async move {
                 match parsed {
                     Ok(_) if subscription => GraphqlResponse::from_errors(vec![errors::request_error(
@@ -78,7 +83,10 @@ async fn run(state: &AppState, media: Media, requests: Requests) -> Response {
                     )]),
                     Ok(document) => {
                         request.set_parsed_query(document);
-                        state.schema.execute(per_request(state, held, cost, request)).await
+                        state
+                            .schema
+                            .execute(per_request(state, (held, cost), writer, request))
+                            .await
                     }
                     Err(error) => GraphqlResponse::from_errors(vec![error]),
                 }
@@ -111,7 +119,11 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         Ok(media) => media,
         Err(refusal) => return refusal.into_response(Media::Json),
     };
-    if !state.tokens.allows(&headers) {
+    let writer = state
+        .write_tokens
+        .holder(&headers)
+        .map(|writer| WriteAccess { writer });
+    if writer.is_none() && !state.tokens.allows(&headers) {
         return unauthorized(media);
     }
     let requests = over_http::check_content_type(&headers).and_then(|()| over_http::parse_body(&body));
@@ -122,7 +134,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
             format!("a batch holds at most {MAX_BATCH} queries"),
         )
         .into_response(media),
-        Ok(requests) => run(&state, media, requests).await,
+        Ok(requests) => run(&state, media, requests, writer).await,
         Err(refusal) => refusal.into_response(media),
     }
 }
@@ -137,7 +149,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(que
         Ok(media) => media,
         Err(refusal) => return refusal.into_response(Media::Json),
     };
-    if !state.tokens.allows(&headers) {
+    if !state.reads(&headers) {
         return unauthorized(media);
     }
     match over_http::parse_url(&query) {
@@ -150,7 +162,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(que
             )
         }
         .into_response(media),
-        Ok(prepared) => run(&state, media, Requests::One(Box::new(prepared))).await,
+        Ok(prepared) => run(&state, media, Requests::One(Box::new(prepared)), None).await,
         Err(refusal) => refusal.into_response(media),
     }
 }
@@ -175,7 +187,7 @@ pub async fn websocket(
         .max_message_size(super::socket::MAX_MESSAGE_BYTES)
         .max_frame_size(super::socket::MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
-            let authorized = state.tokens.allows(&headers);
+            let authorized = state.reads(&headers);
             super::socket::serve(socket, state, protocol, authorized)
         })
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Read access to the GraphQL API.
     pub tokens: auth::ApiTokens,
+    /// `SHIPLOG_WRITE_TOKENS`: what a mutation needs (none configured: no mutation runs).
+    pub write_tokens: auth::ApiTokens,
     /// Browser origins allowed to call the API.
     pub cors_origins: Vec<String>,
     /// Per-client rate limit on webhooks.
@@ -130,9 +132,16 @@ pub fn random_token(bytes: usize) -> String {
     hex::encode(buffer)
 }
 
+impl AppState {
+    /// Whether a request may read: a read token (or none configured), or a write token.
+    pub fn reads(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.tokens.allows(headers) || self.write_tokens.holder(headers).is_some()
+    }
+}
+
 /// `GET /metrics`: Prometheus text format. Needs an API token when tokens are configured.
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    if !state.tokens.allows(&headers) {
+    if !state.reads(&headers) {
         return (
             StatusCode::UNAUTHORIZED,
             "send one of SHIPLOG_API_TOKENS as `Authorization: Bearer <token>`\n",

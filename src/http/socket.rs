@@ -61,12 +61,17 @@ pub async fn serve(socket: WebSocket, state: AppState, protocol: WebSocketProtoc
     data.insert(live_loader(state.store.clone()));
     let executor = crate::graphql::live::LiveExecutor(state.schema.clone());
     let tokens = state.tokens.clone();
+    // A write token reads too (subscriptions never write: no mutation runs over WebSocket).
+    let writers = state.write_tokens.clone();
     let init_guard = guard.clone();
     let mut output = std::pin::pin!(
         GraphQLWs::new(executor, input, protocol)
             .connection_data(data)
             .on_connection_init(move |payload| async move {
-                if authorized || tokens.allows_init(&payload) {
+                if authorized
+                    || tokens.allows_init(&payload)
+                    || (writers.required() && writers.allows_init(&payload))
+                {
                     Ok(Data::default())
                 } else {
                     if let Ok(mut guard) = init_guard.lock() {

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::domain::{Decision, Discovery, MappedObservation, MappingRules, Observation};
 use crate::enrich::{EnrichError, Enrichers};
 use crate::sources::{
-    Delivery, IMPORT_HEADER, Parsed, Registry, Secret, Source, SourceError, secret_setting,
+    Delivery, IMPORT_HEADER, Parsed, Registry, Secret, Source, SourceError, WRITER_HEADER, secret_setting,
 };
 use crate::store::writer::Writer;
 use crate::store::{NewDelivery, Outcome, StoreError, Work};
@@ -132,11 +132,14 @@ impl Ingest {
     /// apply in one commit. The live events go out after the commit.
     pub async fn receive(&self, received: Received<'_>) -> Result<Outcome, IngestError> {
         let source = self.source(received.source)?;
-        if received.headers.contains_key(IMPORT_HEADER) {
+        if let Some(reserved) = [IMPORT_HEADER, WRITER_HEADER]
+            .into_iter()
+            .find(|name| received.headers.contains_key(*name))
+        {
             return Err(IngestError::Invalid {
                 code: "reserved_header",
                 message: format!(
-                    "{IMPORT_HEADER} marks records shiplog's importers read; a webhook may not send it"
+                    "{reserved} marks records shiplog's importers or write API made; a webhook may not send it"
                 ),
             });
         }
@@ -382,7 +385,7 @@ fn journal_headers(source: &dyn Source, headers: &HeaderMap) -> String {
     let kept: Map<String, Value> = source
         .journaled_headers()
         .iter()
-        .chain(&[IMPORT_HEADER])
+        .chain(&[IMPORT_HEADER, WRITER_HEADER])
         .filter_map(|name| {
             let value = headers.get(*name)?.to_str().ok()?;
             Some((name.to_string(), Value::String(value.to_string())))

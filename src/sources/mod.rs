@@ -34,8 +34,13 @@ pub mod octopus;
 pub use auth::{Auth, Encoding, Secret, Signature, constant_time_eq};
 
 /// The journaled header that marks a record an importer (or reconciliation) read from a
-/// tool's API rather than a webhook: `import` or `reconcile`. Webhooks may not send it.
+/// tool's API rather than a webhook: `import` or `reconcile`; `api` marks a deployment recorded
+/// through shiplog's own write API. Webhooks may not send it.
 pub const IMPORT_HEADER: &str = "x-shiplog-kind";
+
+/// The journaled header that says which write token recorded a deployment through the write
+/// API (a fingerprint, never the token). Webhooks may not send it.
+pub const WRITER_HEADER: &str = "x-shiplog-writer";
 
 /// How a journaled delivery came: a webhook, unless shiplog's importer marked it.
 pub fn discovery(headers: &HeaderMap) -> crate::domain::Discovery {
@@ -43,6 +48,7 @@ pub fn discovery(headers: &HeaderMap) -> crate::domain::Discovery {
     match headers.get(IMPORT_HEADER).and_then(|v| v.to_str().ok()) {
         Some("import") => Discovery::Import,
         Some("reconcile") => Discovery::Reconcile,
+        Some("api") => Discovery::Api,
         _ => Discovery::Webhook,
     }
 }

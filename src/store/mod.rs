@@ -666,6 +666,19 @@ impl Store {
         Ok(deployments::Entity::find_by_id(id).one(&self.db).await?)
     }
 
+    /// One deployment by its source and its id in that source.
+    pub async fn deployment_in(
+        &self,
+        source: &str,
+        external_id: &str,
+    ) -> Result<Option<deployments::Model>, StoreError> {
+        Ok(deployments::Entity::find()
+            .filter(deployments::Column::Source.eq(source))
+            .filter(deployments::Column::ExternalId.eq(external_id))
+            .one(&self.db)
+            .await?)
+    }
+
     /// The newest deployment of a system, optionally in one environment.
     pub async fn last_deployment(
         &self,

@@ -36,3 +36,4 @@ mod sources;
 mod subscriptions;
 mod tools;
 mod websockets;
+mod writes;

@@ -1,0 +1,175 @@
+//! `Mutation`: the write API. Every mutation needs one of `SHIPLOG_WRITE_TOKENS` (with none
+//! configured, none runs) and goes through the ingest pipeline as a journaled delivery, so
+//! replay reproduces it, the journal says which token made it, and subscribers hear of it.
+
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
+use axum::http::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value};
+
+use super::scalars::Instant;
+use super::types::{Deployment, internal, user_error};
+use crate::domain::{DeploymentStatus, Discovery, format_millis, now_millis};
+use crate::ingest::{Ingest, IngestError, Record};
+use crate::sources::{WRITER_HEADER, body_key};
+use crate::store::{Outcome, Store};
+
+/// The request's write token, by fingerprint: present only when the request presented one of
+/// `SHIPLOG_WRITE_TOKENS`.
+#[derive(Clone, Debug)]
+pub struct WriteAccess {
+    pub writer: String,
+}
+
+/// A deployment to record: the generic webhook's fields, with its meaning.
+#[derive(InputObject)]
+pub struct RecordDeploymentInput {
+    /// The deployment's id: recording the same id again updates that deployment (by the same
+    /// rules as a webhook: a late RUNNING never overwrites SUCCEEDED).
+    pub id: String,
+    pub system: String,
+    pub environment: String,
+    pub status: DeploymentStatus,
+    pub started_at: Option<Instant>,
+    pub finished_at: Option<Instant>,
+    /// When the deployed commit was made (DORA's lead time).
+    pub committed_at: Option<Instant>,
+    pub commit_sha: Option<String>,
+    #[graphql(name = "ref")]
+    pub git_ref: Option<String>,
+    pub version: Option<String>,
+    pub url: Option<String>,
+    /// Who deployed (defaults to nobody: the journal keeps which token recorded it).
+    pub actor: Option<String>,
+}
+
+impl RecordDeploymentInput {
+    /// The generic webhook's body for this input.
+    fn body(&self) -> String {
+        let mut body = Map::new();
+        let mut put = |field: &str, value: Option<String>| {
+            if let Some(value) = value {
+                body.insert(field.to_string(), Value::String(value));
+            }
+        };
+        put("id", Some(self.id.clone()));
+        put("system", Some(self.system.clone()));
+        put("environment", Some(self.environment.clone()));
+        put("status", Some(self.status.as_str().to_string()));
+        put("startedAt", self.started_at.map(|i| format_millis(i.0)));
+        put("finishedAt", self.finished_at.map(|i| format_millis(i.0)));
+        put("committedAt", self.committed_at.map(|i| format_millis(i.0)));
+        put("commitSha", self.commit_sha.clone());
+        put("ref", self.git_ref.clone());
+        put("version", self.version.clone());
+        put("url", self.url.clone());
+        put("actor", self.actor.clone());
+        Value::Object(body).to_string()
+    }
+}
+
+/// What `recordDeployment` did.
+#[derive(SimpleObject)]
+pub struct RecordedDeployment {
+    /// The journaled delivery (`Query.delivery`): which token, when, what. Null when the same
+    /// record was made before (nothing changed).
+    delivery_id: Option<async_graphql::ID>,
+    /// `accepted`, or `duplicate` when the same record was made before.
+    outcome: String,
+    deployment: Option<Deployment>,
+}
+
+/// The root of every write.
+#[derive(Default)]
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Records a deployment (a manual or hotfix deploy, a tool with no webhook), as the generic
+    /// webhook would (`source` is `generic`, `discoveredBy` is `API`). Needs a write token.
+    async fn record_deployment(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordDeploymentInput,
+    ) -> Result<RecordedDeployment> {
+        let writer = write_access(ctx)?;
+        let ingest = ctx.data::<Ingest>()?;
+        let body = input.body();
+        let mut headers = HeaderMap::new();
+        let fingerprint = HeaderValue::from_str(&writer.writer).map_err(|_| {
+            user_error(
+                "INTERNAL_SERVER_ERROR",
+                "the write token's fingerprint is not a header value",
+            )
+        })?;
+        headers.insert(WRITER_HEADER, fingerprint);
+        check_generic(ingest, &headers, &body)?;
+        let record = Record {
+            source: "generic",
+            key: body_key(body.as_bytes()),
+            body,
+            headers,
+            received_at: now_millis(),
+        };
+        let outcome = ingest
+            .import(record, Discovery::Api)
+            .await
+            .map_err(|error| match error {
+                IngestError::Invalid { message, .. } => user_error("BAD_USER_INPUT", &message),
+                other => user_error("UNAVAILABLE", &format!("not recorded, try again: {other}")),
+            })?;
+        let delivery_id = match &outcome {
+            Outcome::Applied { delivery_id, .. } => Some(*delivery_id),
+            Outcome::Duplicate { .. } => None,
+            other => {
+                return Err(user_error(
+                    "BAD_USER_INPUT",
+                    &format!(
+                        "the deployment was journaled but not recorded ({})",
+                        other.label()
+                    ),
+                ));
+            }
+        };
+        let store = ctx.data::<Store>()?;
+        let deployment = store
+            .deployment_in("generic", input.id.trim())
+            .await
+            .map_err(internal)?
+            .map(Deployment::new);
+        Ok(RecordedDeployment {
+            delivery_id: delivery_id.map(|id| async_graphql::ID(id.to_string())),
+            outcome: outcome.label().to_string(),
+            deployment,
+        })
+    }
+}
+
+/// The request's write access, or FORBIDDEN saying what to send.
+fn write_access<'a>(ctx: &'a Context<'_>) -> Result<&'a WriteAccess> {
+    ctx.data_opt::<WriteAccess>().ok_or_else(|| {
+        user_error(
+            "FORBIDDEN",
+            "mutations need one of SHIPLOG_WRITE_TOKENS as `Authorization: Bearer <token>` over POST \
+             (read tokens only read; with no write token configured, no mutation runs)",
+        )
+    })
+}
+
+/// Reads the body as the generic source does before anything is journaled: bad input is
+/// refused with every problem named, and writes nothing.
+fn check_generic(ingest: &Ingest, headers: &HeaderMap, body: &str) -> Result<()> {
+    let source = ingest
+        .sources()
+        .get("generic")
+        .ok_or_else(|| user_error("UNAVAILABLE", "the generic source is not served"))?;
+    let delivery = crate::sources::Delivery {
+        headers,
+        query: None,
+        body: body.as_bytes(),
+        received_at: now_millis(),
+    };
+    source
+        .accept(&delivery)
+        .map(|_| ())
+        .map_err(|error| user_error("BAD_USER_INPUT", &error.to_string()))
+}
