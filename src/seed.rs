@@ -194,6 +194,8 @@ impl Maker<'_> {
                 tenant: None,
                 committed_at: None,
                 origin: None,
+                tags: Default::default(),
+                note: None,
                 times_estimated: false,
             },
         }

@@ -42,6 +42,16 @@ pub struct Model {
     pub updated_at: i64,
     /// How shiplog first learned of it (never changed by later observations).
     pub discovered_by: crate::Discovery,
+    /// Key:value tags as a JSON object of strings with sorted keys, or null for none.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub tags: Option<String>,
+    /// A note people (the write API) or the tool (the generic webhook's `description`) left.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub note: Option<String>,
+    /// Marked by people as a failed change (true) or as not one (false); null when unmarked.
+    pub failed_change: Option<bool>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub failed_change_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

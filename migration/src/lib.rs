@@ -11,6 +11,7 @@ pub mod m20261126_000002_deployment_counts;
 mod m20261130_000003_board_latest;
 mod m20261130_000004_delivery_decision;
 mod m20261130_000005_discovered_by;
+mod m20261130_000006_deployment_notes;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_board_latest::Migration),
             Box::new(m20261130_000004_delivery_decision::Migration),
             Box::new(m20261130_000005_discovered_by::Migration),
+            Box::new(m20261130_000006_deployment_notes::Migration),
         ]
     }
 }

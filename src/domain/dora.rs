@@ -15,6 +15,18 @@ pub struct Outcome {
     pub status: DeploymentStatus,
     pub deployed_at: i64,
     pub committed_at: Option<i64>,
+    /// People's mark (`markFailedChange`): true for a success that broke production, false for
+    /// a failure that did not count as a failed change; None when unmarked.
+    pub failed_change: Option<bool>,
+}
+
+impl Outcome {
+    /// Whether it counts as a failed change: a failed deployment, unless people said it was
+    /// not one, or a success people marked as one.
+    fn failed_change(&self) -> bool {
+        self.failed_change
+            .unwrap_or(self.status == DeploymentStatus::Failed)
+    }
 }
 
 /// DORA's four keys for one system (and environment) over a window.
@@ -32,7 +44,14 @@ pub struct DoraMetrics {
     pub deployments_per_day: f64,
     pub succeeded_deployments: i64,
     pub failed_deployments: i64,
-    /// failed ÷ (succeeded + failed); null without finished deployments.
+    /// Successful deployments people marked as failed changes (`markFailedChange`).
+    pub marked_failed_changes: i64,
+    /// Failed deployments people marked as not failed changes.
+    pub unmarked_failures: i64,
+    /// The failed changes the rate counts: failed deployments less those unmarked, plus the
+    /// successes marked.
+    pub failed_changes: i64,
+    /// failedChanges ÷ (succeeded + failed); null without finished deployments.
     pub change_failure_rate: Option<f64>,
     /// Failures followed by a success of the same system in the same environment.
     pub recoveries: i64,
@@ -49,6 +68,8 @@ pub struct DoraMetrics {
 struct Group {
     succeeded: i64,
     failed: i64,
+    marked: i64,
+    unmarked: i64,
     days: BTreeSet<i64>,
     recoveries: Vec<f64>,
     lead_times: Vec<f64>,
@@ -94,15 +115,25 @@ pub fn four_keys_by_team(
         );
         let group = groups.entry(key).or_default();
         let stream = (outcome.system_id, outcome.environment_id);
+        let failed_change = outcome.failed_change();
         if outcome.status == DeploymentStatus::Failed {
             group.failed += 1;
-            open_failures.entry(stream).or_insert(outcome.deployed_at);
+            if failed_change {
+                open_failures.entry(stream).or_insert(outcome.deployed_at);
+            } else {
+                group.unmarked += 1;
+            }
             continue;
         }
         group.succeeded += 1;
         group.days.insert(outcome.deployed_at.div_euclid(DAY_MS));
         if let Some(failed_at) = open_failures.remove(&stream) {
             group.recoveries.push(seconds(outcome.deployed_at - failed_at));
+        }
+        if failed_change {
+            // A success that broke production: the next success recovers from it.
+            group.marked += 1;
+            open_failures.entry(stream).or_insert(outcome.deployed_at);
         }
         if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
             group.lead_times.push(seconds(outcome.deployed_at - committed));
@@ -114,6 +145,7 @@ pub fn four_keys_by_team(
         .into_iter()
         .map(|((team, system_id, environment_id), mut group)| {
             let finished = group.succeeded + group.failed;
+            let failed_changes = group.failed - group.unmarked + group.marked;
             DoraMetrics {
                 team,
                 system: system_id.and_then(&system),
@@ -123,7 +155,10 @@ pub fn four_keys_by_team(
                 deployments_per_day: group.succeeded as f64 / days,
                 succeeded_deployments: group.succeeded,
                 failed_deployments: group.failed,
-                change_failure_rate: (finished > 0).then(|| group.failed as f64 / finished as f64),
+                marked_failed_changes: group.marked,
+                unmarked_failures: group.unmarked,
+                failed_changes,
+                change_failure_rate: (finished > 0).then(|| failed_changes as f64 / finished as f64),
                 recoveries: group.recoveries.len() as i64,
                 mean_time_to_recovery_seconds: mean(&group.recoveries),
                 median_time_to_recovery_seconds: median(&mut group.recoveries),
@@ -167,6 +202,7 @@ mod tests {
             status,
             deployed_at: at,
             committed_at: committed,
+            failed_change: None,
         }
     }
 
@@ -206,6 +242,43 @@ mod tests {
         assert_eq!(one.deployment_days, 1);
         assert_eq!(one.deployments_per_day, 2.0);
         assert_eq!(keys[1].recoveries, 0, "system 2 never failed");
+    }
+
+    #[test]
+    fn people_s_marks_decide_what_counts_as_a_failed_change() {
+        use DeploymentStatus::{Failed, Succeeded};
+        let marked = |mut o: Outcome, failed| {
+            o.failed_change = Some(failed);
+            o
+        };
+        let outcomes = [
+            // A success that broke production, recovered by the next success 600 s later.
+            marked(outcome(1, Succeeded, 0, None), true),
+            outcome(1, Succeeded, 600_000, None),
+            // A failed deployment people said was not a failed change: no recovery to count.
+            marked(outcome(1, Failed, 700_000, None), false),
+            outcome(1, Succeeded, 800_000, None),
+        ];
+        let keys = four_keys(&outcomes, (false, false), (0, DAY_MS), |_| None, |_| None);
+        let one = &keys[0];
+        assert_eq!(
+            (
+                one.failed_deployments,
+                one.marked_failed_changes,
+                one.unmarked_failures,
+                one.failed_changes
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(one.change_failure_rate, Some(0.25));
+        assert_eq!(
+            one.succeeded_deployments, 3,
+            "a marked success was still deployed"
+        );
+        assert_eq!(
+            (one.recoveries, one.mean_time_to_recovery_seconds),
+            (1, Some(600.0))
+        );
     }
 
     #[test]

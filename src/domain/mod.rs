@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod decision;
 pub mod dora;
 mod rules;
+pub mod tags;
 mod time;
 
 pub use catalog::{Catalog, CatalogEntry};
@@ -60,6 +61,14 @@ pub struct Observation {
     /// for a start or a finish.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub times_estimated: bool,
+    /// Key:value tags the tool gives the deployment (the generic webhook's `tags`, a declared
+    /// source's `tags`); the tenant and the environment's tier are added as `tenant` and
+    /// `tier` when the deployment is stored.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// A note the tool gives (the generic webhook's `description`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[cfg(test)]
@@ -84,6 +93,8 @@ impl Observation {
             tenant: None,
             committed_at: None,
             origin: None,
+            tags: Default::default(),
+            note: None,
             times_estimated: false,
         }
     }

@@ -136,10 +136,13 @@ fn fill(counted: Vec<(Bucket, i64)>, ungrouped: bool) -> Series<Bucket> {
     )
 }
 
+/// A list argument as Grafana sends it (see [`list`]).
+type Names = Option<Vec<String>>;
+
 /// The filter of a Grafana field's arguments, checked.
 fn grafana_filter(
     ctx: &Context<'_>,
-    (systems, teams): (Option<Vec<String>>, Option<Vec<String>>),
+    (systems, teams, tags): (Names, Names, Names),
     environments: Option<Vec<String>>,
     statuses: Option<Vec<DeploymentStatus>>,
     sources: Option<Vec<String>>,
@@ -155,6 +158,7 @@ fn grafana_filter(
         to: Some(to),
         commit_sha: None,
         rule: None,
+        tags: super::types::tag_filter(list(tags))?,
     })
 }
 
@@ -195,6 +199,9 @@ pub struct DeploymentRow {
     pub duration_seconds: Option<f64>,
     pub actor: Option<String>,
     pub url: Option<String>,
+    /// Tags as comma-joined `key:value` pairs, by key.
+    pub tags: String,
+    pub note: Option<String>,
 }
 
 /// One bucket of a frequency series, in long format.
@@ -218,7 +225,8 @@ pub struct DeploymentAnnotation {
     pub time_end: Option<Instant>,
     pub title: String,
     pub text: String,
-    /// Comma-joined: shiplog, system, environment, status, source, and the team when known.
+    /// Comma-joined: shiplog, system, environment, status, source, the team when known, and
+    /// the deployment's `key:value` tags.
     pub tags: String,
 }
 
@@ -240,6 +248,8 @@ impl Plain for DeploymentRow {
             "durationSeconds" => self.duration_seconds.plain(),
             "actor" => self.actor.plain(),
             "url" => self.url.plain(),
+            "tags" => self.tags.plain(),
+            "note" => self.note.plain(),
             _ => return None,
         })
     }
@@ -329,11 +339,19 @@ impl GrafanaQuery {
         #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
             Vec<String>,
         >,
+        #[graphql(desc = "Tags as `key:value`: deployments carrying all of them.")] tags: Option<Vec<String>>,
     ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
         let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
         let (from, to) = window(from, to)?;
-        let filter = grafana_filter(ctx, (systems, teams), environments, statuses, sources, (from, to))?;
+        let filter = grafana_filter(
+            ctx,
+            (systems, teams, tags),
+            environments,
+            statuses,
+            sources,
+            (from, to),
+        )?;
         let limit = limit.clamp(0, MAX_ROWS) as u64;
         charge(ctx, Charge::Aggregate)?;
         charge(ctx, Charge::Rows(limit as usize))?;
@@ -384,6 +402,12 @@ impl GrafanaQuery {
                 finished_at: row.finished_at.map(Instant),
                 actor: row.actor,
                 url: row.url,
+                tags: crate::store::merge::tags_of(row.tags.as_deref())
+                    .into_iter()
+                    .map(|(key, value)| format!("{key}:{value}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                note: row.note,
             })
             .collect())
     }
@@ -407,6 +431,7 @@ impl GrafanaQuery {
         #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
             Vec<String>,
         >,
+        #[graphql(desc = "Tags as `key:value`: deployments carrying all of them.")] tags: Option<Vec<String>>,
     ) -> Result<Chunked<FrequencyPoint>> {
         let store = ctx.data::<Store>()?;
         let (from, to) = window(from, to)?;
@@ -416,7 +441,14 @@ impl GrafanaQuery {
             .into_iter()
             .map(GroupBy::dimension)
             .collect();
-        let filter = grafana_filter(ctx, (systems, teams), environments, statuses, sources, (from, to))?;
+        let filter = grafana_filter(
+            ctx,
+            (systems, teams, tags),
+            environments,
+            statuses,
+            sources,
+            (from, to),
+        )?;
         // Reading the counts is most of a big answer's memory (on SQLite every value of every
         // row is copied out), so the turn is taken before reading, on an estimate.
         let estimate = dimensions.iter().fold(buckets as usize, |points, dimension| {
@@ -478,6 +510,7 @@ impl GrafanaQuery {
         #[graphql(desc = "Team names: their systems' deployments (the catalog's `team`).")] teams: Option<
             Vec<String>,
         >,
+        #[graphql(desc = "Tags as `key:value`: deployments carrying all of them.")] tags: Option<Vec<String>>,
     ) -> Result<Chunked<DeploymentAnnotation>> {
         let rows = self
             .deployment_list(
@@ -490,6 +523,7 @@ impl GrafanaQuery {
                 sources,
                 limit,
                 teams,
+                tags,
             )
             .await?;
         Ok(rows
@@ -512,6 +546,7 @@ impl GrafanaQuery {
                         Some(format!("{} deployment from {}", status, row.source)),
                         row.actor.as_ref().map(|a| format!("by {a}")),
                         row.commit_sha.as_ref().map(|s| format!("commit {s}")),
+                        row.note.clone(),
                         row.url.clone(),
                     ]
                     .into_iter()
@@ -521,6 +556,7 @@ impl GrafanaQuery {
                     tags: ["shiplog", &row.system, &row.environment, &status, &row.source]
                         .into_iter()
                         .chain(row.team.as_deref())
+                        .chain(row.tags.split(',').filter(|t| !t.is_empty()))
                         .collect::<Vec<_>>()
                         .join(","),
                 }

@@ -46,7 +46,7 @@ pub fn schema(
 ) -> ShiplogSchema {
     Schema::build(
         Query::default(),
-        mutation::MutationRoot,
+        mutation::MutationRoot::default(),
         subscription::SubscriptionRoot,
     )
     .data(store)
@@ -65,7 +65,7 @@ pub fn schema(
 pub fn sdl() -> String {
     Schema::build(
         Query::default(),
-        mutation::MutationRoot,
+        mutation::MutationRoot::default(),
         subscription::SubscriptionRoot,
     )
     .finish()

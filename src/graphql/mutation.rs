@@ -11,6 +11,7 @@ use super::types::{Deployment, internal, user_error};
 use crate::domain::{DeploymentStatus, Discovery, format_millis, now_millis};
 use crate::ingest::{Ingest, IngestError, Record};
 use crate::sources::{WRITER_HEADER, body_key};
+use crate::store::amend::{Amendment, Change};
 use crate::store::{Outcome, Store};
 
 /// The request's write token, by fingerprint: present only when the request presented one of
@@ -79,11 +80,15 @@ pub struct RecordedDeployment {
 }
 
 /// The root of every write.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(RecordRoot, AmendRoot);
+
+/// Recording deployments.
 #[derive(Default)]
-pub struct MutationRoot;
+pub struct RecordRoot;
 
 #[Object]
-impl MutationRoot {
+impl RecordRoot {
     /// Records a deployment (a manual or hotfix deploy, a tool with no webhook), as the generic
     /// webhook would (`source` is `generic`, `discoveredBy` is `API`). Needs a write token.
     async fn record_deployment(
@@ -142,6 +147,146 @@ impl MutationRoot {
             deployment,
         })
     }
+}
+
+/// A tag to set; a null `value` removes the key.
+#[derive(InputObject)]
+pub struct TagInput {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// What `annotateDeployment` and `markFailedChange` did.
+#[derive(SimpleObject)]
+pub struct AmendedDeployment {
+    /// The journaled change (`Query.delivery`: `kind` API, `recordedBy`, the arguments as body).
+    delivery_id: async_graphql::ID,
+    deployment: Deployment,
+}
+
+/// The write API's changes to a stored deployment.
+#[derive(Default)]
+pub struct AmendRoot;
+
+#[Object]
+impl AmendRoot {
+    /// Sets tags (a null value removes one) and, when given, the note (an empty note clears
+    /// it) on a deployment. Needs a write token.
+    async fn annotate_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        #[graphql(default)] tags: Vec<TagInput>,
+        note: Option<String>,
+    ) -> Result<AmendedDeployment> {
+        let mut checked = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for tag in &tags {
+            match &tag.value {
+                Some(value) => match crate::domain::tags::checked(&tag.key, value) {
+                    Ok((key, value)) => {
+                        checked.insert(key, Some(value));
+                    }
+                    Err(problem) => problems.push(problem),
+                },
+                None => {
+                    checked.insert(tag.key.trim().to_string(), None);
+                }
+            }
+        }
+        if note
+            .as_ref()
+            .is_some_and(|n| n.len() > crate::domain::MAX_TEXT_LEN)
+        {
+            problems.push(format!(
+                "`note` is longer than {} bytes",
+                crate::domain::MAX_TEXT_LEN
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(user_error("BAD_USER_INPUT", &problems.join("; ")));
+        }
+        let body = serde_json::json!({
+            "mutation": "annotateDeployment",
+            "id": id.as_str(),
+            "tags": tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            "note": note,
+        });
+        let change = Change::Annotate { tags: checked, note };
+        amend(ctx, &id, change, body).await
+    }
+
+    /// Marks a deployment as a failed change (it succeeded but broke production: DORA's
+    /// change failure rate counts it, and the next success of the system in the environment
+    /// is its recovery), or takes the mark back with `failed: false`. Needs a write token.
+    async fn mark_failed_change(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        failed: bool,
+        reason: Option<String>,
+    ) -> Result<AmendedDeployment> {
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.len() > crate::domain::MAX_TEXT_LEN)
+        {
+            return Err(user_error(
+                "BAD_USER_INPUT",
+                &format!("`reason` is longer than {} bytes", crate::domain::MAX_TEXT_LEN),
+            ));
+        }
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let body = serde_json::json!({
+            "mutation": "markFailedChange", "id": id.as_str(), "failed": failed, "reason": reason,
+        });
+        amend(ctx, &id, Change::FailedChange { failed, reason }, body).await
+    }
+}
+
+/// Journals and applies one change, publishes its event, answers with the deployment.
+async fn amend(
+    ctx: &Context<'_>,
+    id: &async_graphql::ID,
+    change: Change,
+    body: serde_json::Value,
+) -> Result<AmendedDeployment> {
+    let writer = write_access(ctx)?;
+    let deployment_id: i64 = id.parse().map_err(|_| {
+        user_error(
+            "BAD_USER_INPUT",
+            "a deployment id is a number, as `Deployment.id` gives it",
+        )
+    })?;
+    let headers = serde_json::json!({
+        crate::sources::IMPORT_HEADER: Discovery::Api.as_str(),
+        WRITER_HEADER: writer.writer,
+    });
+    let amendment = Amendment {
+        deployment_id,
+        change,
+        body: body.to_string(),
+        headers: headers.to_string(),
+        at: now_millis(),
+    };
+    let store = ctx.data::<Store>()?;
+    let amended = match store.amend(amendment).await {
+        Ok(Some(amended)) => amended,
+        Ok(None) => {
+            return Err(user_error(
+                "NOT_FOUND",
+                &format!("no deployment has id {deployment_id}"),
+            ));
+        }
+        Err(crate::store::StoreError::Invalid(message)) => {
+            return Err(user_error("BAD_USER_INPUT", &message));
+        }
+        Err(error) => return Err(internal(error)),
+    };
+    ctx.data::<crate::events::Hub>()?.publish([amended.event]);
+    Ok(AmendedDeployment {
+        delivery_id: async_graphql::ID(amended.delivery_id.to_string()),
+        deployment: Deployment::new(amended.deployment),
+    })
 }
 
 /// The request's write access, or FORBIDDEN saying what to send.

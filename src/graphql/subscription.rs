@@ -111,6 +111,10 @@ mod tests {
                 first_seen_at: 0,
                 updated_at: 0,
                 discovered_by: entity::Discovery::Webhook,
+                tags: None,
+                note: None,
+                failed_change: None,
+                failed_change_reason: None,
             },
             system: Named {
                 id: 1,

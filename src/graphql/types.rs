@@ -50,6 +50,8 @@ pub struct DeploymentFilterInput {
     /// Only deployments a delivery decided by this rule touched (`Delivery.decision.rule`, such
     /// as `jenkins.deployment_jobs`). Not applied to live events.
     pub rule: Option<String>,
+    /// Tags as `key:value` (`tenant:acme`, `tier:production`): deployments carrying all of them.
+    pub tags: Option<Vec<String>>,
 }
 
 impl DeploymentFilterInput {
@@ -69,6 +71,7 @@ impl DeploymentFilterInput {
             to: self.to.map(|i| i.0),
             commit_sha: self.commit_sha.filter(|s| !s.trim().is_empty()),
             rule: self.rule.filter(|s| !s.trim().is_empty()),
+            tags: tag_filter(self.tags.unwrap_or_default())?,
         })
     }
 }
@@ -91,6 +94,14 @@ pub fn of_teams(catalog: &Catalog, systems: Vec<String>, teams: Vec<String>) -> 
     } else {
         narrowed
     }
+}
+
+/// `key:value` filters, checked (BAD_USER_INPUT naming the first bad one).
+pub fn tag_filter(tags: Vec<String>) -> Result<Vec<(String, String)>> {
+    tags.iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| crate::domain::tags::filter_pair(t).map_err(|e| user_error("BAD_USER_INPUT", &e)))
+        .collect()
 }
 
 /// A filter the database can answer, or a BAD_USER_INPUT error saying what to change.
@@ -363,6 +374,27 @@ impl Deployment {
     /// The tenant deployed for (Octopus multi-tenant deployments).
     async fn tenant(&self) -> Option<&str> {
         self.row.tenant.as_deref()
+    }
+    /// Key:value tags, by key: the tool's (the generic webhook's `tags`; `tenant` and `tier`
+    /// from the payload), and those the write API's `annotateDeployment` set.
+    async fn tags(&self) -> Vec<super::catalog::Tag> {
+        crate::store::merge::tags_of(self.row.tags.as_deref())
+            .into_iter()
+            .map(|(key, value)| super::catalog::Tag { key, value })
+            .collect()
+    }
+    /// A note: the generic webhook's `description`, or `annotateDeployment`'s.
+    async fn note(&self) -> Option<&str> {
+        self.row.note.as_deref()
+    }
+    /// Whether people marked it as a failed change (`markFailedChange`): a deployment that
+    /// succeeded but broke production counts in DORA's change failure rate. Null when unmarked.
+    async fn failed_change(&self) -> Option<bool> {
+        self.row.failed_change
+    }
+    /// Why it was marked (or unmarked) as a failed change.
+    async fn failed_change_reason(&self) -> Option<&str> {
+        self.row.failed_change_reason.as_deref()
     }
     /// The earliest start we were told about.
     async fn started_at(&self) -> Option<Instant> {
@@ -723,6 +755,9 @@ impl Plain for Listed {
             "rawEnvironment" => row.raw_environment.plain(),
             "environmentTier" => row.environment_tier.plain(),
             "tenant" => row.tenant.plain(),
+            "note" => row.note.plain(),
+            "failedChange" => row.failed_change.map_or(Value::Null, Value::Boolean),
+            "failedChangeReason" => row.failed_change_reason.plain(),
             "startedAt" => row.started_at.map(Instant).plain(),
             "finishedAt" => row.finished_at.map(Instant).plain(),
             "durationSeconds" => deployment.duration().plain(),

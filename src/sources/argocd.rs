@@ -164,6 +164,8 @@ impl Argocd {
         .find_map(|pointer| text(body, pointer));
         let commit_sha = sha(revision.clone());
         Ok(Observation {
+            tags: Default::default(),
+            note: None,
             external_id: truncated_id(external_id)?,
             system: name(
                 self.config

@@ -212,6 +212,8 @@ impl Cdevents {
                 observations
                     .into_iter()
                     .map(|o| Observation {
+                        tags: Default::default(),
+                        note: None,
                         times_estimated: stamped.is_none(),
                         ..o
                     })
@@ -277,6 +279,8 @@ impl Cdevents {
             tenant: None,
             committed_at: None,
             origin: None,
+            tags: Default::default(),
+            note: None,
             times_estimated: false,
         }]))
     }
@@ -305,6 +309,8 @@ fn service(event: &Value, predicate: &str, external_id: String, at: i64) -> Resu
         tenant: None,
         committed_at: None,
         origin: None,
+        tags: Default::default(),
+        note: None,
         times_estimated: false,
     })
 }

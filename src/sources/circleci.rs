@@ -192,7 +192,14 @@ impl Circleci {
             .captures(named)
             .and_then(|c| c.name("environment"))
             .map_or_else(|| self.default_environment.clone(), |m| m.as_str().to_string());
+        // Job and workflow events both carry the workflow.
+        let tags = present(event, "/workflow/name")
+            .and_then(|workflow| crate::domain::tags::checked("workflow", &workflow).ok())
+            .into_iter()
+            .collect();
         Ok(Parsed::Deployments(vec![Observation {
+            tags,
+            note: None,
             external_id: name(
                 text(event, &format!("{entity}/id")),
                 &format!("{}.id", &entity[1..]),

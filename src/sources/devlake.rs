@@ -150,6 +150,8 @@ fn parse(body: &Value) -> Result<Vec<Observation>, SourceError> {
             tenant: None,
             committed_at: None,
             origin: None,
+            tags: Default::default(),
+            note: None,
             times_estimated: false,
         });
     }

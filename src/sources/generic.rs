@@ -51,6 +51,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "url",
     "actor",
     "committedAt",
+    "tags",
+    "description",
 ];
 
 impl Source for Generic {
@@ -106,6 +108,8 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
     let version = optional_text(&object, "version", &mut problems);
     let url = optional_text(&object, "url", &mut problems);
     let actor = optional_text(&object, "actor", &mut problems);
+    let note = optional_text(&object, "description", &mut problems);
+    let tags = tags(&object, &mut problems);
     if let Some(sha) = &commit_sha
         && (sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
     {
@@ -136,6 +140,8 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
             let times_estimated = occurred_at.is_none();
             let occurred_at = occurred_at.unwrap_or(delivery.received_at);
             Ok(Parsed::Deployments(vec![Observation {
+                tags,
+                note,
                 external_id,
                 system,
                 environment,
@@ -215,6 +221,38 @@ fn optional_text(object: &Map<String, Value>, field: &str, problems: &mut Vec<St
         Some(other) => {
             problems.push(format!("`{field}` must be a string, got {}", kind(other)));
             None
+        }
+    }
+}
+
+/// `tags`: an object of string (or number, or boolean) values.
+fn tags(
+    object: &Map<String, Value>,
+    problems: &mut Vec<String>,
+) -> std::collections::BTreeMap<String, String> {
+    let Some(value) = object.get("tags").filter(|v| !v.is_null()) else {
+        return Default::default();
+    };
+    let Value::Object(map) = value else {
+        problems.push(format!(
+            "`tags` must be an object of key: value, got {}",
+            kind(value)
+        ));
+        return Default::default();
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        match value {
+            Value::String(text) => pairs.push((key.as_str(), text.clone())),
+            Value::Number(_) | Value::Bool(_) => pairs.push((key.as_str(), value.to_string())),
+            other => problems.push(format!("`tags.{key}` must be a string, got {}", kind(other))),
+        }
+    }
+    match crate::domain::tags::checked_all(pairs.iter().map(|(k, v)| (*k, v.as_str()))) {
+        Ok(tags) => tags,
+        Err(found) => {
+            problems.extend(found.into_iter().map(|p| format!("`tags`: {p}")));
+            Default::default()
         }
     }
 }

@@ -273,6 +273,8 @@ fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation
         .pointer("/deployment/production_environment")
         .and_then(Value::as_bool);
     Ok(Observation {
+        tags: Default::default(),
+        note: None,
         external_id,
         system: name(text(event, "/repository/full_name"), "repository.full_name")?,
         environment: name(
@@ -336,6 +338,8 @@ impl Github {
         let times_estimated = occurred_at.is_none();
         let occurred_at = occurred_at.unwrap_or(received_at);
         Ok(Parsed::Deployments(vec![Observation {
+            tags: workflow_tag(Some(workflow.clone())),
+            note: None,
             // Each attempt of a run is a deployment of its own (a re-run keeps the run's id).
             external_id: format!("run:{}:{attempt}", id(run, "/id")?),
             system: name(text(event, "/repository/full_name"), "repository.full_name")?,
@@ -396,6 +400,8 @@ impl Github {
         let times_estimated = reported.is_none();
         let occurred_at = reported.or(created).unwrap_or(received_at);
         Ok(Parsed::Deployments(vec![Observation {
+            tags: workflow_tag(present(job, "/workflow_name")),
+            note: None,
             external_id: format!("job:{}", id(job, "/id")?),
             system: name(text(event, "/repository/full_name"), "repository.full_name")?,
             environment: self.environment_of(&job_name),
@@ -416,6 +422,14 @@ impl Github {
             times_estimated,
         }]))
     }
+}
+
+/// The `workflow` tag of a run or job, when it has a name a tag can hold.
+fn workflow_tag(workflow: Option<String>) -> std::collections::BTreeMap<String, String> {
+    workflow
+        .and_then(|name| crate::domain::tags::checked("workflow", &name).ok())
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -237,6 +237,8 @@ fn deployment_event(event: &Value, received_at: i64) -> Result<Observation, Sour
         status,
         raw_status,
         occurred_at: changed.unwrap_or(received_at),
+        tags: Default::default(),
+        note: None,
         times_estimated: changed.is_none(),
         started_at: None,
         finished_at: status.is_terminal().then_some(changed).flatten(),
@@ -292,6 +294,8 @@ fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, Sourc
         status,
         raw_status,
         occurred_at: at.unwrap_or(received_at),
+        tags: Default::default(),
+        note: None,
         times_estimated: at.is_none(),
         started_at: started,
         finished_at: finished,
@@ -373,6 +377,8 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         occurred_at: occurred(status, created, started, finished)
             .or(created)
             .unwrap_or(received_at),
+        tags: Default::default(),
+        note: None,
         times_estimated: occurred(status, created, started, finished).is_none(),
         started_at: started,
         finished_at: if status.is_terminal() { finished } else { None },
@@ -438,6 +444,8 @@ fn pipeline_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError
                 .or(created)
                 .or(time(event, "/object_attributes/created_at")?)
                 .unwrap_or(received_at),
+            tags: Default::default(),
+            note: None,
             times_estimated: occurred(status, created, started, finished).is_none(),
             started_at: started,
             finished_at: if status.is_terminal() { finished } else { None },

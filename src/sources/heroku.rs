@@ -180,6 +180,8 @@ impl Heroku {
                 created
             }
             .unwrap_or(received_at),
+            tags: Default::default(),
+            note: None,
             times_estimated: if status.is_terminal() {
                 updated.is_none()
             } else {

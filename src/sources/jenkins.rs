@@ -259,6 +259,8 @@ impl Jenkins {
         let (commit_sha, scm_branch) = scm(build);
         let git_ref = scm_branch.or(branch);
         let observation = Observation {
+            tags: Default::default(),
+            note: None,
             external_id: format!("{job}#{number}"),
             system: system.chars().take(MAX_NAME_LEN).collect(),
             environment: environment

@@ -195,6 +195,8 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         .and_then(Value::as_str)
         .map(|s| s.trim_end_matches('/').to_string());
     Ok(Parsed::Deployments(vec![Observation {
+        tags: Default::default(),
+        note: None,
         external_id: format!("{space}/{deployment}"),
         system: project.ok_or_else(|| SourceError::InvalidPayload("the event names no project".into()))?,
         environment: environment
@@ -273,6 +275,8 @@ fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, Sourc
         status,
         raw_status,
         occurred_at: at.unwrap_or(received_at),
+        tags: Default::default(),
+        note: None,
         times_estimated: at.is_none(),
         started_at: started,
         finished_at: if status.is_terminal() { completed } else { None },

@@ -132,7 +132,9 @@ impl Store {
         let Some(select) = self.select(filter).await? else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, i64, String, i64, Option<i64>)> = select
+        // system, environment, status, deployed_at, committed_at, failed_change
+        type Row = (i64, i64, String, i64, Option<i64>, Option<bool>);
+        let rows: Vec<Row> = select
             .select_only()
             .columns([
                 deployments::Column::SystemId,
@@ -140,6 +142,7 @@ impl Store {
                 deployments::Column::Status,
                 deployments::Column::DeployedAt,
                 deployments::Column::CommittedAt,
+                deployments::Column::FailedChange,
             ])
             .filter(deployments::Column::Status.is_in(["succeeded", "failed"]))
             .order_by_asc(deployments::Column::DeployedAt)
@@ -150,12 +153,13 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(system_id, environment_id, status, deployed_at, committed_at)| Outcome {
+                |(system_id, environment_id, status, deployed_at, committed_at, failed_change)| Outcome {
                     system_id,
                     environment_id,
                     status: DeploymentStatus::from_stored(&status),
                     deployed_at,
                     committed_at,
+                    failed_change,
                 },
             )
             .collect())

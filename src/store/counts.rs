@@ -189,9 +189,12 @@ pub enum CountGroup {
     Environment,
 }
 
-/// Whether the rollup can answer for this filter (it has no source or commit dimension).
+/// Whether the rollup can answer for this filter (it has no source, commit or tag dimension).
 fn answerable(filter: &DeploymentFilter) -> bool {
-    filter.sources.is_empty() && filter.commit_sha.is_none() && filter.rule.is_none()
+    filter.sources.is_empty()
+        && filter.commit_sha.is_none()
+        && filter.rule.is_none()
+        && filter.tags.is_empty()
 }
 
 impl Store {

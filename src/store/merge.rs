@@ -5,6 +5,8 @@
 //! the earliest start we saw; `finished_at` is the time of the terminal status. A time shiplog
 //! stood in for (`Observation::times_estimated`) is never taken for a start or a finish.
 
+use std::collections::BTreeMap;
+
 use entity::deployments;
 use sea_orm::ActiveValue::NotSet;
 
@@ -56,7 +58,40 @@ pub fn new_deployment(
         first_seen_at: received_at,
         updated_at: received_at,
         discovered_by: entity::Discovery::Webhook,
+        tags: tags_json(&observed_tags(observation)),
+        note: observation.note.clone(),
+        failed_change: None,
+        failed_change_reason: None,
     }
+}
+
+/// The tags an observation gives: the tool's own, and its tenant and environment tier.
+fn observed_tags(observation: &Observation) -> BTreeMap<String, String> {
+    let mut tags = observation.tags.clone();
+    for (key, value) in [
+        ("tenant", &observation.tenant),
+        ("tier", &observation.environment_tier),
+    ] {
+        if let Some(value) = value {
+            tags.entry(key.to_string()).or_insert_with(|| value.clone());
+        }
+    }
+    tags
+}
+
+/// A deployment's stored tags, read back (none when the column is null or not an object).
+pub fn tags_of(stored: Option<&str>) -> BTreeMap<String, String> {
+    stored
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+/// Tags as stored: a JSON object with sorted keys (a `BTreeMap`), null for none. The store's
+/// tag filter matches `"key":"value"` in this exact form.
+pub fn tags_json(tags: &BTreeMap<String, String>) -> Option<String> {
+    (!tags.is_empty())
+        .then(|| serde_json::to_string(tags).ok())
+        .flatten()
 }
 
 /// When the observation's status happened, if the tool said (not a stand-in).
@@ -128,6 +163,16 @@ pub fn merge(
     next.actor = pick(&current.actor, &observation.actor);
     next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
     next.tenant = pick(&current.tenant, &observation.tenant);
+    next.note = pick(&current.note, &observation.note);
+    // Tags add up; on a key both have, the newest observation's value wins (the write API's
+    // annotations are not observations: they change `tags` directly).
+    let mut tags = tags_of(current.tags.as_deref());
+    for (key, value) in observed_tags(observation) {
+        if newest || !tags.contains_key(&key) {
+            tags.insert(key, value);
+        }
+    }
+    next.tags = tags_json(&tags);
     next.committed_at = if newest {
         observation.committed_at.or(current.committed_at)
     } else {

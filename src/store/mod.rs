@@ -18,6 +18,7 @@ use sea_orm::{
 
 use crate::domain::DeploymentStatus;
 
+pub mod amend;
 pub mod analytics;
 mod apply;
 pub mod board;
@@ -104,6 +105,8 @@ pub struct DeploymentFilter {
     /// Only deployments a delivery decided by this rule touched (`jenkins.deployment_jobs`;
     /// `Delivery.decision.rule`). Lists and counts only: live events do not carry it.
     pub rule: Option<String>,
+    /// Key:value tags a deployment must all carry.
+    pub tags: Vec<(String, String)>,
 }
 
 /// A position in the deployments order: (deployed_at, id), newest first.
@@ -539,6 +542,10 @@ impl Store {
         if let Some(rule) = &filter.rule {
             select = select.filter(deployments::Column::Id.in_subquery(decided_by(rule)));
         }
+        let backend = self.db.get_database_backend();
+        for (key, value) in &filter.tags {
+            select = select.filter(tag_condition(backend, key, value));
+        }
         Ok(Some(select))
     }
 
@@ -969,6 +976,13 @@ impl DeploymentFilter {
                 ));
             }
         }
+        if self.tags.len() > crate::domain::tags::MAX_TAGS {
+            return Err(format!(
+                "`tags` lists {}; a filter holds at most {}",
+                self.tags.len(),
+                crate::domain::tags::MAX_TAGS
+            ));
+        }
         if self.rule.as_ref().is_some_and(|rule| rule.len() > 255) {
             return Err("`rule` is a rule's name (`jenkins.deployment_jobs`), at most 255 bytes".into());
         }
@@ -992,6 +1006,10 @@ impl DeploymentFilter {
             && (self.statuses.is_empty() || self.statuses.contains(&deployment.status))
             && self.from.is_none_or(|from| deployment.deployed_at >= from)
             && self.to.is_none_or(|to| deployment.deployed_at <= to)
+            && (self.tags.is_empty() || {
+                let tags = merge::tags_of(deployment.tags.as_deref());
+                self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+            })
             && self.commit_sha.as_ref().is_none_or(|sha| {
                 deployment
                     .commit_sha
@@ -999,6 +1017,29 @@ impl DeploymentFilter {
                     .is_some_and(|have| have.starts_with(&sha.trim().to_lowercase()))
             })
     }
+}
+
+/// Deployments whose stored tags hold `"key":"value"` exactly as `merge::tags_json` writes it
+/// (serde_json's quoting), found with a case-sensitive substring search on both backends
+/// (SQLite's LIKE ignores ASCII case, PostgreSQL's does not).
+fn tag_condition(
+    backend: sea_orm::DatabaseBackend,
+    key: &str,
+    value: &str,
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func};
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let fragment = format!("{}:{}", quoted(key), quoted(value));
+    let function = match backend {
+        sea_orm::DatabaseBackend::Postgres => "strpos",
+        _ => "instr",
+    };
+    Expr::expr(
+        Func::cust(Alias::new(function))
+            .arg(Expr::col((deployments::Entity, deployments::Column::Tags)))
+            .arg(fragment),
+    )
+    .gt(0)
 }
 
 /// The ids of deployments an event of which came from a delivery `rule` decided.

@@ -535,7 +535,11 @@ fn answer(
 
 /// Tells the other replicas which events this transaction stored; PostgreSQL delivers the
 /// notification only if the transaction commits.
-async fn notify(txn: &DatabaseTransaction, replica: &str, event_ids: &[i64]) -> Result<(), StoreError> {
+pub(crate) async fn notify(
+    txn: &DatabaseTransaction,
+    replica: &str,
+    event_ids: &[i64],
+) -> Result<(), StoreError> {
     if event_ids.is_empty() || txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
     }

@@ -211,3 +211,208 @@ async fn a_webhook_cannot_pass_itself_off_as_the_write_api() {
     assert_eq!(data["deployments"]["totalCount"], 0);
     app.stop().await;
 }
+
+const ANNOTATE: &str = "mutation($id: ID!, $tags: [TagInput!]!, $note: String) {
+    annotateDeployment(id: $id, tags: $tags, note: $note) { deliveryId deployment { tags { key value } note } } }";
+
+fn tagged(data: &Value) -> Vec<String> {
+    data["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["value"].as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn tags_come_from_payloads_and_annotations_and_filter_every_read_path() {
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |s| s.write_tokens = vec!["write-1".into()]).await;
+    let mut body = crate::helpers::generic("r-1", "succeeded");
+    body["tags"] = json!({ "region": "eu", "release-train": 42 });
+    body["description"] = json!("Hotfix for INV-12");
+    app.deliver(body).await;
+    crate::contract::send_fixture(&app, "github", "workflow_run_completed_deploy.derived.json").await;
+    let window = r#"from: "2000-01-01T00:00:00Z", to: "2100-01-01T00:00:00Z""#;
+    let query = format!(
+        "{{ eu: deployments(filter: {{ tags: [\"region:eu\"] }}) {{ totalCount nodes {{ id tags {{ key value }} note }} }}
+            upper: deployments(filter: {{ tags: [\"region:EU\"] }}) {{ totalCount }}
+            workflow: deployments(filter: {{ tags: [\"workflow:Deploy to production\"] }}) {{ totalCount }}
+            list: deploymentList({window}, tags: [\"region:eu\"]) {{ tags note }}
+            annotations: deploymentAnnotations({window}, tags: [\"release-train:42\"]) {{ tags text }}
+            frequency: deploymentFrequency({window}, interval: WEEK, tags: [\"region:eu\"]) {{ count }} }}"
+    );
+    let data = app.data(&query, json!({})).await;
+    assert_eq!(data["eu"]["totalCount"], 1);
+    let node = &data["eu"]["nodes"][0];
+    assert_eq!(tagged(node), ["region:eu", "release-train:42"]);
+    assert_eq!(node["note"], "Hotfix for INV-12");
+    assert_eq!(
+        data["upper"]["totalCount"], 0,
+        "tags match exactly, on both backends"
+    );
+    assert_eq!(
+        data["workflow"]["totalCount"], 1,
+        "GitHub's workflow name is a tag"
+    );
+    assert_eq!(
+        data["list"],
+        json!([{ "tags": "region:eu,release-train:42", "note": "Hotfix for INV-12" }])
+    );
+    let annotation = &data["annotations"][0];
+    assert!(
+        annotation["tags"]
+            .as_str()
+            .unwrap()
+            .ends_with(",region:eu,release-train:42")
+    );
+    assert!(annotation["text"].as_str().unwrap().contains("Hotfix for INV-12"));
+    let weekly: i64 = data["frequency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(weekly, 1);
+    let refused = app
+        .graphql(
+            "{ deployments(filter: { tags: [\"region\"] }) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+
+    // People move it to another region and drop a tag; subscribers to the new tag hear it.
+    let id = node["id"].clone();
+    let mut moved = app
+        .subscribe(
+            "subscription { deploymentEvents(filter: { tags: [\"region:us\"] }) { deployment { externalId note } } }",
+            json!({}),
+        )
+        .await;
+    let tags = json!([{ "key": "region", "value": "us" }, { "key": "release-train", "value": null }]);
+    let annotated = answer(
+        &app,
+        Some("write-1"),
+        ANNOTATE,
+        json!({ "id": id, "tags": tags, "note": "moved to us-east" }),
+    )
+    .await;
+    let done = &annotated["data"]["annotateDeployment"];
+    assert_eq!(tagged(&done["deployment"]), ["region:us"], "{annotated}");
+    assert_eq!(done["deployment"]["note"], "moved to us-east");
+    let event = moved
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the annotation's event");
+    assert_eq!(
+        event["deploymentEvents"]["deployment"],
+        json!({ "externalId": "r-1", "note": "moved to us-east" })
+    );
+    let journaled = app
+        .data(
+            "query($id: ID!) { delivery(id: $id) { source kind recordedBy body } }",
+            json!({ "id": done["deliveryId"] }),
+        )
+        .await;
+    assert_eq!(journaled["delivery"]["source"], "shiplog");
+    assert_eq!(journaled["delivery"]["kind"], "API");
+    assert!(
+        journaled["delivery"]["recordedBy"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:")
+    );
+    assert!(
+        journaled["delivery"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("annotateDeployment")
+    );
+    // A later delivery from the tool without tags keeps people's.
+    app.deliver(crate::helpers::generic("r-1", "succeeded")).await;
+    let missing = answer(
+        &app,
+        Some("write-1"),
+        ANNOTATE,
+        json!({ "id": "999999", "tags": [] }),
+    )
+    .await;
+    assert_eq!(error_code(&missing), "NOT_FOUND", "{missing}");
+    app.stop().await;
+
+    // Replay moves the deployment to a new name; people's tags and note stay on it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shiplog.toml");
+    std::fs::write(&config, "[systems.payments]\naliases = [\"billing\"]\n").unwrap();
+    let replayed = crate::replay::replay(&db, &config);
+    assert!(replayed.contains("deployments moved"), "{replayed}");
+    let app = spawn_app_on(db, |_| {}).await;
+    let data = app
+        .data(
+            "{ deployments(filter: { tags: [\"region:us\"] }) { nodes { system { name } note } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["deployments"]["nodes"],
+        json!([{ "system": { "name": "payments" }, "note": "moved to us-east" }])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_change_mark_moves_doras_change_failure_rate() {
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        s.write_tokens = vec!["write-1".into()]
+    })
+    .await;
+    for (id, finished) in [("d-1", "2026-11-02T10:00:00Z"), ("d-2", "2026-11-02T10:30:00Z")] {
+        let mut body = crate::helpers::generic(id, "succeeded");
+        body["finishedAt"] = json!(finished);
+        app.deliver(body).await;
+    }
+    let dora = r#"{ doraMetrics(from: "2026-11-01T00:00:00Z", to: "2026-11-08T00:00:00Z", groupBy: []) {
+        failedDeployments markedFailedChanges failedChanges changeFailureRate recoveries medianTimeToRecoverySeconds }
+        deployments(filter: { statuses: [SUCCEEDED] }) { nodes { id externalId failedChange failedChangeReason } } }"#;
+    let before = app.data(dora, json!({})).await;
+    assert_eq!(before["doraMetrics"][0]["changeFailureRate"], 0.0);
+    let first = before["deployments"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["externalId"] == "d-1")
+        .unwrap()["id"]
+        .clone();
+    let mark = "mutation($id: ID!, $failed: Boolean!) { markFailedChange(id: $id, failed: $failed, reason: \"broke checkout\") {
+        deployment { failedChange failedChangeReason } } }";
+    let marked = answer(
+        &app,
+        Some("write-1"),
+        mark,
+        json!({ "id": first, "failed": true }),
+    )
+    .await;
+    assert_eq!(
+        marked["data"]["markFailedChange"]["deployment"],
+        json!({ "failedChange": true, "failedChangeReason": "broke checkout" })
+    );
+    let after = app.data(dora, json!({})).await;
+    assert_eq!(
+        after["doraMetrics"][0],
+        json!({ "failedDeployments": 0, "markedFailedChanges": 1, "failedChanges": 1, "changeFailureRate": 0.5,
+                "recoveries": 1, "medianTimeToRecoverySeconds": 1800.0 })
+    );
+    answer(
+        &app,
+        Some("write-1"),
+        mark,
+        json!({ "id": first, "failed": false }),
+    )
+    .await;
+    let unmarked = app.data(dora, json!({})).await;
+    assert_eq!(unmarked["doraMetrics"][0]["changeFailureRate"], 0.0);
+    let refused = answer(&app, None, mark, json!({ "id": first, "failed": true })).await;
+    assert_eq!(error_code(&refused), "FORBIDDEN");
+    app.stop().await;
+}

@@ -39,6 +39,10 @@ pub struct DeclaredConfig {
     pub url: Option<String>,
     pub actor: Option<String>,
     pub committed_at: Option<String>,
+    /// An object of key: value tags (`{pipeline: .pipeline.slug}`).
+    pub tags: Option<String>,
+    /// A note (`.build.message`).
+    pub note: Option<String>,
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub statuses: BTreeMap<String, String>,
@@ -172,7 +176,7 @@ impl Declared {
 }
 
 /// The field expressions as written, by key.
-fn field_texts(config: &DeclaredConfig) -> [(&'static str, &Option<String>); 11] {
+fn field_texts(config: &DeclaredConfig) -> [(&'static str, &Option<String>); 13] {
     [
         ("system", &config.system),
         ("environment", &config.environment),
@@ -185,6 +189,8 @@ fn field_texts(config: &DeclaredConfig) -> [(&'static str, &Option<String>); 11]
         ("url", &config.url),
         ("actor", &config.actor),
         ("committed_at", &config.committed_at),
+        ("tags", &config.tags),
+        ("note", &config.note),
     ]
 }
 
@@ -377,6 +383,18 @@ impl Declared {
             s if s.is_terminal() => finished_at.or(started_at),
             _ => None,
         };
+        let tags = match value("tags") {
+            None => BTreeMap::new(),
+            Some(Value::Object(map)) => {
+                let pairs: Vec<(&str, String)> = map
+                    .iter()
+                    .filter_map(|(key, value)| as_text(value).map(|text| (key.as_str(), text)))
+                    .collect();
+                crate::domain::tags::checked_all(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                    .map_err(|problems| self.fields["tags"].failed(&problems.join("; ")))?
+            }
+            Some(_) => return Err(self.fields["tags"].failed("gave a value that is not an object")),
+        };
         Ok(Observation {
             external_id: truncate(external_id.trim(), MAX_NAME_LEN),
             system: name("system")?,
@@ -385,6 +403,8 @@ impl Declared {
             status,
             raw_status,
             occurred_at: reported.unwrap_or(received_at),
+            tags,
+            note: text("note"),
             times_estimated: reported.is_none(),
             started_at,
             finished_at: finished_at.filter(|_| status.is_terminal()),

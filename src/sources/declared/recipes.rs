@@ -88,6 +88,8 @@ pub fn resolve(source: &str, config: DeclaredConfig) -> Result<DeclaredConfig, S
         url: config.url.or(base.url),
         actor: config.actor.or(base.actor),
         committed_at: config.committed_at.or(base.committed_at),
+        tags: config.tags.or(base.tags),
+        note: config.note.or(base.note),
         auth: config.auth.or(base.auth),
         statuses,
     })
