@@ -288,9 +288,14 @@ pub struct Settings {
     pub mapping: RulesConfig,
     /// `[systems.<name>]`: the catalog (team, description, repository, links, tags, aliases).
     pub systems: BTreeMap<String, crate::domain::CatalogEntry>,
-    /// The catalog, checked (from `systems`).
+    /// `[catalog]`: other places systems are described (Backstage files).
+    pub catalog: CatalogFiles,
+    /// The catalog, checked (from `systems` and `catalog`).
     #[serde(skip)]
-    pub catalog: std::sync::Arc<crate::domain::Catalog>,
+    pub checked_catalog: std::sync::Arc<crate::domain::Catalog>,
+    /// The settings file's folder: relative catalog paths start there.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
     /// `[api]`: keys and URLs for enrichment.
     pub api: ApiSettings,
     /// `[dora]`: which environments count as production.
@@ -333,7 +338,9 @@ impl Default for Settings {
             secrets: BTreeMap::new(),
             mapping: RulesConfig::default(),
             systems: BTreeMap::new(),
-            catalog: Default::default(),
+            catalog: CatalogFiles::default(),
+            checked_catalog: Default::default(),
+            base_dir: None,
             api: ApiSettings::default(),
             dora: Default::default(),
             board: Default::default(),
@@ -348,6 +355,42 @@ impl Default for Settings {
             reconcile: Vec::new(),
             sections: BTreeMap::new(),
         }
+    }
+}
+
+/// `[catalog]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogFiles {
+    /// Backstage catalog files, or glob patterns (`../catalog/**/catalog-info.yaml`), relative
+    /// to the settings file's folder.
+    pub backstage_files: Vec<String>,
+}
+
+impl CatalogFiles {
+    /// The files the patterns name, sorted; a pattern that names none is an error (a typo
+    /// would otherwise empty the catalog silently).
+    fn files(&self, base: Option<&std::path::Path>) -> Result<Vec<PathBuf>, String> {
+        let mut files = Vec::new();
+        for pattern in &self.backstage_files {
+            let full = match base {
+                Some(base) if std::path::Path::new(pattern).is_relative() => base.join(pattern),
+                _ => PathBuf::from(pattern),
+            };
+            let text = full.to_string_lossy().to_string();
+            let mut found: Vec<PathBuf> = glob::glob(&text)
+                .map_err(|e| format!("[catalog] backstage_files: `{pattern}` is not a pattern: {e}"))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            if found.is_empty() {
+                return Err(format!("[catalog] backstage_files: no file matches `{text}`"));
+            }
+            files.append(&mut found);
+        }
+        files.sort();
+        files.dedup();
+        Ok(files)
     }
 }
 
@@ -427,6 +470,12 @@ impl Settings {
         if let Some(attempts) = args.retry_max_attempts {
             settings.api.retry_max_attempts = Some(attempts);
         }
+        settings.base_dir = args
+            .config
+            .as_deref()
+            .or(Some(std::path::Path::new("shiplog.toml")))
+            .and_then(|file| file.parent())
+            .map(std::path::Path::to_path_buf);
         settings.finish()
     }
 
@@ -449,16 +498,53 @@ impl Settings {
                 known.join(", ")
             )));
         }
-        let catalog = crate::domain::Catalog::new(&self.systems, &self.mapping.system_aliases)
+        let entries = self.catalog_entries()?;
+        let catalog = crate::domain::Catalog::new(&entries, &self.mapping.system_aliases)
             .map_err(ConfigError::Invalid)?;
         self.mapping.catalog_aliases = catalog.aliases();
-        self.catalog = std::sync::Arc::new(catalog);
+        self.checked_catalog = std::sync::Arc::new(catalog);
         self.secrets.retain(|_, secret| !secret.trim().is_empty());
         self.api.heroku_key = self.api.heroku_key.filter(|k| !k.is_empty());
         self.api.octopus_key = self.api.octopus_key.filter(|k| !k.is_empty());
         self.webhook_rate_limit = self.webhook_rate_limit.max(0.0);
         self.retry.max_attempts = self.api.retry_max_attempts.unwrap_or(25).max(1);
         Ok(self)
+    }
+
+    /// The `[systems]` tables over the Components of `[catalog] backstage_files` (a table wins
+    /// field by field; aliases add up).
+    fn catalog_entries(&self) -> Result<BTreeMap<String, crate::domain::CatalogEntry>, ConfigError> {
+        let mut entries: BTreeMap<String, crate::domain::CatalogEntry> = BTreeMap::new();
+        for path in self
+            .catalog
+            .files(self.base_dir.as_deref())
+            .map_err(ConfigError::Invalid)?
+        {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let components = crate::domain::backstage::components(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            for (name, mut entry) in components {
+                entry.origin = Some(format!("{} (Component {name})", path.display()));
+                let merged = match entries.remove(&name) {
+                    Some(before) => before.over(entry),
+                    None => entry,
+                };
+                entries.insert(name, merged);
+            }
+        }
+        for (name, table) in &self.systems {
+            let mut table = table.clone();
+            table.origin = Some(format!("[systems.{name}]"));
+            let merged = match entries.remove(name) {
+                Some(backstage) => table.over(backstage),
+                None => table,
+            };
+            entries.insert(name.clone(), merged);
+        }
+        Ok(entries)
     }
 
     /// A source's section of the file.

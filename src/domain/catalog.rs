@@ -21,6 +21,33 @@ pub struct CatalogEntry {
     /// The names tools use for this system (the same as `[mapping] system_aliases`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Where it was read, for messages (`[systems.billing]`, or a Backstage file); not a key.
+    #[serde(skip)]
+    pub origin: Option<String>,
+}
+
+impl CatalogEntry {
+    /// This entry with `other`'s fields where it has none, and both's aliases (a TOML table
+    /// over what a Backstage file says).
+    pub fn over(mut self, other: CatalogEntry) -> Self {
+        self.team = self.team.or(other.team);
+        self.description = self.description.or(other.description);
+        self.repository = self.repository.or(other.repository);
+        for (key, value) in other.links {
+            self.links.entry(key).or_insert(value);
+        }
+        for (key, value) in other.tags {
+            self.tags.entry(key).or_insert(value);
+        }
+        self.aliases.extend(other.aliases);
+        self.aliases.sort();
+        self.aliases.dedup();
+        self.origin = match (self.origin, other.origin) {
+            (Some(a), Some(b)) => Some(format!("{a} and {b}")),
+            (a, b) => a.or(b),
+        };
+        self
+    }
 }
 
 /// A system's repository on a Git host.
@@ -119,11 +146,12 @@ impl Catalog {
                     && other != &system.name
                 {
                     return Err(format!(
-                        "[systems.{name}] aliases: `{alias}` is already an alias of `{other}` in {origin}; \
-                         a tool's name can be one system's only"
+                        "{} aliases: `{alias}` is already an alias of `{other}` in {origin}; \
+                         a tool's name can be one system's only",
+                        table(name, entry)
                     ));
                 }
-                claimed.insert(key, (system.name.clone(), format!("[systems.{name}]")));
+                claimed.insert(key, (system.name.clone(), table(name, entry)));
             }
             if let Some(team) = &system.team {
                 catalog
@@ -191,10 +219,18 @@ impl Catalog {
     }
 }
 
+/// Where an entry came from, for messages.
+fn table(name: &str, entry: &CatalogEntry) -> String {
+    entry
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("[systems.{name}]"))
+}
+
 /// One table, checked: names trimmed and within bounds, links that are URLs, a repository a
 /// Git host can be asked about.
 fn checked_system(name: &str, entry: &CatalogEntry) -> Result<CatalogSystem, String> {
-    let at = |field: &str| format!("[systems.{name}] {field}");
+    let at = |field: &str| format!("{} {field}", table(name, entry));
     let text = |field: &str, value: &Option<String>, max: usize| -> Result<Option<String>, String> {
         match value.as_deref().map(str::trim) {
             None => Ok(None),

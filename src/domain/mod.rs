@@ -2,6 +2,7 @@
 //!
 //! Nothing after `sources/` branches on which tool sent an event: it only sees [`Observation`]s.
 
+pub mod backstage;
 pub mod buckets;
 pub mod catalog;
 pub mod decision;

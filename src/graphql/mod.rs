@@ -54,7 +54,7 @@ pub fn schema(
     .data(hub)
     .data(settings.dora.clone())
     .data(settings.board.clone())
-    .data(settings.catalog.clone())
+    .data(settings.checked_catalog.clone())
     .data(budget::BigAnswers::per_core())
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)

@@ -163,8 +163,15 @@ impl Argocd {
         .iter()
         .find_map(|pointer| text(body, pointer));
         let commit_sha = sha(revision.clone());
+        // The application's labels are its tags (those a tag can hold: Kubernetes label keys
+        // with a prefix, `app.kubernetes.io/name`, are; empty values are not).
+        let tags = labels
+            .iter()
+            .filter_map(|(key, value)| crate::domain::tags::checked(key, value).ok())
+            .take(crate::domain::tags::MAX_TAGS)
+            .collect();
         Ok(Observation {
-            tags: Default::default(),
+            tags,
             note: None,
             external_id: truncated_id(external_id)?,
             system: name(

@@ -28,7 +28,7 @@ team = "payments"
 fn with_catalog(settings: &mut Settings, text: &str) {
     let parsed = Settings::from_toml(text).expect("the catalog is valid");
     settings.systems = parsed.systems;
-    settings.catalog = parsed.catalog;
+    settings.checked_catalog = parsed.checked_catalog;
     settings.mapping = parsed.mapping;
 }
 
@@ -249,4 +249,116 @@ fn a_bad_catalog_names_the_table_and_what_to_write() {
         let error = Settings::from_toml(text).unwrap_err().to_string();
         assert!(error.contains(said), "{text}: {error}");
     }
+}
+
+fn backstage_dir() -> std::path::PathBuf {
+    crate::fixtures::fixture_dir("backstage")
+}
+
+#[tokio::test]
+async fn backstage_files_fold_three_tools_names_and_a_table_wins_field_by_field() {
+    let text = format!(
+        "[catalog]\nbackstage_files = [\"{}/*.yaml\"]\n[systems.deployer]\ndescription = \"From the TOML table\"\n",
+        backstage_dir().display()
+    );
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db, |s| with_catalog(s, &text)).await;
+    send_fixture(&app, "gitlab", "deployment_success.json").await;
+    send_fixture(&app, "github", "deployment_status_created_success.json").await;
+    send_fixture(&app, "argocd", "body_succeeded.rendered.derived.json").await;
+    let data = app
+        .data(
+            "{ systemNames system(name: \"deployer\") { team { name } description repository links { name url }
+                 tags { key value } deployments { totalCount nodes { rawSystem source tags { key value } } } }
+               teams { name systemNames } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["systemNames"],
+        json!(["deployer"]),
+        "three tools, one system"
+    );
+    let deployer = &data["system"];
+    assert_eq!(
+        deployer["team"]["name"], "platform",
+        "spec.owner group:default/platform"
+    );
+    assert_eq!(deployer["description"], "From the TOML table");
+    assert_eq!(deployer["repository"], "github:Codertocat/Hello-World");
+    assert_eq!(
+        deployer["links"],
+        json!([{ "name": "Dashboard", "url": "https://grafana.example.com/d/deployer" }])
+    );
+    assert_eq!(
+        deployer["tags"],
+        json!([{ "key": "lifecycle", "value": "production" }, { "key": "type", "value": "service" }])
+    );
+    assert_eq!(deployer["deployments"]["totalCount"], 3);
+    assert_eq!(
+        names(&deployer["deployments"]["nodes"], "source"),
+        ["argocd", "github", "gitlab"]
+    );
+    let argo = deployer["deployments"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["source"] == "argocd")
+        .unwrap();
+    assert!(
+        argo["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "key": "cluster_name", "value": "gke-alpha-01-europe-west1" })),
+        "Argo CD's labels are tags: {argo}"
+    );
+    assert_eq!(
+        data["teams"],
+        json!([{ "name": "CNCF", "systemNames": ["backstage-existing"] },
+               { "name": "platform", "systemNames": ["deployer"] },
+               { "name": "team-a", "systemNames": ["artist-lookup"] }]),
+        "the Group and the API entities are not systems"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn backstage_paths_start_at_the_settings_file_and_a_pattern_matching_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    std::fs::copy(
+        backstage_dir().join("deployer.catalog-info.yaml"),
+        dir.path().join("catalog/catalog-info.yaml"),
+    )
+    .unwrap();
+    let config = dir.path().join("shiplog.toml");
+    let run = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+            .current_dir(std::env::temp_dir())
+            .args(["--config", config.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, said) = run("[catalog]\nbackstage_files = [\"catalog/**/catalog-info.yaml\"]\n");
+    assert!(
+        ok && said.contains("catalog: 1 systems, 1 teams (platform)"),
+        "{said}"
+    );
+    let (ok, said) = run("[catalog]\nbackstage_files = [\"catalgo/*.yaml\"]\n");
+    assert!(
+        !ok && said.contains("no file matches") && said.contains("catalgo"),
+        "{said}"
+    );
+    let (ok, said) = run(
+        "[catalog]\nbackstage_files = [\"catalog/*.yaml\"]\n[systems.other]\naliases = [\"velero-test\"]\n",
+    );
+    assert!(
+        !ok && said.contains("velero-test") && said.contains("catalog-info.yaml (Component deployer)"),
+        "an alias two places claim names both: {said}"
+    );
 }

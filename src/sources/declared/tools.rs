@@ -62,6 +62,13 @@ pub fn check_config(settings: &Settings) -> Result<Vec<String>, Vec<String>> {
         settings.sources.len(),
         settings.sources.keys().cloned().collect::<Vec<_>>().join(", ")
     )];
+    let catalog = &settings.checked_catalog;
+    lines.push(format!(
+        "catalog: {} systems, {} teams ({})",
+        catalog.systems().count(),
+        catalog.teams().len(),
+        catalog.teams().keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
     let mut problems = Vec::new();
     for source in registry.iter() {
         let name = source.name();
