@@ -302,6 +302,8 @@ pub struct Settings {
     pub dora: crate::graphql::grafana::DoraConfig,
     /// `[board]`: the order of environments.
     pub board: crate::graphql::board::BoardConfig,
+    /// `[environments]`: which come and go, and when one counts as stopped.
+    pub environments: crate::domain::lifecycle::EnvironmentsConfig,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
     /// Tokens for reading the GraphQL API (empty: open).
@@ -344,6 +346,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             dora: Default::default(),
             board: Default::default(),
+            environments: Default::default(),
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Text,
             api_tokens: Vec::new(),

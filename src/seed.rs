@@ -196,6 +196,7 @@ impl Maker<'_> {
                 origin: None,
                 tags: Default::default(),
                 note: None,
+                environment_url: None,
                 times_estimated: false,
             },
         }

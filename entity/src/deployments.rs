@@ -52,6 +52,9 @@ pub struct Model {
     pub failed_change: Option<bool>,
     #[sea_orm(column_type = "Text", nullable)]
     pub failed_change_reason: Option<String>,
+    /// Where the environment can be visited, as the tool last said.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub environment_url: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

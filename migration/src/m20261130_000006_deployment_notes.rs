@@ -1,6 +1,7 @@
 //! Deployments carry key:value tags (from the payloads that have them, the generic webhook and
 //! the write API), a note, and whether people marked them as a failed change (a deployment
-//! that succeeded but broke production: DORA's change failure rate counts it).
+//! that succeeded but broke production: DORA's change failure rate counts it); and where the
+//! environment can be visited, where the tool says.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -15,6 +16,8 @@ enum Deployments {
     Note,
     FailedChange,
     FailedChangeReason,
+    /// Where the environment can be visited, as the tool last said.
+    EnvironmentUrl,
 }
 
 #[async_trait::async_trait]
@@ -26,6 +29,7 @@ impl MigrationTrait for Migration {
             text_null(Deployments::Note),
             boolean_null(Deployments::FailedChange),
             text_null(Deployments::FailedChangeReason),
+            text_null(Deployments::EnvironmentUrl),
         ] {
             let mut column = column;
             manager
@@ -46,6 +50,7 @@ impl MigrationTrait for Migration {
             Deployments::Note,
             Deployments::FailedChange,
             Deployments::FailedChangeReason,
+            Deployments::EnvironmentUrl,
         ] {
             manager
                 .alter_table(

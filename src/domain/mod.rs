@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod catalog;
 pub mod decision;
 pub mod dora;
+pub mod lifecycle;
 mod rules;
 pub mod tags;
 mod time;
@@ -70,6 +71,10 @@ pub struct Observation {
     /// A note the tool gives (the generic webhook's `description`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Where the environment can be visited (GitLab's `environment_external_url`, GitHub's
+    /// `environment_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_url: Option<String>,
 }
 
 #[cfg(test)]
@@ -96,6 +101,7 @@ impl Observation {
             origin: None,
             tags: Default::default(),
             note: None,
+            environment_url: None,
             times_estimated: false,
         }
     }

@@ -46,6 +46,9 @@ pub struct BoardRow {
     pub system: System,
     /// One per column of `Board.environments`, in the same order.
     pub cells: Vec<BoardCell>,
+    /// This system's cells in ephemeral environments (`Board.ephemeralEnvironments`), newest
+    /// first: the board's collapsible column.
+    pub ephemeral_cells: Vec<BoardCell>,
 }
 
 /// One system in one environment.
@@ -71,9 +74,47 @@ pub struct Board {
     /// `board`, or `board:` and its filters: the same for the same arguments, so that clients
     /// that cache by id (Apollo Client, urql) merge two views of one board.
     pub id: ID,
-    /// The columns, ordered by tier.
+    /// The columns, ordered by tier (ephemeral environments are not columns).
     pub environments: Vec<Environment>,
+    /// Ephemeral environments (`[environments] ephemeral`: review apps, previews), newest
+    /// deployment first: one collapsible column, each row's in `BoardRow.ephemeralCells`.
+    pub ephemeral_environments: Vec<Environment>,
     pub rows: Vec<BoardRow>,
+}
+
+/// What an environment's cells say about it: its tier and URL from its newest deployment that
+/// gives them, and when anything was last deployed to it.
+#[derive(Clone, Debug, Default)]
+pub struct EnvironmentFacts {
+    pub tier: Option<String>,
+    pub url: Option<String>,
+    pub last_deployed_at: Option<i64>,
+}
+
+impl EnvironmentFacts {
+    /// Facts per environment id from cells.
+    pub fn of(cells: &[Cell]) -> HashMap<i64, EnvironmentFacts> {
+        let mut newest: HashMap<i64, Vec<&entity::deployments::Model>> = HashMap::new();
+        for cell in cells {
+            newest.entry(cell.environment_id).or_default().extend(
+                [&cell.current, &cell.in_progress, &cell.last_failure, &cell.latest]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        newest
+            .into_iter()
+            .map(|(id, mut deployments)| {
+                deployments.sort_by_key(|d| std::cmp::Reverse((d.deployed_at, d.id)));
+                let facts = EnvironmentFacts {
+                    tier: deployments.iter().find_map(|d| d.environment_tier.clone()),
+                    url: deployments.iter().find_map(|d| d.environment_url.clone()),
+                    last_deployed_at: deployments.first().map(|d| d.deployed_at),
+                };
+                (id, facts)
+            })
+            .collect()
+    }
 }
 
 fn rank(order: &[String], name: &str, tier: Option<&str>) -> usize {
@@ -99,6 +140,11 @@ impl BoardQuery {
         #[graphql(desc = "Team names: only their systems (the catalog's `team`).")] teams: Option<
             Vec<String>,
         >,
+        #[graphql(
+            default,
+            desc = "Also environments nothing was deployed to for longer than `[environments]` allows."
+        )]
+        include_stopped: bool,
     ) -> Result<Board> {
         let store = ctx.data::<Store>()?;
         let config = ctx.data::<BoardConfig>()?;
@@ -147,15 +193,57 @@ impl BoardQuery {
                 .await
                 .map_err(internal)?
         };
+        let lifecycle = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
+        let (cells, ephemeral) = visible(cells, &all_environments, lifecycle, include_stopped);
+        let (ephemeral_cells, cells): (Vec<Cell>, Vec<Cell>) = cells
+            .into_iter()
+            .partition(|c| ephemeral.iter().any(|e| e.id == c.environment_id));
         let columns = columns(&cells, &all_environments, &config.environment_order);
-        let id = board_id(systems.as_deref(), environments.as_deref());
-        let rows = rows(&id, cells, &columns, &all_systems, &all_environments);
+        let mut id = board_id(systems.as_deref(), environments.as_deref());
+        if include_stopped {
+            id.push_str(";stopped");
+        }
+        let rows = rows(
+            &id,
+            (cells, ephemeral_cells),
+            (&columns, &ephemeral),
+            &all_systems,
+            &all_environments,
+        );
         Ok(Board {
             id: ID(id),
             environments: columns.into_iter().map(|e| Environment(e.clone())).collect(),
+            ephemeral_environments: ephemeral.into_iter().map(|e| Environment(e.clone())).collect(),
             rows,
         })
     }
+}
+
+/// The cells of environments still in use (all with `include_stopped`), and the ephemeral
+/// environments among them, newest deployment first.
+fn visible<'a>(
+    cells: Vec<Cell>,
+    environments: &'a [Named],
+    lifecycle: &crate::domain::lifecycle::EnvironmentsConfig,
+    include_stopped: bool,
+) -> (Vec<Cell>, Vec<&'a Named>) {
+    let facts = EnvironmentFacts::of(&cells);
+    let now = crate::domain::now_millis();
+    let last = |id: i64| facts.get(&id).and_then(|f| f.last_deployed_at);
+    let shown: Vec<&Named> = environments
+        .iter()
+        .filter(|e| include_stopped || !lifecycle.is_stopped(&e.name, last(e.id), now))
+        .collect();
+    let cells: Vec<Cell> = cells
+        .into_iter()
+        .filter(|c| shown.iter().any(|e| e.id == c.environment_id))
+        .collect();
+    let mut ephemeral: Vec<&Named> = shown
+        .into_iter()
+        .filter(|e| lifecycle.is_ephemeral(&e.name) && cells.iter().any(|c| c.environment_id == e.id))
+        .collect();
+    ephemeral.sort_by_key(|e| (std::cmp::Reverse(last(e.id)), e.name.clone()));
+    (cells, ephemeral)
 }
 
 /// The columns: environments that have a cell, ordered by configured name or tool tier.
@@ -200,15 +288,15 @@ fn board_id(systems: Option<&[String]>, environments: Option<&[String]>) -> Stri
 /// One row per system that has a cell, by name, with a cell per column.
 fn rows(
     board: &str,
-    cells: Vec<Cell>,
-    columns: &[&Named],
+    (cells, ephemeral_cells): (Vec<Cell>, Vec<Cell>),
+    (columns, ephemeral): (&[&Named], &[&Named]),
     systems: &[Named],
     environments: &[Named],
 ) -> Vec<BoardRow> {
     let systems_by_id: HashMap<i64, &Named> = systems.iter().map(|s| (s.id, s)).collect();
     let environments_by_id: HashMap<i64, &Named> = environments.iter().map(|e| (e.id, e)).collect();
     let mut by_system: BTreeMap<String, (Named, HashMap<i64, Cell>)> = BTreeMap::new();
-    for cell in cells {
+    for cell in cells.into_iter().chain(ephemeral_cells) {
         let Some(system) = systems_by_id.get(&cell.system_id) else {
             continue;
         };
@@ -224,26 +312,33 @@ fn rows(
             Deployment::with_names(row, Some(system.clone()), environment)
         })
     };
+    let board_cell = |system: &Named, environment: &Named, cell: Option<Cell>| {
+        let (current, in_progress, last_failure, latest) = match cell {
+            Some(c) => (c.current, c.in_progress, c.last_failure, c.latest),
+            None => (None, None, None, None),
+        };
+        BoardCell {
+            id: ID(format!("cell:{}:{}", system.id, environment.id)),
+            environment: Environment(environment.clone()),
+            current: deployment(current, system),
+            in_progress: deployment(in_progress, system),
+            last_failure: deployment(last_failure, system),
+            latest: deployment(latest, system),
+        }
+    };
     by_system
         .into_values()
         .map(|(system, mut cells)| BoardRow {
             id: ID(format!("{board}/row:{}", system.id)),
             cells: columns
                 .iter()
-                .map(|environment| {
-                    let cell = cells.remove(&environment.id);
-                    let (current, in_progress, last_failure, latest) = match cell {
-                        Some(c) => (c.current, c.in_progress, c.last_failure, c.latest),
-                        None => (None, None, None, None),
-                    };
-                    BoardCell {
-                        id: ID(format!("cell:{}:{}", system.id, environment.id)),
-                        environment: Environment((*environment).clone()),
-                        current: deployment(current, &system),
-                        in_progress: deployment(in_progress, &system),
-                        last_failure: deployment(last_failure, &system),
-                        latest: deployment(latest, &system),
-                    }
+                .map(|environment| board_cell(&system, environment, cells.remove(&environment.id)))
+                .collect(),
+            ephemeral_cells: ephemeral
+                .iter()
+                .filter_map(|environment| {
+                    let cell = cells.remove(&environment.id)?;
+                    Some(board_cell(&system, environment, Some(cell)))
                 })
                 .collect(),
             system: System(system),

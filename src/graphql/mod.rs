@@ -54,6 +54,7 @@ pub fn schema(
     .data(hub)
     .data(settings.dora.clone())
     .data(settings.board.clone())
+    .data(settings.environments.clone())
     .data(settings.checked_catalog.clone())
     .data(budget::BigAnswers::per_core())
     .limit_depth(MAX_DEPTH)

@@ -115,6 +115,7 @@ mod tests {
                 note: None,
                 failed_change: None,
                 failed_change_reason: None,
+                environment_url: None,
             },
             system: Named {
                 id: 1,

@@ -628,6 +628,32 @@ impl Environment {
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// The tool's tier for it (GitLab's `deployment_tier`, Heroku's stage, GitHub's
+    /// production flag), from its newest deployment that gives one.
+    async fn tier(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self.facts(ctx).await?.tier)
+    }
+    /// Where it can be visited (GitLab's `environment_external_url`, GitHub's
+    /// `environment_url`), from its newest deployment that gives one.
+    async fn url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self.facts(ctx).await?.url)
+    }
+    /// When anything was last deployed to it.
+    async fn last_deployed_at(&self, ctx: &Context<'_>) -> Result<Option<Instant>> {
+        Ok(self.facts(ctx).await?.last_deployed_at.map(Instant))
+    }
+    /// Whether its name matches `[environments] ephemeral` (review apps, previews).
+    async fn ephemeral(&self, ctx: &Context<'_>) -> Result<bool> {
+        let config = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
+        Ok(config.is_ephemeral(&self.0.name))
+    }
+    /// Whether nothing was deployed to it for longer than `[environments]` allows
+    /// (`ephemeral_stopped_after_days`, `stopped_after_days`): the board leaves it out.
+    async fn stopped(&self, ctx: &Context<'_>) -> Result<bool> {
+        let config = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
+        let last = self.facts(ctx).await?.last_deployed_at;
+        Ok(config.is_stopped(&self.0.name, last, crate::domain::now_millis()))
+    }
     /// Deployments to this environment, newest first.
     async fn deployments(
         &self,
@@ -654,6 +680,17 @@ impl Environment {
             .into_iter()
             .map(System)
             .collect())
+    }
+}
+
+impl Environment {
+    /// Its board cells' facts (two statements: its cells, their deployments).
+    async fn facts(&self, ctx: &Context<'_>) -> Result<super::board::EnvironmentFacts> {
+        let store = ctx.data::<Store>()?;
+        let cells = store.board_cells(&[], &[self.0.id]).await.map_err(internal)?;
+        Ok(super::board::EnvironmentFacts::of(&cells)
+            .remove(&self.0.id)
+            .unwrap_or_default())
     }
 }
 

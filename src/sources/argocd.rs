@@ -173,6 +173,7 @@ impl Argocd {
         Ok(Observation {
             tags,
             note: None,
+            environment_url: None,
             external_id: truncated_id(external_id)?,
             system: name(
                 self.config

@@ -214,6 +214,7 @@ impl Cdevents {
                     .map(|o| Observation {
                         tags: Default::default(),
                         note: None,
+                        environment_url: None,
                         times_estimated: stamped.is_none(),
                         ..o
                     })
@@ -281,6 +282,7 @@ impl Cdevents {
             origin: None,
             tags: Default::default(),
             note: None,
+            environment_url: None,
             times_estimated: false,
         }]))
     }
@@ -311,6 +313,7 @@ fn service(event: &Value, predicate: &str, external_id: String, at: i64) -> Resu
         origin: None,
         tags: Default::default(),
         note: None,
+        environment_url: None,
         times_estimated: false,
     })
 }

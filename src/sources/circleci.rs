@@ -200,6 +200,7 @@ impl Circleci {
         Ok(Parsed::Deployments(vec![Observation {
             tags,
             note: None,
+            environment_url: None,
             external_id: name(
                 text(event, &format!("{entity}/id")),
                 &format!("{}.id", &entity[1..]),

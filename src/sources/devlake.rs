@@ -152,6 +152,7 @@ fn parse(body: &Value) -> Result<Vec<Observation>, SourceError> {
             origin: None,
             tags: Default::default(),
             note: None,
+            environment_url: None,
             times_estimated: false,
         });
     }

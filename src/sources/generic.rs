@@ -142,6 +142,7 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
             Ok(Parsed::Deployments(vec![Observation {
                 tags,
                 note,
+                environment_url: None,
                 external_id,
                 system,
                 environment,

@@ -275,6 +275,8 @@ fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation
     Ok(Observation {
         tags: Default::default(),
         note: None,
+        environment_url: present(event, "/deployment_status/environment_url")
+            .filter(|u| u.starts_with("http")),
         external_id,
         system: name(text(event, "/repository/full_name"), "repository.full_name")?,
         environment: name(
@@ -340,6 +342,7 @@ impl Github {
         Ok(Parsed::Deployments(vec![Observation {
             tags: workflow_tag(Some(workflow.clone())),
             note: None,
+            environment_url: None,
             // Each attempt of a run is a deployment of its own (a re-run keeps the run's id).
             external_id: format!("run:{}:{attempt}", id(run, "/id")?),
             system: name(text(event, "/repository/full_name"), "repository.full_name")?,
@@ -402,6 +405,7 @@ impl Github {
         Ok(Parsed::Deployments(vec![Observation {
             tags: workflow_tag(present(job, "/workflow_name")),
             note: None,
+            environment_url: None,
             external_id: format!("job:{}", id(job, "/id")?),
             system: name(text(event, "/repository/full_name"), "repository.full_name")?,
             environment: self.environment_of(&job_name),

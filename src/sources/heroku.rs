@@ -182,6 +182,7 @@ impl Heroku {
             .unwrap_or(received_at),
             tags: Default::default(),
             note: None,
+            environment_url: None,
             times_estimated: if status.is_terminal() {
                 updated.is_none()
             } else {

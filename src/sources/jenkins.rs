@@ -261,6 +261,7 @@ impl Jenkins {
         let observation = Observation {
             tags: Default::default(),
             note: None,
+            environment_url: None,
             external_id: format!("{job}#{number}"),
             system: system.chars().take(MAX_NAME_LEN).collect(),
             environment: environment

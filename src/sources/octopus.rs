@@ -197,6 +197,7 @@ fn parse(body: &Value, received_at: i64) -> Result<Parsed, SourceError> {
     Ok(Parsed::Deployments(vec![Observation {
         tags: Default::default(),
         note: None,
+        environment_url: None,
         external_id: format!("{space}/{deployment}"),
         system: project.ok_or_else(|| SourceError::InvalidPayload("the event names no project".into()))?,
         environment: environment
@@ -277,6 +278,7 @@ fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, Sourc
         occurred_at: at.unwrap_or(received_at),
         tags: Default::default(),
         note: None,
+        environment_url: None,
         times_estimated: at.is_none(),
         started_at: started,
         finished_at: if status.is_terminal() { completed } else { None },

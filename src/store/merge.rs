@@ -62,6 +62,7 @@ pub fn new_deployment(
         note: observation.note.clone(),
         failed_change: None,
         failed_change_reason: None,
+        environment_url: observation.environment_url.clone(),
     }
 }
 
@@ -164,6 +165,7 @@ pub fn merge(
     next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
     next.tenant = pick(&current.tenant, &observation.tenant);
     next.note = pick(&current.note, &observation.note);
+    next.environment_url = pick(&current.environment_url, &observation.environment_url);
     // Tags add up; on a key both have, the newest observation's value wins (the write API's
     // annotations are not observations: they change `tags` directly).
     let mut tags = tags_of(current.tags.as_deref());

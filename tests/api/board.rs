@@ -231,3 +231,128 @@ async fn the_board_and_graphiql_are_served_from_the_binary() {
         404
     );
 }
+
+#[tokio::test]
+async fn review_apps_share_one_column_and_a_quiet_one_leaves_the_board() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now();
+    let days_ago = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    deploy(
+        &app,
+        "p-1",
+        "billing",
+        "production",
+        "succeeded",
+        "1.0",
+        &days_ago(40),
+    )
+    .await;
+    deploy(
+        &app,
+        "r-1",
+        "billing",
+        "review/feature-x",
+        "succeeded",
+        "pr-1",
+        &days_ago(1),
+    )
+    .await;
+    deploy(
+        &app,
+        "r-2",
+        "billing",
+        "review/feature-y",
+        "succeeded",
+        "pr-2",
+        &days_ago(2),
+    )
+    .await;
+    // Nothing deployed to it for 9 days: stopped after the default 7.
+    deploy(
+        &app,
+        "r-3",
+        "billing",
+        "review/old",
+        "succeeded",
+        "pr-0",
+        &days_ago(9),
+    )
+    .await;
+    deploy(
+        &app,
+        "r-4",
+        "search",
+        "review/old-search",
+        "succeeded",
+        "pr-9",
+        &days_ago(20),
+    )
+    .await;
+    // GitLab's deployment event carries the environment's URL and tier.
+    crate::contract::send_fixture(&app, "gitlab", "deployment_success.json").await;
+    let query = "query($stopped: Boolean!) { board(includeStopped: $stopped) {
+        environments { name } ephemeralEnvironments { name }
+        rows { system { name } cells { environment { name } } ephemeralCells { environment { name } current { version } } } }
+      staging: environment(name: \"staging\") { tier url lastDeployedAt ephemeral stopped }
+      old: environment(name: \"review/old\") { ephemeral stopped } }";
+    let data = app.data(query, json!({ "stopped": false })).await;
+    let board = &data["board"];
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&board["environments"]), ["staging", "production"]);
+    assert_eq!(
+        names(&board["ephemeralEnvironments"]),
+        ["review/feature-x", "review/feature-y"],
+        "newest first; the quiet ones left"
+    );
+    let systems: Vec<&str> = board["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["system"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        ["billing", "root/test-deployment-webhooks"],
+        "search had only a stopped review app"
+    );
+    assert_eq!(
+        board["rows"][0]["ephemeralCells"],
+        json!([{ "environment": { "name": "review/feature-x" }, "current": { "version": "pr-1" } },
+               { "environment": { "name": "review/feature-y" }, "current": { "version": "pr-2" } }])
+    );
+    assert_eq!(board["rows"][0]["cells"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (
+            &data["staging"]["tier"],
+            &data["staging"]["url"],
+            &data["staging"]["ephemeral"],
+            &data["staging"]["stopped"]
+        ),
+        (
+            &json!("staging"),
+            &json!("https://staging.example.com"),
+            &json!(false),
+            &json!(false)
+        )
+    );
+    assert!(data["staging"]["lastDeployedAt"].is_string());
+    assert_eq!(data["old"], json!({ "ephemeral": true, "stopped": true }));
+
+    let everything = app.data(query, json!({ "stopped": true })).await;
+    assert_eq!(
+        names(&everything["board"]["ephemeralEnvironments"]),
+        [
+            "review/feature-x",
+            "review/feature-y",
+            "review/old",
+            "review/old-search"
+        ]
+    );
+    app.stop().await;
+}

@@ -178,6 +178,12 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
         "version": "2.0.0", "actor": "grace", "finishedAt": shiplog::domain::now_millis() - 600_000 }),
     )
     .await;
+    // A review app: in the board's one collapsible column for ephemeral environments.
+    app.deliver(
+        json!({ "id": "r-7", "system": "billing", "environment": "review/feature-x", "status": "succeeded",
+        "version": "pr-7", "finishedAt": shiplog::domain::now_millis() - 60_000 }),
+    )
+    .await;
     let profile = tempfile::tempdir().unwrap();
     let driver = Driver::start(profile.path()).await;
     driver
@@ -270,6 +276,28 @@ async fn the_board_page_updates_a_cell_live_in_a_real_browser() {
     driver
         .script("document.getElementById('close-details').click()")
         .await;
+    let ephemeral = driver
+        .script(
+            r#"const column = document.querySelector('th.ephemeral');
+               const summary = document.querySelector('td.ephemeral details summary');
+               const review = document.querySelector('td.ephemeral td[data-environment="review/feature-x"]');
+               return [column && column.textContent, summary && summary.textContent, review && review.textContent,
+                       [...document.querySelectorAll('thead th')].map((th) => th.textContent)];"#,
+        )
+        .await;
+    assert_eq!(ephemeral[0], "ephemeral (1)", "{ephemeral}");
+    assert_eq!(ephemeral[1], "1 environment", "{ephemeral}");
+    assert!(
+        ephemeral[2].as_str().unwrap_or("").contains("pr-7"),
+        "{ephemeral}"
+    );
+    assert!(
+        !ephemeral[3]
+            .as_array()
+            .unwrap()
+            .contains(&json!("review/feature-x")),
+        "a review app is not a column of its own: {ephemeral}"
+    );
     let tool_link = driver
         .script(r#"return document.querySelector('td[data-system="billing"][data-environment="production"] a.tool').href"#)
         .await;

@@ -405,6 +405,7 @@ impl Declared {
             occurred_at: reported.unwrap_or(received_at),
             tags,
             note: text("note"),
+            environment_url: None,
             times_estimated: reported.is_none(),
             started_at,
             finished_at: finished_at.filter(|_| status.is_terminal()),
