@@ -90,6 +90,14 @@ impl Repository {
             _ => format!("https://gitlab.com/{}", self.path),
         }
     }
+
+    /// The page comparing two commits (`base...head`, what `head` adds).
+    pub fn compare_url(&self, base: &str, head: &str) -> String {
+        match self.host.as_str() {
+            "github" => format!("{}/compare/{base}...{head}", self.url()),
+            _ => format!("{}/-/compare/{base}...{head}", self.url()),
+        }
+    }
 }
 
 impl std::fmt::Display for Repository {

@@ -18,6 +18,10 @@ pub struct Outcome {
     /// People's mark (`markFailedChange`): true for a success that broke production, false for
     /// a failure that did not count as a failed change; None when unmarked.
     pub failed_change: Option<bool>,
+    /// What it put in place: its version, else `commit:` and its sha.
+    pub shipped: Option<String>,
+    /// Whether the tool called it a rollback (its `rollback` tag).
+    pub said_rollback: bool,
 }
 
 impl Outcome {
@@ -48,8 +52,13 @@ pub struct DoraMetrics {
     pub marked_failed_changes: i64,
     /// Failed deployments people marked as not failed changes.
     pub unmarked_failures: i64,
+    /// Successful deployments that rolled back the one before them (the tool said so, or they
+    /// put back what an earlier success in the window shipped).
+    pub rollbacks: i64,
+    /// Successful deployments a rollback undid, not otherwise counted as failed changes.
+    pub rolled_back_changes: i64,
     /// The failed changes the rate counts: failed deployments less those unmarked, plus the
-    /// successes marked.
+    /// successes marked, plus the successes a rollback undid.
     pub failed_changes: i64,
     /// failedChanges ÷ (succeeded + failed); null without finished deployments.
     pub change_failure_rate: Option<f64>,
@@ -70,6 +79,8 @@ struct Group {
     failed: i64,
     marked: i64,
     unmarked: i64,
+    rollbacks: i64,
+    rolled_back: i64,
     days: BTreeSet<i64>,
     recoveries: Vec<f64>,
     lead_times: Vec<f64>,
@@ -107,6 +118,7 @@ pub fn four_keys_by_team(
     let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     // The open failure of each system in each environment.
     let mut open_failures: HashMap<(i64, i64), i64> = HashMap::new();
+    let mut history: HashMap<(i64, i64), Shipped> = HashMap::new();
     for outcome in outcomes {
         let key = (
             team_of.and_then(|team_of| team_of(outcome.system_id)),
@@ -127,6 +139,16 @@ pub fn four_keys_by_team(
         }
         group.succeeded += 1;
         group.days.insert(outcome.deployed_at.div_euclid(DAY_MS));
+        let shipped = history.entry(stream).or_default();
+        if let Some(undone) = shipped.rolled_back_by(outcome) {
+            group.rollbacks += 1;
+            if !undone.failed_change {
+                // What it undid was a failed change; this rollback is its recovery.
+                group.rolled_back += 1;
+                open_failures.entry(stream).or_insert(undone.at);
+            }
+        }
+        shipped.push(outcome, failed_change);
         if let Some(failed_at) = open_failures.remove(&stream) {
             group.recoveries.push(seconds(outcome.deployed_at - failed_at));
         }
@@ -145,7 +167,7 @@ pub fn four_keys_by_team(
         .into_iter()
         .map(|((team, system_id, environment_id), mut group)| {
             let finished = group.succeeded + group.failed;
-            let failed_changes = group.failed - group.unmarked + group.marked;
+            let failed_changes = group.failed - group.unmarked + group.marked + group.rolled_back;
             DoraMetrics {
                 team,
                 system: system_id.and_then(&system),
@@ -157,6 +179,8 @@ pub fn four_keys_by_team(
                 failed_deployments: group.failed,
                 marked_failed_changes: group.marked,
                 unmarked_failures: group.unmarked,
+                rollbacks: group.rollbacks,
+                rolled_back_changes: group.rolled_back,
                 failed_changes,
                 change_failure_rate: (finished > 0).then(|| failed_changes as f64 / finished as f64),
                 recoveries: group.recoveries.len() as i64,
@@ -167,6 +191,45 @@ pub fn four_keys_by_team(
             }
         })
         .collect()
+}
+
+/// The successes of one system in one environment so far: the last, and what the earlier
+/// ones shipped.
+#[derive(Default)]
+struct Shipped {
+    last: Option<Last>,
+    before: std::collections::HashSet<String>,
+}
+
+#[derive(Clone)]
+struct Last {
+    shipped: Option<String>,
+    at: i64,
+    failed_change: bool,
+}
+
+impl Shipped {
+    /// The success `outcome` rolls back, if it is a rollback: the tool said so, or it ships
+    /// what a success before the last one shipped (the same as the last is a redeploy).
+    fn rolled_back_by(&self, outcome: &Outcome) -> Option<Last> {
+        let last = self.last.as_ref()?;
+        let put_back = outcome
+            .shipped
+            .as_ref()
+            .is_some_and(|s| last.shipped.as_ref() != Some(s) && self.before.contains(s));
+        (outcome.said_rollback || put_back).then(|| last.clone())
+    }
+
+    fn push(&mut self, outcome: &Outcome, failed_change: bool) {
+        if let Some(shipped) = self.last.take().and_then(|last| last.shipped) {
+            self.before.insert(shipped);
+        }
+        self.last = Some(Last {
+            shipped: outcome.shipped.clone(),
+            at: outcome.deployed_at,
+            failed_change,
+        });
+    }
 }
 
 fn seconds(millis: i64) -> f64 {
@@ -203,6 +266,8 @@ mod tests {
             deployed_at: at,
             committed_at: committed,
             failed_change: None,
+            shipped: None,
+            said_rollback: false,
         }
     }
 
@@ -278,6 +343,40 @@ mod tests {
         assert_eq!(
             (one.recoveries, one.mean_time_to_recovery_seconds),
             (1, Some(600.0))
+        );
+    }
+
+    #[test]
+    fn a_rollback_counts_the_change_it_undid_as_failed_and_recovers_it() {
+        use DeploymentStatus::Succeeded;
+        let shipping = |at: i64, version: &str| Outcome {
+            shipped: Some(version.to_string()),
+            ..outcome(1, Succeeded, at, None)
+        };
+        let outcomes = [
+            shipping(0, "1.0"),
+            shipping(1_000_000, "1.1"),
+            // Back to 1.0, 300 s after 1.1 went out: 1.1 was a failed change.
+            shipping(1_300_000, "1.0"),
+            // The same again is a redeploy, not a second rollback.
+            shipping(1_400_000, "1.0"),
+            shipping(2_000_000, "1.2"),
+        ];
+        let keys = four_keys(&outcomes, (false, false), (0, DAY_MS), |_| None, |_| None);
+        let one = &keys[0];
+        assert_eq!(
+            (
+                one.rollbacks,
+                one.rolled_back_changes,
+                one.failed_changes,
+                one.failed_deployments
+            ),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(one.change_failure_rate, Some(0.2));
+        assert_eq!(
+            (one.recoveries, one.median_time_to_recovery_seconds),
+            (1, Some(300.0))
         );
     }
 

@@ -264,6 +264,8 @@ pub struct Deployment {
     row: Arc<deployments::Model>,
     system: Option<Named>,
     environment: Option<Named>,
+    /// Its place in history, read once per object however many of its fields ask.
+    history: Arc<tokio::sync::OnceCell<crate::store::history::InHistory>>,
 }
 
 impl Deployment {
@@ -273,6 +275,7 @@ impl Deployment {
             row: Arc::new(row),
             system: None,
             environment: None,
+            history: Arc::default(),
         }
     }
 
@@ -282,11 +285,23 @@ impl Deployment {
             row: Arc::new(row),
             system,
             environment,
+            history: Arc::default(),
         }
     }
 
     pub(crate) fn row(&self) -> &deployments::Model {
         &self.row
+    }
+
+    /// Its previous success and what it rolled back (two statements at most, once).
+    async fn history(&self, ctx: &Context<'_>) -> Result<&crate::store::history::InHistory> {
+        self.history
+            .get_or_try_init(|| async {
+                super::budget::charge(ctx, super::budget::Charge::Rows(2))?;
+                let store = ctx.data::<Store>()?;
+                store.in_history(&self.row).await.map_err(internal)
+            })
+            .await
     }
 
     pub(crate) fn system_named(&self) -> Option<&Named> {
@@ -316,6 +331,7 @@ impl Deployment {
             row: Arc::new(event.deployment.clone()),
             system: Some(event.system.clone()),
             environment: Some(event.environment.clone()),
+            history: Arc::default(),
         }
     }
 }
@@ -382,6 +398,58 @@ impl Deployment {
             .into_iter()
             .map(|(key, value)| super::catalog::Tag { key, value })
             .collect()
+    }
+    /// The last successful deployment of this system to this environment before this one:
+    /// what this one replaced. Two statements per deployment at most: ask for it on one
+    /// deployment or a short list.
+    async fn previous_deployment(&self, ctx: &Context<'_>) -> Result<Option<Deployment>> {
+        Ok(self.history(ctx).await?.previous.clone().map(Deployment::new))
+    }
+    /// Whether it put back what ran here before the deployment it replaced: the tool says so
+    /// (CDEvents `service.rolledback`, Heroku's "Rollback to v41"), or its version (else its
+    /// commit) is one an earlier success had, and not the replaced one's (that is a redeploy).
+    async fn is_rollback(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.history(ctx).await?.rolled_back.is_some())
+    }
+    /// The deployment a rollback undid (its version is the one rolled back from).
+    async fn rolled_back_from(&self, ctx: &Context<'_>) -> Result<Option<Deployment>> {
+        Ok(self.history(ctx).await?.rolled_back.clone().map(Deployment::new))
+    }
+    /// The Git host's page comparing the previous deployment's commit with this one's, when
+    /// both commits and the repository are known (the catalog's `repository`, else a GitHub
+    /// deployment's repository).
+    async fn compare_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let Some(head) = self.row.commit_sha.clone() else {
+            return Ok(None);
+        };
+        let Some(base) = self
+            .history(ctx)
+            .await?
+            .previous
+            .as_ref()
+            .and_then(|p| p.commit_sha.clone())
+        else {
+            return Ok(None);
+        };
+        if base == head {
+            return Ok(None);
+        }
+        let catalog = ctx.data::<Arc<Catalog>>()?;
+        let system = match &self.system {
+            Some(named) => Some(named.name.clone()),
+            None => load(ctx, SystemId(self.row.system_id)).await?.map(|n| n.name),
+        };
+        let repository = system
+            .and_then(|name| catalog.system(&name).and_then(|s| s.repository.clone()))
+            .or_else(|| {
+                (self.row.source == "github")
+                    .then(|| {
+                        crate::domain::catalog::Repository::parse(&format!("github:{}", self.row.raw_system))
+                            .ok()
+                    })
+                    .flatten()
+            });
+        Ok(repository.map(|r| r.compare_url(&base, &head)))
     }
     /// A note: the generic webhook's `description`, or `annotateDeployment`'s.
     async fn note(&self) -> Option<&str> {

@@ -212,9 +212,6 @@ impl Cdevents {
                 observations
                     .into_iter()
                     .map(|o| Observation {
-                        tags: Default::default(),
-                        note: None,
-                        environment_url: None,
                         times_estimated: stamped.is_none(),
                         ..o
                     })
@@ -311,7 +308,12 @@ fn service(event: &Value, predicate: &str, external_id: String, at: i64) -> Resu
         tenant: None,
         committed_at: None,
         origin: None,
-        tags: Default::default(),
+        // The tool's own word for a rollback (`Deployment.isRollback`).
+        tags: if predicate == "rolledback" {
+            std::iter::once(("rollback".to_string(), "true".to_string())).collect()
+        } else {
+            Default::default()
+        },
         note: None,
         environment_url: None,
         times_estimated: false,

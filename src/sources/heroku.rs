@@ -180,8 +180,13 @@ impl Heroku {
                 created
             }
             .unwrap_or(received_at),
-            tags: Default::default(),
-            note: None,
+            // Heroku describes a rollback release as "Rollback to v41": its own word for one.
+            tags: text("/data/description")
+                .filter(|d| d.starts_with("Rollback to "))
+                .map(|_| ("rollback".to_string(), "true".to_string()))
+                .into_iter()
+                .collect(),
+            note: text("/data/description").map(|d| d.chars().take(crate::domain::MAX_TEXT_LEN).collect()),
             environment_url: None,
             times_estimated: if status.is_terminal() {
                 updated.is_none()

@@ -132,8 +132,19 @@ impl Store {
         let Some(select) = self.select(filter).await? else {
             return Ok(Vec::new());
         };
-        // system, environment, status, deployed_at, committed_at, failed_change
-        type Row = (i64, i64, String, i64, Option<i64>, Option<bool>);
+        // system, environment, status, deployed_at, committed_at, failed_change, version,
+        // commit, tags
+        type Row = (
+            i64,
+            i64,
+            String,
+            i64,
+            Option<i64>,
+            Option<bool>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = select
             .select_only()
             .columns([
@@ -143,6 +154,9 @@ impl Store {
                 deployments::Column::DeployedAt,
                 deployments::Column::CommittedAt,
                 deployments::Column::FailedChange,
+                deployments::Column::Version,
+                deployments::Column::CommitSha,
+                deployments::Column::Tags,
             ])
             .filter(deployments::Column::Status.is_in(["succeeded", "failed"]))
             .order_by_asc(deployments::Column::DeployedAt)
@@ -153,13 +167,29 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(system_id, environment_id, status, deployed_at, committed_at, failed_change)| Outcome {
+                |(
                     system_id,
                     environment_id,
-                    status: DeploymentStatus::from_stored(&status),
+                    status,
                     deployed_at,
                     committed_at,
                     failed_change,
+                    version,
+                    sha,
+                    tags,
+                )| {
+                    Outcome {
+                        system_id,
+                        environment_id,
+                        status: DeploymentStatus::from_stored(&status),
+                        deployed_at,
+                        committed_at,
+                        failed_change,
+                        shipped: version.or_else(|| sha.map(|sha| format!("commit:{sha}"))),
+                        said_rollback: super::merge::tags_of(tags.as_deref())
+                            .get("rollback")
+                            .is_some_and(|v| v == "true"),
+                    }
                 },
             )
             .collect())

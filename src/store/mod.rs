@@ -25,6 +25,7 @@ pub mod board;
 pub mod bulk;
 pub mod counts;
 pub mod fanout;
+pub mod history;
 pub mod merge;
 mod nodelay;
 pub mod pending;

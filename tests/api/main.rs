@@ -6,6 +6,7 @@ mod helpers;
 mod board;
 mod browser;
 mod catalog;
+mod changes;
 mod clients;
 mod connections;
 mod contract;

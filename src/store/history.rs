@@ -1,0 +1,96 @@
+//! A deployment in its system's and environment's history: the successful deployment it
+//! replaced, and whether it put back something that ran there before (a rollback).
+
+use entity::{DeploymentStatus, deployments};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::{Store, StoreError};
+
+/// What a deployment is in its history.
+#[derive(Clone, Debug, Default)]
+pub struct InHistory {
+    /// The last successful deployment of the same system to the same environment before it.
+    pub previous: Option<deployments::Model>,
+    /// The deployment it rolled back (the previous one), when it is a rollback.
+    pub rolled_back: Option<deployments::Model>,
+}
+
+/// What identifies what a deployment put in place: its version, else its commit.
+pub fn shipped(deployment: &deployments::Model) -> Option<(&'static str, &str)> {
+    deployment
+        .version
+        .as_deref()
+        .map(|v| ("version", v))
+        .or_else(|| deployment.commit_sha.as_deref().map(|s| ("commit", s)))
+}
+
+/// Whether the tool itself called it a rollback (CDEvents `service.rolledback`, Heroku's
+/// "Rollback to v41"): its `rollback` tag.
+pub fn said_rollback(deployment: &deployments::Model) -> bool {
+    super::merge::tags_of(deployment.tags.as_deref())
+        .get("rollback")
+        .is_some_and(|v| v == "true")
+}
+
+impl Store {
+    /// The deployment's previous success and, when it is a rollback, what it rolled back: at
+    /// most two statements, each an index range on (system, time).
+    pub async fn in_history(&self, deployment: &deployments::Model) -> Result<InHistory, StoreError> {
+        let Some(previous) = self
+            .last_success_before(deployment, (deployment.deployed_at, deployment.id), None)
+            .await?
+        else {
+            return Ok(InHistory::default());
+        };
+        let rollback = if said_rollback(deployment) {
+            true
+        } else {
+            match (shipped(deployment), shipped(&previous)) {
+                // The same thing again is a redeploy, not a rollback.
+                (Some(this), Some(before)) if this == before => false,
+                (Some(this), _) => self
+                    .last_success_before(deployment, (previous.deployed_at, previous.id), Some(this))
+                    .await?
+                    .is_some(),
+                (None, _) => false,
+            }
+        };
+        Ok(InHistory {
+            rolled_back: rollback.then(|| previous.clone()),
+            previous: Some(previous),
+        })
+    }
+
+    /// The newest success of the deployment's system in its environment before `(at, id)`,
+    /// optionally one that shipped the given version or commit.
+    async fn last_success_before(
+        &self,
+        deployment: &deployments::Model,
+        (at, id): (i64, i64),
+        shipping: Option<(&str, &str)>,
+    ) -> Result<Option<deployments::Model>, StoreError> {
+        use deployments::Column;
+        let mut select = deployments::Entity::find()
+            .filter(Column::SystemId.eq(deployment.system_id))
+            .filter(Column::EnvironmentId.eq(deployment.environment_id))
+            .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            .filter(
+                Expr::col(Column::DeployedAt)
+                    .lt(at)
+                    .or(Expr::col(Column::DeployedAt)
+                        .eq(at)
+                        .and(Expr::col(Column::Id).lt(id))),
+            );
+        select = match shipping {
+            Some(("version", version)) => select.filter(Column::Version.eq(version)),
+            Some((_, sha)) => select.filter(Column::CommitSha.eq(sha)),
+            None => select,
+        };
+        Ok(select
+            .order_by_desc(Column::DeployedAt)
+            .order_by_desc(Column::Id)
+            .one(self.connection())
+            .await?)
+    }
+}
