@@ -3,6 +3,7 @@
 pub mod board;
 pub mod budget;
 pub mod catalog;
+pub mod changes;
 pub mod errors;
 pub mod grafana;
 pub mod live;

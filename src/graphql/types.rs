@@ -434,22 +434,11 @@ impl Deployment {
         if base == head {
             return Ok(None);
         }
-        let catalog = ctx.data::<Arc<Catalog>>()?;
         let system = match &self.system {
             Some(named) => Some(named.name.clone()),
             None => load(ctx, SystemId(self.row.system_id)).await?.map(|n| n.name),
         };
-        let repository = system
-            .and_then(|name| catalog.system(&name).and_then(|s| s.repository.clone()))
-            .or_else(|| {
-                (self.row.source == "github")
-                    .then(|| {
-                        crate::domain::catalog::Repository::parse(&format!("github:{}", self.row.raw_system))
-                            .ok()
-                    })
-                    .flatten()
-            });
-        Ok(repository.map(|r| r.compare_url(&base, &head)))
+        Ok(repository_of(ctx, system.as_deref(), &self.row)?.map(|r| r.compare_url(&base, &head)))
     }
     /// A note: the generic webhook's `description`, or `annotateDeployment`'s.
     async fn note(&self) -> Option<&str> {
@@ -665,6 +654,13 @@ impl System {
             .map(Environment)
             .collect())
     }
+    /// What runs in `from` that `to` does not have yet (`drift(from: "staging", to:
+    /// "production")`): each one's current deployment, whether they run the same version (else
+    /// commit), how many successful deployments to `from` came since it ran what `to` runs, and
+    /// the page of the commits between them.
+    async fn drift(&self, ctx: &Context<'_>, from: String, to: String) -> Result<super::changes::Drift> {
+        super::changes::drift(ctx, &self.0, (&from, &to)).await
+    }
     /// The newest deployment of this system, optionally in one environment.
     async fn last_deployment(
         &self,
@@ -678,6 +674,26 @@ impl System {
             .map_err(internal)?
             .map(Deployment::new))
     }
+}
+
+/// Where a system's code lives: the catalog's `repository`, else, for a GitHub deployment,
+/// the repository GitHub named.
+pub(crate) fn repository_of(
+    ctx: &Context<'_>,
+    system: Option<&str>,
+    deployment: &deployments::Model,
+) -> Result<Option<crate::domain::catalog::Repository>> {
+    let catalog = ctx.data::<Arc<Catalog>>()?;
+    Ok(system
+        .and_then(|name| catalog.system(name).and_then(|s| s.repository.clone()))
+        .or_else(|| {
+            (deployment.source == "github")
+                .then(|| {
+                    crate::domain::catalog::Repository::parse(&format!("github:{}", deployment.raw_system))
+                        .ok()
+                })
+                .flatten()
+        }))
 }
 
 /// A system's catalog entry, if it has one.

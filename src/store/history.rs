@@ -62,6 +62,43 @@ impl Store {
         })
     }
 
+    /// Successes in `from` since it last ran what `to` runs now: how many, and when the oldest
+    /// went out. None when `from` never ran it (nothing to count from).
+    pub async fn waiting(
+        &self,
+        from: &deployments::Model,
+        shipped_in_to: (&str, &str),
+    ) -> Result<Option<(u64, Option<i64>)>, StoreError> {
+        use deployments::Column;
+        use sea_orm::{PaginatorTrait, QuerySelect};
+        let Some(same) = self
+            .last_success_before(from, (i64::MAX, i64::MAX), Some(shipped_in_to))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let after = deployments::Entity::find()
+            .filter(Column::SystemId.eq(from.system_id))
+            .filter(Column::EnvironmentId.eq(from.environment_id))
+            .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            .filter(
+                Expr::col(Column::DeployedAt)
+                    .gt(same.deployed_at)
+                    .or(Expr::col(Column::DeployedAt)
+                        .eq(same.deployed_at)
+                        .and(Expr::col(Column::Id).gt(same.id))),
+            );
+        let count = after.clone().count(self.connection()).await?;
+        let oldest: Option<i64> = after
+            .select_only()
+            .column_as(Column::DeployedAt.min(), "oldest")
+            .into_tuple::<Option<i64>>()
+            .one(self.connection())
+            .await?
+            .flatten();
+        Ok(Some((count, oldest)))
+    }
+
     /// The newest success of the deployment's system in its environment before `(at, id)`,
     /// optionally one that shipped the given version or commit.
     async fn last_success_before(

@@ -109,3 +109,99 @@ async fn the_tools_own_word_for_a_rollback_counts() {
     );
     app.stop().await;
 }
+
+async fn ship_to(app: &TestApp, id: &str, environment: &str, (version, sha): (&str, &str), finished: &str) {
+    app.deliver(
+        json!({ "id": id, "system": "billing", "environment": environment, "status": "succeeded",
+        "version": version, "commitSha": sha, "finishedAt": finished }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn drift_tells_what_staging_runs_that_production_waits_for() {
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        let parsed =
+            shiplog::config::Settings::from_toml("[systems.billing]\nrepository = \"gitlab:acme/billing\"\n")
+                .unwrap();
+        s.systems = parsed.systems;
+        s.checked_catalog = parsed.checked_catalog;
+    })
+    .await;
+    ship_to(
+        &app,
+        "s-1",
+        "staging",
+        ("1.0", "aaaaaaa1"),
+        "2026-11-02T09:00:00Z",
+    )
+    .await;
+    ship_to(
+        &app,
+        "p-1",
+        "production",
+        ("1.0", "aaaaaaa1"),
+        "2026-11-02T10:00:00Z",
+    )
+    .await;
+    ship_to(
+        &app,
+        "s-2",
+        "staging",
+        ("1.1", "bbbbbbb2"),
+        "2026-11-03T09:00:00Z",
+    )
+    .await;
+    ship_to(
+        &app,
+        "s-3",
+        "staging",
+        ("1.2", "ccccccc3"),
+        "2026-11-04T09:00:00Z",
+    )
+    .await;
+    let query = "{ system(name: \"billing\") { drift(from: \"staging\", to: \"production\") {
+        inSync deploymentsWaiting waitingSince compareUrl fromDeployment { version } toDeployment { version } } } }";
+    let data = app.data(query, json!({})).await;
+    assert_eq!(
+        data["system"]["drift"],
+        json!({ "inSync": false, "deploymentsWaiting": 2, "waitingSince": "2026-11-03T09:00:00.000Z",
+                "compareUrl": "https://gitlab.com/acme/billing/-/compare/aaaaaaa1...ccccccc3",
+                "fromDeployment": { "version": "1.2" }, "toDeployment": { "version": "1.0" } })
+    );
+    ship_to(
+        &app,
+        "p-2",
+        "production",
+        ("1.2", "ccccccc3"),
+        "2026-11-05T10:00:00Z",
+    )
+    .await;
+    let data = app.data(query, json!({})).await;
+    let drift = &data["system"]["drift"];
+    assert_eq!(
+        (
+            &drift["inSync"],
+            &drift["deploymentsWaiting"],
+            &drift["compareUrl"]
+        ),
+        (&json!(true), &Value::Null, &Value::Null)
+    );
+    let unknown = app
+        .graphql(
+            "{ system(name: \"billing\") { drift(from: \"staging\", to: \"prod-eu\") { inSync } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{unknown}"
+    );
+    assert!(
+        unknown["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("prod-eu")
+    );
+    app.stop().await;
+}
