@@ -323,6 +323,8 @@ pub struct Settings {
     pub retry: crate::enrich::RetryPolicy,
     /// `[sources.<name>]`: sources declared in the file (or from a recipe), by route name.
     pub sources: BTreeMap<String, toml::Value>,
+    /// `[cdevents_sink]`: where every finished deployment is sent as a CDEvent.
+    pub cdevents_sink: crate::sink::SinkConfig,
     /// `[[reconcile]]`: the tools' APIs the server polls for what webhooks missed.
     pub reconcile: Vec<crate::import::reconcile::ReconcileConfig>,
     /// Every other top-level table: a source's section (`[jenkins]`, `[heroku]`).
@@ -355,6 +357,7 @@ impl Default for Settings {
             webhook_rate_limit: 100.0,
             retry: Default::default(),
             sources: BTreeMap::new(),
+            cdevents_sink: Default::default(),
             reconcile: Vec::new(),
             sections: BTreeMap::new(),
         }
@@ -433,6 +436,8 @@ fn environment() -> Env {
         ("octopus_api_key", "api.octopus_key"),
         ("octopus_api_url", "api.octopus_url"),
         ("retry_max_attempts", "api.retry_max_attempts"),
+        ("cdevents_sink_url", "cdevents_sink.url"),
+        ("cdevents_sink_token", "cdevents_sink.token"),
     ];
     Env::prefixed("SHIPLOG_").filter_map(|key| {
         let key = key.as_str().to_lowercase();

@@ -20,6 +20,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod seed;
+pub mod sink;
 pub mod sources;
 pub mod startup;
 pub mod store;

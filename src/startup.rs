@@ -211,6 +211,12 @@ fn background(
         retry: settings.retry,
     };
     tasks.push(tokio::spawn(processor.run(stopping.clone())));
+    tasks.extend(crate::sink::spawn(
+        store,
+        &settings.cdevents_sink,
+        replica,
+        stopping,
+    ));
     tasks
 }
 

@@ -99,6 +99,68 @@ impl Store {
         Ok(Some((count, oldest)))
     }
 
+    /// The newest deployment event's id (0 for none).
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        use entity::deployment_events;
+        use sea_orm::QuerySelect;
+        Ok(deployment_events::Entity::find()
+            .select_only()
+            .column_as(deployment_events::Column::Id.max(), "max")
+            .into_tuple::<Option<i64>>()
+            .one(self.connection())
+            .await?
+            .flatten()
+            .unwrap_or(0))
+    }
+
+    /// Deployments that finished (an event that made them succeed) after event `cursor`,
+    /// recorded before `settled`, in event order, with the deployment as it is now.
+    pub async fn finished_after(
+        &self,
+        cursor: i64,
+        settled: i64,
+        limit: u64,
+    ) -> Result<Vec<(entity::deployment_events::Model, deployments::Model)>, StoreError> {
+        use entity::deployment_events::{self, Column as Event};
+        use sea_orm::QuerySelect;
+        let events = deployment_events::Entity::find()
+            .filter(Event::Id.gt(cursor))
+            .filter(Event::RecordedAt.lt(settled))
+            .filter(Event::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            .filter(
+                Expr::col(Event::PreviousStatus)
+                    .is_null()
+                    .or(Expr::col(Event::PreviousStatus).ne(DeploymentStatus::Succeeded.as_str())),
+            )
+            .order_by_asc(Event::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?;
+        let ids: Vec<i64> = events.iter().map(|e| e.deployment_id).collect();
+        let found: std::collections::HashMap<i64, deployments::Model> = deployments::Entity::find()
+            .filter(deployments::Column::Id.is_in(ids))
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        Ok(events
+            .into_iter()
+            .filter_map(|e| found.get(&e.deployment_id).cloned().map(|d| (e, d)))
+            .collect())
+    }
+
+    /// A deployment's system and environment names.
+    pub async fn names_of(&self, deployment: &deployments::Model) -> Result<(String, String), StoreError> {
+        let systems = self.systems_by_ids(&[deployment.system_id]).await?;
+        let environments = self.environments_by_ids(&[deployment.environment_id]).await?;
+        let name = |found: Option<&super::Named>| found.map(|n| n.name.clone()).unwrap_or_default();
+        Ok((
+            name(systems.get(&deployment.system_id)),
+            name(environments.get(&deployment.environment_id)),
+        ))
+    }
+
     /// The newest success of the deployment's system in its environment before `(at, id)`,
     /// optionally one that shipped the given version or commit.
     async fn last_success_before(

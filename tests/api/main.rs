@@ -32,6 +32,7 @@ mod scale;
 mod schema;
 mod security;
 mod server;
+mod sink;
 mod sockets;
 mod sources;
 mod subscriptions;
