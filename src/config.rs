@@ -364,6 +364,27 @@ impl Default for Settings {
     }
 }
 
+/// Aliases two Backstage Components share (a monorepo's components often carry its one
+/// `github.com/project-slug`) name neither: they are left out, with a warning, rather than
+/// stopping the server; a conflict a `[systems]` table writes stays an error.
+fn drop_shared_aliases(entries: &mut BTreeMap<String, crate::domain::CatalogEntry>) {
+    let mut claims: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in entries.values() {
+        for alias in &entry.aliases {
+            *claims.entry(alias.to_lowercase()).or_default() += 1;
+        }
+    }
+    for (name, entry) in entries.iter_mut() {
+        entry.aliases.retain(|alias| {
+            let shared = claims.get(&alias.to_lowercase()).is_some_and(|n| *n > 1);
+            if shared {
+                tracing::warn!(system = %name, %alias, "several Backstage Components claim this alias; it names none of them");
+            }
+            !shared
+        });
+    }
+}
+
 /// `[catalog]`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -543,6 +564,7 @@ impl Settings {
                 entries.insert(name, merged);
             }
         }
+        drop_shared_aliases(&mut entries);
         for (name, table) in &self.systems {
             let mut table = table.clone();
             table.origin = Some(format!("[systems.{name}]"));

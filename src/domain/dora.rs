@@ -142,13 +142,14 @@ pub fn four_keys_by_team(
         let shipped = history.entry(stream).or_default();
         if let Some(undone) = shipped.rolled_back_by(outcome) {
             group.rollbacks += 1;
-            if !undone.failed_change {
+            // Counted already when people marked it failed; not one when they said so.
+            if undone.mark.is_none() {
                 // What it undid was a failed change; this rollback is its recovery.
                 group.rolled_back += 1;
                 open_failures.entry(stream).or_insert(undone.at);
             }
         }
-        shipped.push(outcome, failed_change);
+        shipped.push(outcome);
         if let Some(failed_at) = open_failures.remove(&stream) {
             group.recoveries.push(seconds(outcome.deployed_at - failed_at));
         }
@@ -205,7 +206,8 @@ struct Shipped {
 struct Last {
     shipped: Option<String>,
     at: i64,
-    failed_change: bool,
+    /// People's mark on it, if any.
+    mark: Option<bool>,
 }
 
 impl Shipped {
@@ -220,14 +222,14 @@ impl Shipped {
         (outcome.said_rollback || put_back).then(|| last.clone())
     }
 
-    fn push(&mut self, outcome: &Outcome, failed_change: bool) {
+    fn push(&mut self, outcome: &Outcome) {
         if let Some(shipped) = self.last.take().and_then(|last| last.shipped) {
             self.before.insert(shipped);
         }
         self.last = Some(Last {
             shipped: outcome.shipped.clone(),
             at: outcome.deployed_at,
-            failed_change,
+            mark: outcome.failed_change,
         });
     }
 }

@@ -58,6 +58,24 @@ pub fn checked_all<'a>(
     }
 }
 
+/// The usable tags among pairs a tool sent: each checked, the bad ones left out (logged), at
+/// most [`MAX_TAGS`] (the first by key). Tools' tags never cost a deployment.
+pub fn usable(pairs: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    for (key, value) in pairs {
+        match checked(&key, &value) {
+            Ok((key, value)) => {
+                tags.insert(key, value);
+            }
+            Err(problem) => tracing::debug!(%problem, "a tool's tag left out"),
+        }
+    }
+    while tags.len() > MAX_TAGS {
+        tags.pop_last();
+    }
+    tags
+}
+
 /// A filter's `key:value` (the first `:` splits: values may hold more).
 pub fn filter_pair(text: &str) -> Result<(String, String), String> {
     let (key, value) = text

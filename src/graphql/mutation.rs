@@ -216,14 +216,16 @@ impl AmendRoot {
         amend(ctx, &id, change, body).await
     }
 
-    /// Marks a deployment as a failed change (it succeeded but broke production: DORA's
-    /// change failure rate counts it, and the next success of the system in the environment
-    /// is its recovery), or takes the mark back with `failed: false`. Needs a write token.
+    /// Marks a deployment as a failed change (`failed: true`: it succeeded but broke
+    /// production; DORA's change failure rate counts it, and the next success of the system in
+    /// the environment is its recovery), as not one (`false`: a failed deployment that did not
+    /// hurt production), or takes the mark back (`null`: its status decides again). Needs a
+    /// write token.
     async fn mark_failed_change(
         &self,
         ctx: &Context<'_>,
         id: async_graphql::ID,
-        failed: bool,
+        failed: Option<bool>,
         reason: Option<String>,
     ) -> Result<AmendedDeployment> {
         if reason

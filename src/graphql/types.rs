@@ -640,7 +640,13 @@ impl System {
         let mut filter = filter
             .unwrap_or_default()
             .into_filter(ctx.data::<Arc<Catalog>>()?)?;
-        filter.systems = vec![self.0.name.clone()];
+        // Its own deployments, when the filter's systems (or teams) include it.
+        let name = self.0.name.clone();
+        filter.systems = if filter.systems.is_empty() || filter.systems.contains(&name) {
+            vec![name]
+        } else {
+            vec![crate::store::NO_SYSTEM.to_string()]
+        };
         deployments_connection(ctx, filter, after, before, first, last).await
     }
     /// The environments this system has been deployed to.
@@ -731,8 +737,9 @@ impl Environment {
         let config = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
         Ok(config.is_ephemeral(&self.0.name))
     }
-    /// Whether nothing was deployed to it for longer than `[environments]` allows
-    /// (`ephemeral_stopped_after_days`, `stopped_after_days`): the board leaves it out.
+    /// Whether nothing was deployed to it, by any system, for longer than `[environments]`
+    /// allows (`ephemeral_stopped_after_days`, `stopped_after_days`). The board decides the
+    /// same over the systems it shows.
     async fn stopped(&self, ctx: &Context<'_>) -> Result<bool> {
         let config = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
         let last = self.facts(ctx).await?.last_deployed_at;
@@ -770,6 +777,7 @@ impl Environment {
 impl Environment {
     /// Its board cells' facts (two statements: its cells, their deployments).
     async fn facts(&self, ctx: &Context<'_>) -> Result<super::board::EnvironmentFacts> {
+        super::budget::charge(ctx, super::budget::Charge::Aggregate)?;
         let store = ctx.data::<Store>()?;
         let cells = store.board_cells(&[], &[self.0.id]).await.map_err(internal)?;
         Ok(super::board::EnvironmentFacts::of(&cells)

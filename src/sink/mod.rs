@@ -1,9 +1,12 @@
 //! CDEvents out: every deployment that finishes, from any source, sent to a CDEvents sink as
 //! `service.deployed` (the system's first success in that environment), `service.upgraded`
 //! or `service.rolledback`. The journal is the outbox: the sender reads committed deployment
-//! events after a stored cursor and moves the cursor only past what the sink accepted, so a
-//! sink that is down delays events, never loses them, and never slows ingest. One replica
-//! sends (a lease).
+//! events after a settled cursor and records each event the sink accepted, so a sink that is
+//! down delays events, never loses them, and never slows ingest. Ids can commit out of order
+//! (a writer that waited on a lock, another replica's clock): an event counts as settled only
+//! once every transaction that could still commit a smaller id is over (the writer's commit is
+//! bounded at 120 s), and until then the events sent past the cursor are remembered, so a late
+//! commit is sent once, late. One replica sends (a lease renewed before each event).
 
 use std::time::Duration;
 
@@ -28,11 +31,21 @@ pub struct SinkConfig {
 
 /// The CDEvents spec version the events follow.
 pub const SPEC_VERSION: &str = "0.4.1";
-const CURSOR: &str = "cdevents.sink.cursor";
+const STATE: &str = "cdevents.sink.state";
 const LEASE: &str = "cdevents.sink.lease";
-/// Events younger than this are left for the next read: ids can commit out of order.
+/// Events younger than this wait for the next read (most commits are over by then).
 const SETTLE_MS: i64 = 2_000;
-const PAGE: u64 = 50;
+/// Events older than this are settled: no transaction that could commit a smaller id is
+/// still open (the writer's commit bound, and a margin for clocks).
+const SETTLED_AFTER_MS: i64 = 130_000;
+const PAGE: u64 = 500;
+
+/// What was sent: every event up to `settled` was handled; those after it in `sent` were.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+struct SinkState {
+    settled: i64,
+    sent: std::collections::BTreeSet<i64>,
+}
 
 /// Starts the sender when a sink is configured.
 pub fn spawn(
@@ -92,44 +105,76 @@ impl Sender {
         }
     }
 
-    /// Sends what waits after the cursor; whether anything was sent.
+    /// Sends what waits after the settled cursor; whether anything was sent.
     async fn round(&self) -> Result<bool, String> {
-        let now = now_millis();
-        let held = self
-            .store
-            .take_lease(LEASE, &self.replica, now + 30_000, now)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !held {
+        if !self.hold_lease().await? {
             return Ok(false);
         }
-        let cursor = match self.store.setting(CURSOR).await.map_err(|e| e.to_string())? {
-            Some(text) => text.parse::<i64>().unwrap_or(0),
-            // The first start sends what finishes from now on, not the whole history.
-            None => {
-                let start = self.store.last_event_id().await.map_err(|e| e.to_string())?;
-                self.store
-                    .put_setting(CURSOR, &start.to_string())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                start
-            }
-        };
+        let mut state = self.state().await?;
+        let now = now_millis();
         let finished = self
             .store
-            .finished_after(cursor, now - SETTLE_MS, PAGE)
+            .finished_after(state.settled, now - SETTLE_MS, PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        for (event, deployment) in &finished {
+        let mut sent = false;
+        let waiting: Vec<_> = finished
+            .iter()
+            .filter(|(e, _)| !state.sent.contains(&e.id))
+            .collect();
+        for (event, deployment) in waiting {
             let body = self.event(event, deployment).await.map_err(|e| e.to_string())?;
+            // Another replica may have taken over while this one waited on the sink.
+            if !self.hold_lease().await? {
+                return Ok(sent);
+            }
             self.post(&body).await?;
             metrics::counter!("shiplog_cdevents_sent_total").increment(1);
-            self.store
-                .put_setting(CURSOR, &event.id.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
+            state.sent.insert(event.id);
+            self.save(&state).await?;
+            sent = true;
         }
-        Ok(!finished.is_empty())
+        let settled = self
+            .store
+            .last_event_id_before(now - SETTLED_AFTER_MS)
+            .await
+            .map_err(|e| e.to_string())?;
+        if settled > state.settled {
+            state.settled = settled;
+            state.sent = state.sent.split_off(&(settled + 1));
+            self.save(&state).await?;
+        }
+        Ok(sent)
+    }
+
+    async fn hold_lease(&self) -> Result<bool, String> {
+        let now = now_millis();
+        self.store
+            .take_lease(LEASE, &self.replica, now + 30_000, now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The stored state; on the first start, settled at the newest event (what finishes from
+    /// now on is sent, not the history).
+    async fn state(&self) -> Result<SinkState, String> {
+        if let Some(text) = self.store.setting(STATE).await.map_err(|e| e.to_string())? {
+            return serde_json::from_str(&text).map_err(|e| format!("{STATE}: {e}"));
+        }
+        let state = SinkState {
+            settled: self.store.last_event_id().await.map_err(|e| e.to_string())?,
+            sent: Default::default(),
+        };
+        self.save(&state).await?;
+        Ok(state)
+    }
+
+    async fn save(&self, state: &SinkState) -> Result<(), String> {
+        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+        self.store
+            .put_setting(STATE, &text)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn post(&self, body: &Value) -> Result<(), String> {

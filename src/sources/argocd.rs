@@ -165,11 +165,7 @@ impl Argocd {
         let commit_sha = sha(revision.clone());
         // The application's labels are its tags (those a tag can hold: Kubernetes label keys
         // with a prefix, `app.kubernetes.io/name`, are; empty values are not).
-        let tags = labels
-            .iter()
-            .filter_map(|(key, value)| crate::domain::tags::checked(key, value).ok())
-            .take(crate::domain::tags::MAX_TAGS)
-            .collect();
+        let tags = crate::domain::tags::usable(labels.clone());
         Ok(Observation {
             tags,
             note: None,

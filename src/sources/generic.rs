@@ -108,8 +108,14 @@ fn parse(delivery: &Delivery<'_>) -> Result<Parsed, SourceError> {
     let version = optional_text(&object, "version", &mut problems);
     let url = optional_text(&object, "url", &mut problems);
     let actor = optional_text(&object, "actor", &mut problems);
-    let note = optional_text(&object, "description", &mut problems);
-    let tags = tags(&object, &mut problems);
+    // `tags` and `description` were fields shiplog ignored before it read them: what it cannot
+    // use of them is left out (and logged), never a reason to refuse the deployment.
+    let note = object
+        .get("description")
+        .and_then(Value::as_str)
+        .map(|d| d.trim().chars().take(MAX_TEXT_LEN).collect::<String>())
+        .filter(|d| !d.is_empty());
+    let tags = tags(&object);
     if let Some(sha) = &commit_sha
         && (sha.len() < 4 || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
     {
@@ -226,36 +232,20 @@ fn optional_text(object: &Map<String, Value>, field: &str, problems: &mut Vec<St
     }
 }
 
-/// `tags`: an object of string (or number, or boolean) values.
-fn tags(
-    object: &Map<String, Value>,
-    problems: &mut Vec<String>,
-) -> std::collections::BTreeMap<String, String> {
-    let Some(value) = object.get("tags").filter(|v| !v.is_null()) else {
+/// `tags`: an object of string (or number, or boolean) values; what is not a usable tag is
+/// left out.
+fn tags(object: &Map<String, Value>) -> std::collections::BTreeMap<String, String> {
+    let Some(Value::Object(map)) = object.get("tags") else {
+        if object.get("tags").is_some_and(|v| !v.is_null()) {
+            tracing::debug!("generic delivery's `tags` is not an object; left out");
+        }
         return Default::default();
     };
-    let Value::Object(map) = value else {
-        problems.push(format!(
-            "`tags` must be an object of key: value, got {}",
-            kind(value)
-        ));
-        return Default::default();
-    };
-    let mut pairs = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        match value {
-            Value::String(text) => pairs.push((key.as_str(), text.clone())),
-            Value::Number(_) | Value::Bool(_) => pairs.push((key.as_str(), value.to_string())),
-            other => problems.push(format!("`tags.{key}` must be a string, got {}", kind(other))),
-        }
-    }
-    match crate::domain::tags::checked_all(pairs.iter().map(|(k, v)| (*k, v.as_str()))) {
-        Ok(tags) => tags,
-        Err(found) => {
-            problems.extend(found.into_iter().map(|p| format!("`tags`: {p}")));
-            Default::default()
-        }
-    }
+    crate::domain::tags::usable(map.iter().filter_map(|(key, value)| match value {
+        Value::String(text) => Some((key.clone(), text.clone())),
+        Value::Number(_) | Value::Bool(_) => Some((key.clone(), value.to_string())),
+        _ => None,
+    }))
 }
 
 fn instant(object: &Map<String, Value>, field: &str, problems: &mut Vec<String>) -> Option<i64> {

@@ -23,8 +23,12 @@ pub enum Change {
         tags: BTreeMap<String, Option<String>>,
         note: Option<String>,
     },
-    /// Mark (or unmark) the deployment as a failed change, with why.
-    FailedChange { failed: bool, reason: Option<String> },
+    /// Mark the deployment as a failed change (true), as not one (false), or take the mark
+    /// back (None), with why.
+    FailedChange {
+        failed: Option<bool>,
+        reason: Option<String>,
+    },
 }
 
 /// One change to one deployment, as journaled.
@@ -144,8 +148,8 @@ fn changed(current: &deployments::Model, change: &Change, at: i64) -> Result<dep
             }
         }
         Change::FailedChange { failed, reason } => {
-            next.failed_change = Some(*failed);
-            next.failed_change_reason = reason.clone();
+            next.failed_change = *failed;
+            next.failed_change_reason = failed.and(reason.clone());
         }
     }
     next.updated_at = at.max(current.updated_at);

@@ -43,7 +43,10 @@ impl Store {
         else {
             return Ok(InHistory::default());
         };
-        let rollback = if said_rollback(deployment) {
+        // Only what went out can have put something back.
+        let rollback = if deployment.status != DeploymentStatus::Succeeded {
+            false
+        } else if said_rollback(deployment) {
             true
         } else {
             match (shipped(deployment), shipped(&previous)) {
@@ -101,15 +104,24 @@ impl Store {
 
     /// The newest deployment event's id (0 for none).
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.last_event_id_before(i64::MAX).await
+    }
+
+    /// The newest id of the events recorded before `at` (0 for none).
+    pub async fn last_event_id_before(&self, at: i64) -> Result<i64, StoreError> {
         use entity::deployment_events;
         use sea_orm::QuerySelect;
+        // Newest first by id, stopping at the first old enough: a backward walk of the primary
+        // key over the last minutes' events (no index on the time; MAX with a filter would
+        // read every row on SQLite).
         Ok(deployment_events::Entity::find()
+            .filter(deployment_events::Column::RecordedAt.lt(at))
             .select_only()
-            .column_as(deployment_events::Column::Id.max(), "max")
-            .into_tuple::<Option<i64>>()
+            .column(deployment_events::Column::Id)
+            .order_by_desc(deployment_events::Column::Id)
+            .into_tuple::<i64>()
             .one(self.connection())
             .await?
-            .flatten()
             .unwrap_or(0))
     }
 

@@ -164,15 +164,18 @@ pub fn merge(
     next.actor = pick(&current.actor, &observation.actor);
     next.environment_tier = pick(&current.environment_tier, &observation.environment_tier);
     next.tenant = pick(&current.tenant, &observation.tenant);
-    next.note = pick(&current.note, &observation.note);
+    // A note stays once set: a tool re-sends its own on every status (Buildkite's message),
+    // and people's (`annotateDeployment`) must not be replaced by it.
+    next.note = current.note.clone().or_else(|| observation.note.clone());
     next.environment_url = pick(&current.environment_url, &observation.environment_url);
-    // Tags add up; on a key both have, the newest observation's value wins (the write API's
-    // annotations are not observations: they change `tags` directly).
+    // Tags add up: an observation adds the keys the deployment lacks and never changes one it
+    // has (people's `annotateDeployment` values stay), up to the limit.
     let mut tags = tags_of(current.tags.as_deref());
     for (key, value) in observed_tags(observation) {
-        if newest || !tags.contains_key(&key) {
-            tags.insert(key, value);
+        if tags.len() >= crate::domain::tags::MAX_TAGS {
+            break;
         }
+        tags.entry(key).or_insert(value);
     }
     next.tags = tags_json(&tags);
     next.committed_at = if newest {

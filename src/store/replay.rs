@@ -109,10 +109,17 @@ impl Store {
     /// (seeded and imported ones have none).
     pub async fn deployment_keys(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
         use entity::deployment_events;
+        // The write API's changes (source `shiplog`) report no deployment of their own.
+        let amendments = Query::select()
+            .column(entity::deliveries::Column::Id)
+            .from(entity::deliveries::Entity)
+            .and_where(entity::deliveries::Column::Source.eq(super::amend::SOURCE))
+            .to_owned();
         let reported: std::collections::HashSet<i64> = deployment_events::Entity::find()
             .select_only()
             .column(deployment_events::Column::DeploymentId)
             .filter(deployment_events::Column::DeliveryId.is_not_null())
+            .filter(deployment_events::Column::DeliveryId.not_in_subquery(amendments))
             .distinct()
             .into_tuple()
             .all(self.connection())

@@ -354,6 +354,18 @@ fn backstage_paths_start_at_the_settings_file_and_a_pattern_matching_nothing_is_
         !ok && said.contains("no file matches") && said.contains("catalgo"),
         "{said}"
     );
+    // A monorepo: two Components with one repository slug. The shared alias names neither,
+    // and the server starts.
+    std::fs::write(
+        dir.path().join("catalog/sibling.yaml"),
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: deployer-worker\n  annotations:\n    github.com/project-slug: Codertocat/Hello-World\nspec:\n  type: service\n  lifecycle: production\n  owner: platform\n",
+    )
+    .unwrap();
+    let (ok, said) = run("[catalog]\nbackstage_files = [\"catalog/*.yaml\"]\n");
+    assert!(
+        ok && said.contains("catalog: 2 systems, 1 teams (platform)"),
+        "{said}"
+    );
     let (ok, said) = run(
         "[catalog]\nbackstage_files = [\"catalog/*.yaml\"]\n[systems.other]\naliases = [\"velero-test\"]\n",
     );

@@ -384,7 +384,7 @@ async fn a_failed_change_mark_moves_doras_change_failure_rate() {
         .find(|n| n["externalId"] == "d-1")
         .unwrap()["id"]
         .clone();
-    let mark = "mutation($id: ID!, $failed: Boolean!) { markFailedChange(id: $id, failed: $failed, reason: \"broke checkout\") {
+    let mark = "mutation($id: ID!, $failed: Boolean) { markFailedChange(id: $id, failed: $failed, reason: \"broke checkout\") {
         deployment { failedChange failedChangeReason } } }";
     let marked = answer(
         &app,
@@ -403,13 +403,18 @@ async fn a_failed_change_mark_moves_doras_change_failure_rate() {
         json!({ "failedDeployments": 0, "markedFailedChanges": 1, "failedChanges": 1, "changeFailureRate": 0.5,
                 "recoveries": 1, "medianTimeToRecoverySeconds": 1800.0 })
     );
-    answer(
+    // null takes the mark back: the deployment's status decides again.
+    let cleared = answer(
         &app,
         Some("write-1"),
         mark,
-        json!({ "id": first, "failed": false }),
+        json!({ "id": first, "failed": null }),
     )
     .await;
+    assert_eq!(
+        cleared["data"]["markFailedChange"]["deployment"],
+        json!({ "failedChange": null, "failedChangeReason": null })
+    );
     let unmarked = app.data(dora, json!({})).await;
     assert_eq!(unmarked["doraMetrics"][0]["changeFailureRate"], 0.0);
     let refused = answer(&app, None, mark, json!({ "id": first, "failed": true })).await;

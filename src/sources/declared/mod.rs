@@ -383,17 +383,13 @@ impl Declared {
             s if s.is_terminal() => finished_at.or(started_at),
             _ => None,
         };
+        // Tags are best-effort: what is not a usable tag is left out, never the deployment.
         let tags = match value("tags") {
-            None => BTreeMap::new(),
-            Some(Value::Object(map)) => {
-                let pairs: Vec<(&str, String)> = map
-                    .iter()
-                    .filter_map(|(key, value)| as_text(value).map(|text| (key.as_str(), text)))
-                    .collect();
-                crate::domain::tags::checked_all(pairs.iter().map(|(k, v)| (*k, v.as_str())))
-                    .map_err(|problems| self.fields["tags"].failed(&problems.join("; ")))?
-            }
-            Some(_) => return Err(self.fields["tags"].failed("gave a value that is not an object")),
+            Some(Value::Object(map)) => crate::domain::tags::usable(
+                map.iter()
+                    .filter_map(|(key, value)| as_text(value).map(|text| (key.clone(), text))),
+            ),
+            _ => BTreeMap::new(),
         };
         Ok(Observation {
             external_id: truncate(external_id.trim(), MAX_NAME_LEN),
