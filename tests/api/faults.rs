@@ -143,9 +143,11 @@ async fn a_full_disk_never_acknowledges_a_delivery_it_did_not_store_and_recovers
         eprintln!("skipped: mounting a small tmpfs needs root (CI runs it)");
         return;
     };
-    // Room to free later: the database fills what is left around it.
+    // Room to free later: the database fills what is left around it. Two MiB: the space must
+    // also let SQLite checkpoint the WAL the full disk left behind (with one MiB, the suite's
+    // runs under load sometimes stayed short for more than 30 s after it came back).
     let ballast = disk.path.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 1024 * 1024]).unwrap();
+    std::fs::write(&ballast, vec![0u8; 2 * 1024 * 1024]).unwrap();
     let url = format!("sqlite://{}", disk.path.join("shiplog.db").display());
     let db = Arc::new(TestDb::Sqlite {
         _dir: tempfile::tempdir().unwrap(),
