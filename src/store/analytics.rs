@@ -186,9 +186,7 @@ impl Store {
                         committed_at,
                         failed_change,
                         shipped: version.or_else(|| sha.map(|sha| format!("commit:{sha}"))),
-                        said_rollback: super::merge::tags_of(tags.as_deref())
-                            .get("rollback")
-                            .is_some_and(|v| v == "true"),
+                        said_rollback: super::history::tags_say_rollback(tags.as_deref()),
                     }
                 },
             )

@@ -28,7 +28,12 @@ pub fn shipped(deployment: &deployments::Model) -> Option<(&'static str, &str)> 
 /// Whether the tool itself called it a rollback (CDEvents `service.rolledback`, Heroku's
 /// "Rollback to v41"): its `rollback` tag.
 pub fn said_rollback(deployment: &deployments::Model) -> bool {
-    super::merge::tags_of(deployment.tags.as_deref())
+    tags_say_rollback(deployment.tags.as_deref())
+}
+
+/// Whether stored tags hold `rollback: true` (the rule [`said_rollback`] and DORA share).
+pub fn tags_say_rollback(tags: Option<&str>) -> bool {
+    super::merge::tags_of(tags)
         .get("rollback")
         .is_some_and(|v| v == "true")
 }
