@@ -55,6 +55,20 @@ pub struct Model {
     /// Where the environment can be visited, as the tool last said.
     #[sea_orm(column_type = "Text", nullable)]
     pub environment_url: Option<String>,
+    /// The status people set through the write API; later deliveries do not change it.
+    pub corrected_status: Option<crate::DeploymentStatus>,
+    /// The system people named, in their words: replay and the mapping rules read it in place
+    /// of `raw_system`, and later deliveries do not move the deployment.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub corrected_system: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub corrected_environment: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub correction_reason: Option<String>,
+    /// When people deleted it: hidden from every list, count and the board, still read by id.
+    pub deleted_at: Option<i64>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub deletion_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,9 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub created_at: i64,
+    /// When a tool last said it stopped the environment (GitLab's `stop` action, GitHub's
+    /// `inactive` on a transient environment), epoch ms; a later deployment starts it again.
+    pub stopped_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

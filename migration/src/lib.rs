@@ -12,6 +12,7 @@ mod m20261130_000003_board_latest;
 mod m20261130_000004_delivery_decision;
 mod m20261130_000005_discovered_by;
 mod m20261130_000006_deployment_notes;
+mod m20261130_000007_deployment_corrections;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_delivery_decision::Migration),
             Box::new(m20261130_000005_discovered_by::Migration),
             Box::new(m20261130_000006_deployment_notes::Migration),
+            Box::new(m20261130_000007_deployment_corrections::Migration),
         ]
     }
 }

@@ -36,7 +36,12 @@ impl EnvironmentsConfig {
     }
 
     /// Whether an environment last deployed to at `last` (epoch ms) is stopped at `now`.
-    pub fn is_stopped(&self, name: &str, last: Option<i64>, now: i64) -> bool {
+    /// Whether an environment is stopped: its tool said so (`tool_stopped_at`) and nothing was
+    /// deployed there since, or nothing was deployed there for longer than allowed.
+    pub fn is_stopped(&self, name: &str, last: Option<i64>, tool_stopped_at: Option<i64>, now: i64) -> bool {
+        if tool_stopped_at.is_some_and(|stopped| last.is_none_or(|last| stopped >= last)) {
+            return true;
+        }
         let days = if self.is_ephemeral(name) {
             self.ephemeral_stopped_after_days
         } else {
@@ -80,9 +85,16 @@ mod tests {
         assert!(!config.is_ephemeral("production"));
         assert!(!config.is_ephemeral("reviews"));
         let now = 30 * DAY_MS;
-        assert!(config.is_stopped("review/feature-x", Some(now - 8 * DAY_MS), now));
-        assert!(!config.is_stopped("review/feature-x", Some(now - 6 * DAY_MS), now));
-        assert!(!config.is_stopped("production", Some(0), now), "0 days: never");
+        assert!(config.is_stopped("review/feature-x", Some(now - 8 * DAY_MS), None, now));
+        assert!(!config.is_stopped("review/feature-x", Some(now - 6 * DAY_MS), None, now));
+        assert!(
+            !config.is_stopped("production", Some(0), None, now),
+            "0 days: never"
+        );
+        // The tool's stop counts until something is deployed there again.
+        assert!(config.is_stopped("review/feature-x", Some(now - DAY_MS), Some(now - 60_000), now));
+        assert!(!config.is_stopped("review/feature-x", Some(now), Some(now - 60_000), now));
+        assert!(config.is_stopped("staging", None, Some(now), now));
         assert!(matches("pr-*-app", "pr-12-app") && !matches("pr-*-app", "pr-12-api"));
         assert!(matches("*", "anything") && matches("exact", "exact") && !matches("exact", "exactly"));
     }

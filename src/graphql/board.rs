@@ -89,6 +89,8 @@ pub struct EnvironmentFacts {
     pub tier: Option<String>,
     pub url: Option<String>,
     pub last_deployed_at: Option<i64>,
+    /// When its tool last said it stopped it.
+    pub stopped_at: Option<i64>,
 }
 
 impl EnvironmentFacts {
@@ -110,6 +112,7 @@ impl EnvironmentFacts {
                     tier: deployments.iter().find_map(|d| d.environment_tier.clone()),
                     url: deployments.iter().find_map(|d| d.environment_url.clone()),
                     last_deployed_at: deployments.first().map(|d| d.deployed_at),
+                    stopped_at: None,
                 };
                 (id, facts)
             })
@@ -194,7 +197,13 @@ impl BoardQuery {
                 .map_err(internal)?
         };
         let lifecycle = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
-        let (cells, ephemeral) = visible(cells, &all_environments, lifecycle, include_stopped);
+        let stopped_at = store.environments_stopped_at().await.map_err(internal)?;
+        let (cells, ephemeral) = visible(
+            cells,
+            &all_environments,
+            (lifecycle, &stopped_at),
+            include_stopped,
+        );
         let (ephemeral_cells, cells): (Vec<Cell>, Vec<Cell>) = cells
             .into_iter()
             .partition(|c| ephemeral.iter().any(|e| e.id == c.environment_id));
@@ -224,7 +233,7 @@ impl BoardQuery {
 fn visible<'a>(
     cells: Vec<Cell>,
     environments: &'a [Named],
-    lifecycle: &crate::domain::lifecycle::EnvironmentsConfig,
+    (lifecycle, stopped_at): (&crate::domain::lifecycle::EnvironmentsConfig, &HashMap<i64, i64>),
     include_stopped: bool,
 ) -> (Vec<Cell>, Vec<&'a Named>) {
     let facts = EnvironmentFacts::of(&cells);
@@ -232,7 +241,9 @@ fn visible<'a>(
     let last = |id: i64| facts.get(&id).and_then(|f| f.last_deployed_at);
     let shown: Vec<&Named> = environments
         .iter()
-        .filter(|e| include_stopped || !lifecycle.is_stopped(&e.name, last(e.id), now))
+        .filter(|e| {
+            include_stopped || !lifecycle.is_stopped(&e.name, last(e.id), stopped_at.get(&e.id).copied(), now)
+        })
         .collect();
     let cells: Vec<Cell> = cells
         .into_iter()

@@ -11,7 +11,7 @@ use super::types::{Deployment, internal, user_error};
 use crate::domain::{DeploymentStatus, Discovery, format_millis, now_millis};
 use crate::ingest::{Ingest, IngestError, Record};
 use crate::sources::{WRITER_HEADER, body_key};
-use crate::store::amend::{Amendment, Change};
+use crate::store::amend::{Amendment, Change, Renamed};
 use crate::store::{Outcome, Store};
 
 /// The request's write token, by fingerprint: present only when the request presented one of
@@ -243,6 +243,99 @@ impl AmendRoot {
         });
         amend(ctx, &id, Change::FailedChange { failed, reason }, body).await
     }
+
+    /// Corrects what a tool got wrong: the status (a deployment stuck RUNNING that died, a
+    /// failure that was in fact fine), or the system or environment it belongs to. System and
+    /// environment are read as a tool's words are (`[mapping]` rules and catalog aliases apply,
+    /// and `shiplog replay` maps them again after the rules change). What people correct stays
+    /// when the tool reports the deployment again; the tool's own words stay readable
+    /// (`rawStatus`, `rawSystem`, `rawEnvironment`). Needs a write token.
+    async fn correct_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        status: Option<DeploymentStatus>,
+        system: Option<String>,
+        environment: Option<String>,
+        reason: Option<String>,
+    ) -> Result<AmendedDeployment> {
+        let mut problems = Vec::new();
+        if status.is_none() && system.is_none() && environment.is_none() {
+            problems.push("give at least one of `status`, `system`, `environment` to correct".to_string());
+        }
+        let ingest = ctx.data::<Ingest>()?;
+        let mut renamed = |field: &str, given: &Option<String>, map: &dyn Fn(&str) -> String| {
+            let given = given.as_ref()?.trim().to_string();
+            if given.is_empty() || given.len() > crate::domain::MAX_NAME_LEN {
+                problems.push(format!(
+                    "`{field}` is a name of 1 to {} bytes",
+                    crate::domain::MAX_NAME_LEN
+                ));
+                return None;
+            }
+            let mapped = map(&given);
+            Some(Renamed { given, mapped })
+        };
+        let rules = ingest.rules();
+        let system = renamed("system", &system, &|name| rules.system(name));
+        let environment = renamed("environment", &environment, &|name| rules.environment(name));
+        let reason = checked_reason(reason, &mut problems);
+        if !problems.is_empty() {
+            return Err(user_error("BAD_USER_INPUT", &problems.join("; ")));
+        }
+        let body = serde_json::json!({
+            "mutation": "correctDeployment", "id": id.as_str(),
+            "status": status.map(|s| s.as_str()),
+            "system": system.as_ref().map(|s| &s.given),
+            "environment": environment.as_ref().map(|e| &e.given),
+            "reason": reason,
+        });
+        let change = Change::Correct {
+            status,
+            system,
+            environment,
+            reason,
+        };
+        amend(ctx, &id, change, body).await
+    }
+
+    /// Deletes a deployment that should not count (a test run, a duplicate from a second
+    /// tool): it leaves every list, count, DORA metric and the board, and a later delivery of
+    /// it from the tool does not bring it back. The journal keeps everything, and
+    /// `Query.deployment(id)` still reads it with `deletedAt` and `deletionReason`. Needs a
+    /// write token and a reason.
+    async fn delete_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        reason: String,
+    ) -> Result<AmendedDeployment> {
+        let mut problems = Vec::new();
+        let reason = checked_reason(Some(reason), &mut problems);
+        if reason.is_none() && problems.is_empty() {
+            problems.push("`reason` says why the deployment is deleted; it may not be empty".into());
+        }
+        let (Some(reason), true) = (reason, problems.is_empty()) else {
+            return Err(user_error("BAD_USER_INPUT", &problems.join("; ")));
+        };
+        let body = serde_json::json!({
+            "mutation": "deleteDeployment", "id": id.as_str(), "reason": reason,
+        });
+        amend(ctx, &id, Change::Delete { reason }, body).await
+    }
+}
+
+/// A reason, trimmed (none when empty), or a problem when too long.
+fn checked_reason(reason: Option<String>, problems: &mut Vec<String>) -> Option<String> {
+    let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty())?;
+    if reason.len() > crate::domain::MAX_TEXT_LEN {
+        problems.push(format!(
+            "`reason` is longer than {} bytes",
+            crate::domain::MAX_TEXT_LEN
+        ));
+        return None;
+    }
+    Some(reason)
 }
 
 /// Journals and applies one change, publishes its event, answers with the deployment.

@@ -116,6 +116,12 @@ mod tests {
                 failed_change: None,
                 failed_change_reason: None,
                 environment_url: None,
+                corrected_status: None,
+                corrected_system: None,
+                corrected_environment: None,
+                correction_reason: None,
+                deleted_at: None,
+                deletion_reason: None,
             },
             system: Named {
                 id: 1,

@@ -453,6 +453,32 @@ impl Deployment {
     async fn failed_change_reason(&self) -> Option<&str> {
         self.row.failed_change_reason.as_deref()
     }
+    /// What people corrected with `correctDeployment`: any of `status`, `system`,
+    /// `environment` (empty when nothing). Later deliveries from the tool do not change these.
+    async fn corrected_fields(&self) -> Vec<&'static str> {
+        let row = &self.row;
+        [
+            ("status", row.corrected_status.is_some()),
+            ("system", row.corrected_system.is_some()),
+            ("environment", row.corrected_environment.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, corrected)| corrected.then_some(field))
+        .collect()
+    }
+    /// Why people corrected it.
+    async fn correction_reason(&self) -> Option<&str> {
+        self.row.correction_reason.as_deref()
+    }
+    /// When people deleted it (`deleteDeployment`): a deleted deployment is in no list, count
+    /// or board, and only `Query.deployment(id)` and the events of its deletion show it.
+    async fn deleted_at(&self) -> Option<Instant> {
+        self.row.deleted_at.map(Instant)
+    }
+    /// Why people deleted it.
+    async fn deletion_reason(&self) -> Option<&str> {
+        self.row.deletion_reason.as_deref()
+    }
     /// The earliest start we were told about.
     async fn started_at(&self) -> Option<Instant> {
         self.row.started_at.map(Instant)
@@ -742,8 +768,18 @@ impl Environment {
     /// same over the systems it shows.
     async fn stopped(&self, ctx: &Context<'_>) -> Result<bool> {
         let config = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
-        let last = self.facts(ctx).await?.last_deployed_at;
-        Ok(config.is_stopped(&self.0.name, last, crate::domain::now_millis()))
+        let facts = self.facts(ctx).await?;
+        Ok(config.is_stopped(
+            &self.0.name,
+            facts.last_deployed_at,
+            facts.stopped_at,
+            crate::domain::now_millis(),
+        ))
+    }
+    /// When its tool last said it stopped it (GitLab's `stop` action, GitHub's `inactive` on a
+    /// transient environment); a deployment after that starts it again.
+    async fn stopped_at(&self, ctx: &Context<'_>) -> Result<Option<Instant>> {
+        Ok(self.facts(ctx).await?.stopped_at.map(Instant))
     }
     /// Deployments to this environment, newest first.
     async fn deployments(
@@ -780,9 +816,15 @@ impl Environment {
         super::budget::charge(ctx, super::budget::Charge::Aggregate)?;
         let store = ctx.data::<Store>()?;
         let cells = store.board_cells(&[], &[self.0.id]).await.map_err(internal)?;
-        Ok(super::board::EnvironmentFacts::of(&cells)
+        let mut facts = super::board::EnvironmentFacts::of(&cells)
             .remove(&self.0.id)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        facts.stopped_at = store
+            .environments_stopped_at()
+            .await
+            .map_err(internal)?
+            .remove(&self.0.id);
+        Ok(facts)
     }
 }
 

@@ -309,6 +309,21 @@ impl Ingest {
                 let decision = Decision::none("ignored", rule, &reason);
                 (Work::Ignore(reason), decision)
             }
+            Parsed::Stopped(stops) => {
+                let stopped: Vec<(String, i64)> = stops
+                    .iter()
+                    .map(|stop| (self.rules.environment(&stop.environment), stop.at))
+                    .collect();
+                let said: Vec<String> = stops
+                    .iter()
+                    .zip(&stopped)
+                    .map(|(stop, (environment, _))| {
+                        format!("{} stopped {environment} (`{}`)", stop.system, stop.environment)
+                    })
+                    .collect();
+                let decision = Decision::none("processed", rule, &said.join("; "));
+                (Work::Stop(stopped), decision)
+            }
         }
     }
 

@@ -141,6 +141,6 @@ fn deployments_made(sources: &Registry, delivery: &entity::deliveries::Model) ->
             .into_iter()
             .map(|o| (delivery.source.clone(), o.external_id))
             .collect(),
-        _ => Vec::new(),
+        Ok(Parsed::Stopped(_) | Parsed::Ignored(_)) | Err(_) => Vec::new(),
     }
 }

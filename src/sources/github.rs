@@ -147,6 +147,9 @@ impl Source for Github {
             .unwrap_or_else(|| kind_of(&event).to_string());
         let parsed = match kind.as_str() {
             "ping" => Parsed::Ignored("ping: the webhook reaches shiplog".into()),
+            "deployment_status" if transient_and_inactive(&event) => {
+                Parsed::Stopped(vec![stop(&event, delivery.received_at)?])
+            }
             "deployment" | "deployment_status" => {
                 Parsed::Deployments(vec![deployment(&event, &kind, delivery.received_at)?])
             }
@@ -249,6 +252,39 @@ fn api_deployment(record: &Value, received_at: i64) -> Result<Observation, Sourc
     deployment(&event, kind, received_at)
 }
 
+/// An `inactive` status on a deployment to a transient environment (a review app): GitHub's
+/// word that the environment is gone. On a lasting environment `inactive` only says a newer
+/// deployment replaced this one.
+fn transient_and_inactive(event: &Value) -> bool {
+    text(event, "/deployment_status/state").as_deref() == Some("inactive")
+        && event
+            .pointer("/deployment/transient_environment")
+            .and_then(Value::as_bool)
+            == Some(true)
+}
+
+/// The environment a transient deployment's `inactive` status stopped.
+fn stop(event: &Value, received_at: i64) -> Result<crate::sources::EnvironmentStop, SourceError> {
+    let (system, environment) = where_deployed(event)?;
+    Ok(crate::sources::EnvironmentStop {
+        system,
+        environment,
+        at: time(event, "/deployment_status/created_at")?.unwrap_or(received_at),
+    })
+}
+
+/// A deployment event's system (the repository) and environment.
+fn where_deployed(event: &Value) -> Result<(String, String), SourceError> {
+    Ok((
+        name(text(event, "/repository/full_name"), "repository.full_name")?,
+        name(
+            present(event, "/deployment/environment")
+                .or_else(|| present(event, "/deployment_status/environment")),
+            "deployment.environment",
+        )?,
+    ))
+}
+
 /// A `deployment` or `deployment_status` event about the deployment it carries.
 fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation, SourceError> {
     let external_id = id(event, "/deployment/id")?;
@@ -272,18 +308,15 @@ fn deployment(event: &Value, kind: &str, received_at: i64) -> Result<Observation
     let production = event
         .pointer("/deployment/production_environment")
         .and_then(Value::as_bool);
+    let (system, environment) = where_deployed(event)?;
     Ok(Observation {
         tags: Default::default(),
         note: None,
         environment_url: present(event, "/deployment_status/environment_url")
             .filter(|u| u.starts_with("http")),
         external_id,
-        system: name(text(event, "/repository/full_name"), "repository.full_name")?,
-        environment: name(
-            present(event, "/deployment/environment")
-                .or_else(|| present(event, "/deployment_status/environment")),
-            "deployment.environment",
-        )?,
+        system,
+        environment,
         environment_tier: production.and_then(|p| p.then(|| "production".to_string())),
         status,
         raw_status,

@@ -346,6 +346,9 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
             ));
         }
     };
+    if environment.get("action").and_then(Value::as_str) == Some("stop") {
+        return stop_job(event, environment, received_at);
+    }
     if let Err(reason) = deploys(environment) {
         return Ok(Parsed::Ignored(reason));
     }
@@ -392,6 +395,23 @@ fn job_event(event: &Value, received_at: i64) -> Result<Parsed, SourceError> {
         tenant: None,
         committed_at: None,
         origin: None,
+    }]))
+}
+
+/// A job with `environment.action: stop` (the environment's `on_stop` job): once it
+/// succeeded, the environment is stopped (GitLab marks it so too).
+fn stop_job(event: &Value, environment: &Value, received_at: i64) -> Result<Parsed, SourceError> {
+    let raw_status = name(text(event, "/build_status"), "build_status")?;
+    if status(&raw_status) != DeploymentStatus::Succeeded {
+        return Ok(Parsed::Ignored(format!(
+            "a stop job that is `{}`: the environment stops when it succeeds",
+            truncate(&raw_status)
+        )));
+    }
+    Ok(Parsed::Stopped(vec![crate::sources::EnvironmentStop {
+        system: name(job_project(event), "project.path_with_namespace")?,
+        environment: name(text(environment, "/name"), "environment.name")?,
+        at: time(event, "/build_finished_at")?.unwrap_or(received_at),
     }]))
 }
 

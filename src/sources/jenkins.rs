@@ -580,7 +580,7 @@ mod tests {
             "number": 7, "result": "FAILURE", "timestamp": 1_700_000_000_000_i64, "duration": 1000, "actions": [{}] } });
         let observation = |value: &Value| match source.parse(value, 0).unwrap().0 {
             Parsed::Deployments(found) => found[0].clone(),
-            Parsed::Ignored(why) => panic!("{why}"),
+            other => panic!("{other:?}"),
         };
         let (imported, sent) = (
             observation(&as_notification(&record).unwrap()),

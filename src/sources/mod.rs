@@ -94,6 +94,20 @@ pub enum Parsed {
     Deployments(Vec<Observation>),
     /// A valid delivery that describes no deployment (journaled as ignored, with the reason).
     Ignored(String),
+    /// The tool stopped environments (GitLab's `stop` action, GitHub's `inactive` on a
+    /// transient environment): they leave the board until something is deployed there again.
+    Stopped(Vec<EnvironmentStop>),
+}
+
+/// An environment a tool said it stopped, in the tool's words.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStop {
+    /// The system whose environment it was (the tool's name, as in its deployments).
+    pub system: String,
+    pub environment: String,
+    /// When it stopped, epoch ms.
+    pub at: i64,
 }
 
 /// A delivery a source has read: everything the pipeline needs, from one pass over the body.

@@ -1,15 +1,18 @@
 //! Changes people make to a stored deployment through the write API (tags, a note, a failed
-//! change mark): journaled as a delivery of the `shiplog` source in the same transaction as
-//! the change, with an event so subscribers hear of it.
+//! change mark, a correction, a deletion): journaled as a delivery of the `shiplog` source in
+//! the same transaction as the change, with an event so subscribers hear of it. A correction
+//! or a deletion also moves the per-day rollup and rebuilds the board cells it touches.
 
 use std::collections::BTreeMap;
 
 use entity::{DeliveryState, deliveries, deployment_events, deployments};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+use sea_orm::{ActiveModelTrait, EntityTrait, QuerySelect, TransactionTrait};
 
+use super::counts::CountDeltas;
 use super::merge::{tags_json, tags_of};
-use super::{Store, StoreError};
+use super::{NameKind, Store, StoreError, ensure_named};
+use crate::domain::DeploymentStatus;
 use crate::events::LiveEvent;
 
 /// The journal's source name for the write API's own changes (no webhook route has it).
@@ -29,6 +32,23 @@ pub enum Change {
         failed: Option<bool>,
         reason: Option<String>,
     },
+    /// Set the status, or move the deployment to another system or environment: people's
+    /// words (kept, mapped by the rules like a tool's) with the names they map to.
+    Correct {
+        status: Option<DeploymentStatus>,
+        system: Option<Renamed>,
+        environment: Option<Renamed>,
+        reason: Option<String>,
+    },
+    /// Hide it from every list, count and the board (still read by id), with why.
+    Delete { reason: String },
+}
+
+/// A name people gave, and the name the mapping rules make of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renamed {
+    pub given: String,
+    pub mapped: String,
 }
 
 /// One change to one deployment, as journaled.
@@ -80,22 +100,43 @@ impl Store {
             txn.rollback().await?;
             return Ok(None);
         };
-        let next = changed(&current, &amendment.change, amendment.at)?;
+        if let Some(deleted_at) = current.deleted_at {
+            txn.rollback().await?;
+            return Err(StoreError::Invalid(format!(
+                "deployment {} was deleted at {}; a deleted deployment is not changed",
+                current.id,
+                crate::domain::format_millis(deleted_at)
+            )));
+        }
+        let mut next = changed(&current, &amendment.change, amendment.at)?;
+        if let Change::Correct {
+            system, environment, ..
+        } = &amendment.change
         {
-            use deployments::Column;
-            use sea_orm::sea_query::Expr;
-            deployments::Entity::update_many()
-                .col_expr(Column::Tags, Expr::value(next.tags.clone()))
-                .col_expr(Column::Note, Expr::value(next.note.clone()))
-                .col_expr(Column::FailedChange, Expr::value(next.failed_change))
-                .col_expr(
-                    Column::FailedChangeReason,
-                    Expr::value(next.failed_change_reason.clone()),
-                )
-                .col_expr(Column::UpdatedAt, Expr::value(next.updated_at))
-                .filter(Column::Id.eq(next.id))
-                .exec(&txn)
+            if let Some(system) = system {
+                next.system_id = ensure_named(&txn, NameKind::System, &system.mapped, amendment.at).await?;
+            }
+            if let Some(environment) = environment {
+                next.environment_id =
+                    ensure_named(&txn, NameKind::Environment, &environment.mapped, amendment.at).await?;
+            }
+        }
+        {
+            use sea_orm::IntoActiveModel;
+            // Every column written (the model is the whole row as it now is).
+            next.clone().into_active_model().reset_all().update(&txn).await?;
+        }
+        let moved = (current.system_id, current.environment_id) != (next.system_id, next.environment_id);
+        let recount = moved || current.status != next.status || next.deleted_at.is_some();
+        if recount {
+            let mut counts = CountDeltas::default();
+            counts.change(&current, &next);
+            counts.flush(&txn).await?;
+            super::board::rebuild_cell(&txn, (current.system_id, current.environment_id), amendment.at)
                 .await?;
+            if moved {
+                super::board::rebuild_cell(&txn, (next.system_id, next.environment_id), amendment.at).await?;
+            }
         }
         let event = deployment_events::ActiveModel {
             id: NotSet,
@@ -150,6 +191,30 @@ fn changed(current: &deployments::Model, change: &Change, at: i64) -> Result<dep
         Change::FailedChange { failed, reason } => {
             next.failed_change = *failed;
             next.failed_change_reason = failed.and(reason.clone());
+        }
+        Change::Correct {
+            status,
+            system,
+            environment,
+            reason,
+        } => {
+            if let Some(status) = status {
+                next.status = *status;
+                next.corrected_status = Some(*status);
+            }
+            if let Some(system) = system {
+                next.corrected_system = Some(system.given.clone());
+            }
+            if let Some(environment) = environment {
+                next.corrected_environment = Some(environment.given.clone());
+            }
+            if reason.is_some() {
+                next.correction_reason = reason.clone();
+            }
+        }
+        Change::Delete { reason } => {
+            next.deleted_at = Some(at);
+            next.deletion_reason = Some(reason.clone());
         }
     }
     next.updated_at = at.max(current.updated_at);

@@ -47,6 +47,9 @@ pub enum Work {
     /// Journal as failed, with why it could not be read: a dead letter `shiplog reprocess`
     /// reads again (after an upgrade or a rule change).
     Fail(String),
+    /// Journal as processed and mark these environments (shiplog's names) stopped at these
+    /// times (epoch ms).
+    Stop(Vec<(String, i64)>),
 }
 
 /// Which journal row a job writes.
@@ -207,10 +210,31 @@ pub(super) async fn apply(
         }
     }
 
+    // A deployment people deleted takes the tool's later words (kept for the audit) but makes
+    // no event and no board cell: it is gone from every view.
+    steps.retain(|step| step.state.deleted_at.is_none());
+
     // The board cells (and, after this, the rollup) are rows every batch touches: they are
     // locked last, so another replica's transaction waits on them only for the commit.
     let event_ids = write_events(txn, &steps, now).await?;
     write_cells(txn, &steps, now).await?;
+    // A newer observation that moved a deployment to another system or environment (the
+    // tool's name for it changed) leaves its old cell: rebuilt from what is left there. Rare,
+    // and after the batch's own cells, in the same order on every replica.
+    let mut left: Vec<(i64, i64)> = slots
+        .values()
+        .filter_map(|slot| {
+            let original = slot.original.as_ref()?;
+            let from = (original.system_id, original.environment_id);
+            (from != (slot.current.system_id, slot.current.environment_id)).then_some(from)
+        })
+        .collect();
+    left.sort_unstable();
+    left.dedup();
+    for cell in left {
+        super::board::rebuild_cell(txn, cell, now).await?;
+    }
+    stop_environments(txn, known, &mut names, jobs, &journaled, now).await?;
     let dones = outcomes(txn, jobs, &journaled, steps, event_ids, now).await?;
     Ok(Written { dones, names, counts })
 }
@@ -253,6 +277,38 @@ async fn plan<'a>(
         }
     }
     Ok(planned)
+}
+
+/// Marks the environments tools stopped: `stopped_at` only moves forward (a late, older stop
+/// changes nothing), and a deployment after it starts the environment again (read side).
+async fn stop_environments(
+    txn: &DatabaseTransaction,
+    known: &[&NameCache],
+    names: &mut NameCache,
+    jobs: &[(&Target, &Work)],
+    journaled: &[Journaled],
+    now: i64,
+) -> Result<(), StoreError> {
+    use entity::environments;
+    for ((_, work), journaled) in jobs.iter().zip(journaled) {
+        let (Work::Stop(stops), Journaled::New { .. }) = (work, journaled) else {
+            continue;
+        };
+        for (environment, at) in stops {
+            let named = ensure(txn, NameKind::Environment, environment, known, names, now).await?;
+            environments::Entity::update_many()
+                .col_expr(environments::Column::StoppedAt, Expr::value(*at))
+                .filter(environments::Column::Id.eq(named.id))
+                .filter(
+                    environments::Column::StoppedAt
+                        .is_null()
+                        .or(environments::Column::StoppedAt.lt(*at)),
+                )
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The merge rules over the planned observations, in arrival order.
@@ -328,6 +384,10 @@ async fn outcomes(
                 },
                 (Journaled::New { id, .. }, Work::Ignore(_)) => Outcome::Ignored { delivery_id: *id },
                 (Journaled::New { id, .. }, Work::Pending) => Outcome::Pending { delivery_id: *id },
+                (Journaled::New { id, .. }, Work::Stop(_)) => Outcome::Applied {
+                    delivery_id: *id,
+                    deployment_ids: Vec::new(),
+                },
                 (Journaled::New { id, .. }, Work::Fail(error)) => Outcome::Failed {
                     delivery_id: *id,
                     error: error.clone(),
@@ -391,6 +451,7 @@ fn journal_state(work: &Work) -> (DeliveryState, Option<String>) {
         Work::Apply(_) => (DeliveryState::Processed, None),
         Work::Ignore(reason) => (DeliveryState::Ignored, Some(reason.clone())),
         Work::Pending => (DeliveryState::Pending, None),
+        Work::Stop(_) => (DeliveryState::Processed, None),
         Work::Fail(error) => (DeliveryState::Failed, Some(error.clone())),
     }
 }

@@ -191,32 +191,47 @@ impl Store {
             .all(self.connection())
             .await?;
         let now = crate::domain::now_millis();
-        for (system_id, environment_id) in &pairs {
-            // Each slot's newest, then the newest of all (the cell's `latest`).
-            for statuses in [
-                vec!["succeeded"],
-                vec!["failed"],
-                vec!["queued", "running"],
-                vec![],
-            ] {
-                let mut newest = deployments::Entity::find()
-                    .filter(deployments::Column::SystemId.eq(*system_id))
-                    .filter(deployments::Column::EnvironmentId.eq(*environment_id));
-                if !statuses.is_empty() {
-                    newest = newest.filter(deployments::Column::Status.is_in(statuses));
-                }
-                let newest = newest
-                    .order_by_desc(deployments::Column::DeployedAt)
-                    .order_by_desc(deployments::Column::Id)
-                    .one(self.connection())
-                    .await?;
-                if let Some(deployment) = newest {
-                    touch(self.connection(), &deployment, now).await?;
-                }
-            }
+        for pair in &pairs {
+            rebuild_cell(self.connection(), *pair, now).await?;
         }
         Ok(pairs.len() as u64)
     }
+}
+
+/// Rebuilds one system's cell in one environment from its deployments (people moved or
+/// deleted one of them): each slot's newest, then the newest of all. No deployment left, no
+/// cell.
+pub(crate) async fn rebuild_cell<C: ConnectionTrait>(
+    conn: &C,
+    (system_id, environment_id): (i64, i64),
+    now: i64,
+) -> Result<(), StoreError> {
+    board_cells::Entity::delete_by_id((system_id, environment_id))
+        .exec(conn)
+        .await?;
+    for statuses in [
+        vec!["succeeded"],
+        vec!["failed"],
+        vec!["queued", "running"],
+        vec![],
+    ] {
+        let mut newest = deployments::Entity::find()
+            .filter(deployments::Column::DeletedAt.is_null())
+            .filter(deployments::Column::SystemId.eq(system_id))
+            .filter(deployments::Column::EnvironmentId.eq(environment_id));
+        if !statuses.is_empty() {
+            newest = newest.filter(deployments::Column::Status.is_in(statuses));
+        }
+        let newest = newest
+            .order_by_desc(deployments::Column::DeployedAt)
+            .order_by_desc(deployments::Column::Id)
+            .one(conn)
+            .await?;
+        if let Some(deployment) = newest {
+            touch(conn, &deployment, now).await?;
+        }
+    }
+    Ok(())
 }
 
 use sea_orm::QueryOrder;

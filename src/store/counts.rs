@@ -32,6 +32,10 @@ pub(crate) struct CountDeltas(BTreeMap<Key, i64>);
 impl CountDeltas {
     /// Counts a deployment in (`sign` = 1) or out (-1) at all four grains.
     pub fn add(&mut self, deployment: &deployments::Model, sign: i64) {
+        if deployment.deleted_at.is_some() {
+            // Deleted by people: counted nowhere.
+            return;
+        }
         let day = day_floor(deployment.deployed_at);
         let (s, e) = (deployment.system_id, deployment.environment_id);
         for (system, environment) in [(s, e), (s, 0), (0, e), (0, 0)] {
@@ -47,7 +51,8 @@ impl CountDeltas {
         let same = before.system_id == after.system_id
             && before.environment_id == after.environment_id
             && day_floor(before.deployed_at) == day_floor(after.deployed_at)
-            && before.status == after.status;
+            && before.status == after.status
+            && before.deleted_at.is_some() == after.deleted_at.is_some();
         if !same {
             self.add(before, -1);
             self.add(after, 1);
@@ -124,7 +129,8 @@ fn rebuild_grain(
         .expr(day.clone())
         .column(Deployment::Status)
         .expr(Expr::col(Deployment::Id).count())
-        .from(deployments::Entity);
+        .from(deployments::Entity)
+        .and_where(Expr::col(Deployment::DeletedAt).is_null());
     if by_system {
         select.group_by_col(Deployment::SystemId);
     }

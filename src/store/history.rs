@@ -86,6 +86,7 @@ impl Store {
             return Ok(None);
         };
         let after = deployments::Entity::find()
+            .filter(Column::DeletedAt.is_null())
             .filter(Column::SystemId.eq(from.system_id))
             .filter(Column::EnvironmentId.eq(from.environment_id))
             .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
@@ -156,6 +157,7 @@ impl Store {
         let ids: Vec<i64> = events.iter().map(|e| e.deployment_id).collect();
         let found: std::collections::HashMap<i64, deployments::Model> = deployments::Entity::find()
             .filter(deployments::Column::Id.is_in(ids))
+            .filter(deployments::Column::DeletedAt.is_null())
             .all(self.connection())
             .await?
             .into_iter()
@@ -188,6 +190,7 @@ impl Store {
     ) -> Result<Option<deployments::Model>, StoreError> {
         use deployments::Column;
         let mut select = deployments::Entity::find()
+            .filter(Column::DeletedAt.is_null())
             .filter(Column::SystemId.eq(deployment.system_id))
             .filter(Column::EnvironmentId.eq(deployment.environment_id))
             .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))

@@ -63,6 +63,12 @@ pub fn new_deployment(
         failed_change: None,
         failed_change_reason: None,
         environment_url: observation.environment_url.clone(),
+        corrected_status: None,
+        corrected_system: None,
+        corrected_environment: None,
+        correction_reason: None,
+        deleted_at: None,
+        deletion_reason: None,
     }
 }
 
@@ -188,6 +194,17 @@ pub fn merge(
     }
     next.deployed_at = next.finished_at.or(next.started_at).unwrap_or(next.first_seen_at);
     next.updated_at = received_at.max(current.updated_at);
+    // What people corrected stays: the tool's later words are kept beside it (raw status and
+    // names), not in its place.
+    if let Some(status) = current.corrected_status {
+        next.status = status;
+    }
+    if current.corrected_system.is_some() {
+        next.system_id = current.system_id;
+    }
+    if current.corrected_environment.is_some() {
+        next.environment_id = current.environment_id;
+    }
     next
 }
 

@@ -514,7 +514,8 @@ impl Store {
         {
             return Ok(None);
         }
-        let mut select = deployments::Entity::find();
+        // Deployments people deleted are in no list or count (`Query.deployment` still reads them).
+        let mut select = deployments::Entity::find().filter(deployments::Column::DeletedAt.is_null());
         if let Some(ids) = resolved.system_ids {
             select = select.filter(deployments::Column::SystemId.is_in(ids));
         }
@@ -820,6 +821,21 @@ impl Store {
             .map(Named::from))
     }
 
+    /// When tools said they stopped environments, by environment id (only those they did).
+    pub async fn environments_stopped_at(&self) -> Result<HashMap<i64, i64>, StoreError> {
+        let rows: Vec<(i64, Option<i64>)> = environments::Entity::find()
+            .select_only()
+            .columns([environments::Column::Id, environments::Column::StoppedAt])
+            .filter(environments::Column::StoppedAt.is_not_null())
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, at)| at.map(|at| (id, at)))
+            .collect())
+    }
+
     /// The environments a system has been deployed to.
     pub async fn environments_of_system(&self, system_id: i64) -> Result<Vec<Named>, StoreError> {
         let ids = Query::select()
@@ -827,6 +843,7 @@ impl Store {
             .column(deployments::Column::EnvironmentId)
             .from(deployments::Entity)
             .and_where(Expr::col(deployments::Column::SystemId).eq(system_id))
+            .and_where(Expr::col(deployments::Column::DeletedAt).is_null())
             .to_owned();
         Ok(environments::Entity::find()
             .filter(environments::Column::Id.in_subquery(ids))
@@ -845,6 +862,7 @@ impl Store {
             .column(deployments::Column::SystemId)
             .from(deployments::Entity)
             .and_where(Expr::col(deployments::Column::EnvironmentId).eq(environment_id))
+            .and_where(Expr::col(deployments::Column::DeletedAt).is_null())
             .to_owned();
         Ok(systems::Entity::find()
             .filter(systems::Column::Id.in_subquery(ids))

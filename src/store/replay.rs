@@ -4,20 +4,30 @@
 //! the ingest pipeline's (`ingest::replay`).
 
 use entity::{board_cells, deployments};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
 use super::{NameKind, Store, StoreError, ensure_named};
 
+/// The system words the mapping rules read for a deployment: the name people gave in a
+/// correction, else the tool's own.
+fn raw_system() -> sea_orm::sea_query::SimpleExpr {
+    Expr::cust("COALESCE(corrected_system, raw_system)")
+}
+
+/// The environment words, as [`raw_system`].
+fn raw_environment() -> sea_orm::sea_query::SimpleExpr {
+    Expr::cust("COALESCE(corrected_environment, raw_environment)")
+}
+
 impl Store {
-    /// Every distinct (raw system, raw environment) pair deployments carry.
+    /// Every distinct (raw system, raw environment) pair deployments carry (people's corrected
+    /// names in place of the tool's, see [`raw_system`]).
     pub async fn raw_name_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(deployments::Entity::find()
             .select_only()
-            .columns([
-                deployments::Column::RawSystem,
-                deployments::Column::RawEnvironment,
-            ])
+            .column_as(raw_system(), "raw_system")
+            .column_as(raw_environment(), "raw_environment")
             .distinct()
             .into_tuple()
             .all(self.connection())
@@ -38,8 +48,8 @@ impl Store {
         let moved = deployments::Entity::update_many()
             .col_expr(deployments::Column::SystemId, Expr::value(system_id))
             .col_expr(deployments::Column::EnvironmentId, Expr::value(environment_id))
-            .filter(deployments::Column::RawSystem.eq(raw_system))
-            .filter(deployments::Column::RawEnvironment.eq(raw_environment))
+            .filter(ExprTrait::eq(self::raw_system(), raw_system))
+            .filter(ExprTrait::eq(self::raw_environment(), raw_environment))
             .filter(
                 sea_orm::Condition::any()
                     .add(deployments::Column::SystemId.ne(system_id))
@@ -162,16 +172,13 @@ impl Store {
     pub async fn raw_names_now(&self) -> Result<Vec<RawNamesNow>, StoreError> {
         let rows: Vec<(String, String, i64, i64, i64, String)> = deployments::Entity::find()
             .select_only()
-            .columns([
-                deployments::Column::RawSystem,
-                deployments::Column::RawEnvironment,
-                deployments::Column::SystemId,
-                deployments::Column::EnvironmentId,
-            ])
+            .column_as(raw_system(), "raw_system")
+            .column_as(raw_environment(), "raw_environment")
+            .columns([deployments::Column::SystemId, deployments::Column::EnvironmentId])
             .column_as(deployments::Column::Id.count(), "count")
             .column_as(deployments::Column::ExternalId.max(), "example")
-            .group_by(deployments::Column::RawSystem)
-            .group_by(deployments::Column::RawEnvironment)
+            .group_by(raw_system())
+            .group_by(raw_environment())
             .group_by(deployments::Column::SystemId)
             .group_by(deployments::Column::EnvironmentId)
             .into_tuple()

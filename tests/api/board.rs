@@ -356,3 +356,146 @@ async fn review_apps_share_one_column_and_a_quiet_one_leaves_the_board() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_deployment_the_tool_renames_leaves_its_old_cell() {
+    let app = spawn_app().await;
+    deploy(
+        &app,
+        "d-1",
+        "billing",
+        "production",
+        "succeeded",
+        "1.0",
+        "2026-11-02T10:00:00Z",
+    )
+    .await;
+    deploy(
+        &app,
+        "d-2",
+        "billing",
+        "staging",
+        "succeeded",
+        "1.0",
+        "2026-11-02T10:00:00Z",
+    )
+    .await;
+    // The tool reports d-1 again, later, under the environment's new name.
+    deploy(
+        &app,
+        "d-1",
+        "billing",
+        "prod-eu",
+        "succeeded",
+        "1.0",
+        "2026-11-02T11:00:00Z",
+    )
+    .await;
+    let board = app.data(BOARD, json!({})).await["board"].clone();
+    let cells: Vec<&str> = board["rows"][0]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["current"].is_null())
+        .map(|c| c["environment"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cells,
+        ["staging", "prod-eu"],
+        "production no longer runs d-1: {board}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_environment_its_tool_stopped_leaves_the_board_until_the_next_deployment() {
+    // The fixtures are years old: idleness alone would stop every environment here.
+    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(crate::helpers::TestDb::new().await), |s| {
+        s.environments.ephemeral_stopped_after_days = 0
+    })
+    .await;
+    // GitLab's review app and GitHub's transient pr-42, each deployed before their tool stops them.
+    let gitlab = "root/test-deployment-webhooks";
+    deploy(
+        &app,
+        "g-1",
+        gitlab,
+        "production",
+        "succeeded",
+        "1.0",
+        "2021-04-28T18:00:00Z",
+    )
+    .await;
+    deploy(
+        &app,
+        "g-2",
+        gitlab,
+        "review/feature-x",
+        "succeeded",
+        "mr-1",
+        "2021-04-28T19:00:00Z",
+    )
+    .await;
+    deploy(
+        &app,
+        "h-1",
+        "Codertocat/Hello-World",
+        "pr-42",
+        "succeeded",
+        "pr-42",
+        "2019-05-15T15:00:00Z",
+    )
+    .await;
+    let query = "query($stopped: Boolean!) { board(includeStopped: $stopped) { environments { name } ephemeralEnvironments { name } }
+      review: environment(name: \"review/feature-x\") { stopped stoppedAt }
+      pr: environment(name: \"pr-42\") { stopped stoppedAt } }";
+    let columns = |data: &Value| -> Vec<String> {
+        let board = &data["board"];
+        ["environments", "ephemeralEnvironments"]
+            .iter()
+            .flat_map(|list| board[list].as_array().unwrap().clone())
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = app.data(query, json!({ "stopped": false })).await;
+    assert_eq!(columns(&before), ["production", "pr-42", "review/feature-x"]);
+    assert_eq!(before["review"], json!({ "stopped": false, "stoppedAt": null }));
+
+    // A running stop job stops nothing; the finished one does.
+    crate::contract::send_fixture(&app, "gitlab", "job_stop_environment.json").await;
+    let running = app.data(query, json!({ "stopped": false })).await;
+    assert_eq!(running["review"]["stopped"], false, "{running}");
+    crate::contract::send_fixture(&app, "gitlab", "job_stop_environment_success.derived.json").await;
+    // GitHub: `inactive` on a lasting environment is only "replaced"; on a transient one, gone.
+    crate::contract::send_fixture(
+        &app,
+        "github",
+        "deployment_status_created_inactive_transient.derived.json",
+    )
+    .await;
+    let after = app.data(query, json!({ "stopped": false })).await;
+    assert_eq!(columns(&after), ["production"], "{after}");
+    assert_eq!(
+        after["review"],
+        json!({ "stopped": true, "stoppedAt": "2021-04-28T19:45:10.500Z" })
+    );
+    assert_eq!(after["pr"]["stopped"], true);
+    let everything = app.data(query, json!({ "stopped": true })).await;
+    assert_eq!(columns(&everything), ["production", "pr-42", "review/feature-x"]);
+
+    // Deployed to again: started again, the stop kept for the record.
+    deploy(
+        &app,
+        "g-3",
+        gitlab,
+        "review/feature-x",
+        "succeeded",
+        "mr-2",
+        "2021-04-29T09:00:00Z",
+    )
+    .await;
+    let again = app.data(query, json!({ "stopped": false })).await;
+    assert_eq!(columns(&again), ["production", "review/feature-x"], "{again}");
+    assert_eq!(again["review"]["stopped"], false);
+    app.stop().await;
+}

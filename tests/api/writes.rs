@@ -421,3 +421,205 @@ async fn a_failed_change_mark_moves_doras_change_failure_rate() {
     assert_eq!(error_code(&refused), "FORBIDDEN");
     app.stop().await;
 }
+
+const CORRECT: &str = "mutation($id: ID!, $status: DeploymentStatus, $system: String, $environment: String, $reason: String) {
+    correctDeployment(id: $id, status: $status, system: $system, environment: $environment, reason: $reason) {
+      deliveryId deployment { status rawStatus rawSystem correctedFields correctionReason system { name } environment { name } } } }";
+
+const DELETE: &str = "mutation($id: ID!, $reason: String!) {
+    deleteDeployment(id: $id, reason: $reason) { deliveryId deployment { deletedAt deletionReason } } }";
+
+/// What every read path says about the window the test's deployments are in.
+const VIEWS: &str = r#"{
+    deployments { totalCount nodes { externalId status system { name } } }
+    deploymentFrequency(from: "2026-11-02T00:00:00Z", to: "2026-11-02T23:59:59Z", interval: DAY, groupBy: [SYSTEM]) { system count }
+    doraMetrics(from: "2026-11-01T00:00:00Z", to: "2026-11-08T00:00:00Z", groupBy: []) { deployments failedDeployments }
+    board { rows { system { name } cells { environment { name } current { externalId } inProgress { externalId } latest { externalId } } } }
+  }"#;
+
+fn id_of(views: &Value, external_id: &str) -> Value {
+    views["deployments"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["externalId"] == external_id)
+        .map(|n| n["id"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn corrections_and_deletions_move_every_view_stay_put_and_survive_replay() {
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |s| s.write_tokens = vec!["write-1".into()]).await;
+    // billing: a success, then one stuck RUNNING; "biling" is a typo in one tool's job name.
+    for (id, system, status, at) in [
+        ("d-1", "billing", "succeeded", "2026-11-02T10:00:00Z"),
+        ("d-2", "billing", "running", "2026-11-02T11:00:00Z"),
+        ("d-3", "biling", "succeeded", "2026-11-02T12:00:00Z"),
+        ("d-4", "billing", "succeeded", "2026-11-02T13:00:00Z"),
+    ] {
+        let mut body = crate::helpers::generic(id, status);
+        body["system"] = json!(system);
+        body["startedAt"] = json!(at);
+        if status == "succeeded" {
+            body["finishedAt"] = json!(at);
+        }
+        app.deliver(body).await;
+    }
+    let ids_query = "{ deployments { nodes { id externalId } } }";
+    let ids = app.data(ids_query, json!({})).await;
+    let (stuck, typo, test_run) = (id_of(&ids, "d-2"), id_of(&ids, "d-3"), id_of(&ids, "d-4"));
+    let mut live = app
+        .subscribe(
+            "subscription { deploymentEvents { status previousStatus deployment { externalId deletedAt } } }",
+            json!({}),
+        )
+        .await;
+
+    // The stuck deployment died: corrected to FAILED, with why.
+    let failed = answer(
+        &app,
+        Some("write-1"),
+        CORRECT,
+        json!({ "id": stuck, "status": "FAILED", "reason": "the runner died; nothing was deployed" }),
+    )
+    .await;
+    assert_eq!(
+        failed["data"]["correctDeployment"]["deployment"],
+        json!({ "status": "FAILED", "rawStatus": "running", "rawSystem": "billing", "correctedFields": ["status"],
+                "correctionReason": "the runner died; nothing was deployed",
+                "system": { "name": "billing" }, "environment": { "name": "production" } }),
+        "{failed}"
+    );
+    let event = live
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the correction's event");
+    assert_eq!(
+        event["deploymentEvents"],
+        json!({ "status": "FAILED", "previousStatus": "RUNNING", "deployment": { "externalId": "d-2", "deletedAt": null } })
+    );
+    // The typo moved to billing.
+    let moved = answer(
+        &app,
+        Some("write-1"),
+        CORRECT,
+        json!({ "id": typo, "system": "billing" }),
+    )
+    .await;
+    assert_eq!(
+        moved["data"]["correctDeployment"]["deployment"]["system"]["name"], "billing",
+        "{moved}"
+    );
+    // The test run is deleted.
+    let deleted = answer(
+        &app,
+        Some("write-1"),
+        DELETE,
+        json!({ "id": test_run, "reason": "a load test, not a release" }),
+    )
+    .await;
+    assert_eq!(
+        deleted["data"]["deleteDeployment"]["deployment"]["deletionReason"], "a load test, not a release",
+        "{deleted}"
+    );
+    live.next_event(Duration::from_secs(5))
+        .await
+        .expect("the move's event");
+    let gone = live
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the deletion's event");
+    assert_eq!(gone["deploymentEvents"]["deployment"]["externalId"], "d-4");
+    assert!(
+        gone["deploymentEvents"]["deployment"]["deletedAt"].is_string(),
+        "{gone}"
+    );
+
+    let expect_views = |views: &Value| {
+        assert_eq!(views["deployments"]["totalCount"], 3, "{views}");
+        assert_eq!(
+            views["deploymentFrequency"],
+            json!([{ "system": "billing", "count": 3 }]),
+            "the rollup follows the move and the deletion: {views}"
+        );
+        assert_eq!(
+            views["doraMetrics"][0],
+            json!({ "deployments": 3, "failedDeployments": 1 }),
+            "{views}"
+        );
+        assert_eq!(
+            views["board"]["rows"],
+            json!([{ "system": { "name": "billing" }, "cells": [{ "environment": { "name": "production" },
+                "current": { "externalId": "d-3" }, "inProgress": null, "latest": { "externalId": "d-3" } }] }]),
+            "the board's cells were rebuilt: {views}"
+        );
+    };
+    expect_views(&app.data(VIEWS, json!({})).await);
+
+    // The tool reports all three again, later and further along: what people corrected and
+    // deleted stays.
+    for (id, system, status) in [
+        ("d-2", "billing", "succeeded"),
+        ("d-3", "biling", "succeeded"),
+        ("d-4", "billing", "succeeded"),
+    ] {
+        let mut body = crate::helpers::generic(id, status);
+        body["system"] = json!(system);
+        body["startedAt"] = json!("2026-11-02T14:00:00Z");
+        app.deliver(body).await;
+    }
+    expect_views(&app.data(VIEWS, json!({})).await);
+    // The deleted one is still read by id, for the audit; a deleted one is not changed again.
+    let audit = app
+        .data(
+            "query($id: ID!) { deployment(id: $id) { externalId deletedAt deletionReason } }",
+            json!({ "id": test_run }),
+        )
+        .await;
+    assert_eq!(
+        audit["deployment"]["deletionReason"],
+        "a load test, not a release"
+    );
+    let again = answer(
+        &app,
+        Some("write-1"),
+        DELETE,
+        json!({ "id": test_run, "reason": "twice" }),
+    )
+    .await;
+    assert_eq!(error_code(&again), "BAD_USER_INPUT", "{again}");
+    // Refused without a write token, without a reason, or with nothing to correct.
+    let read = answer(&app, None, DELETE, json!({ "id": stuck, "reason": "x" })).await;
+    assert_eq!(error_code(&read), "FORBIDDEN", "{read}");
+    let no_reason = answer(
+        &app,
+        Some("write-1"),
+        DELETE,
+        json!({ "id": stuck, "reason": " " }),
+    )
+    .await;
+    assert_eq!(error_code(&no_reason), "BAD_USER_INPUT", "{no_reason}");
+    let nothing = answer(&app, Some("write-1"), CORRECT, json!({ "id": stuck })).await;
+    assert_eq!(error_code(&nothing), "BAD_USER_INPUT", "{nothing}");
+    app.stop().await;
+
+    // Replay with an alias for billing: the corrected deployment moves with its system (people's
+    // name is mapped like a tool's), the deletion stays.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shiplog.toml");
+    std::fs::write(&config, "[systems.payments]\naliases = [\"billing\"]\n").unwrap();
+    let replayed = crate::replay::replay(&db, &config);
+    assert!(replayed.contains("deployments moved"), "{replayed}");
+    let app = spawn_app_on(db, |_| {}).await;
+    let after = app.data(VIEWS, json!({})).await;
+    assert_eq!(after["deployments"]["totalCount"], 3, "{after}");
+    let systems: Vec<&str> = after["deployments"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["system"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(systems, ["payments"; 3], "{after}");
+    app.stop().await;
+}
