@@ -211,7 +211,7 @@ pub enum SqliteSynchronous {
 
 /// The flags: the settings people set on a command line. Every other setting has its
 /// variable and its file key.
-#[derive(Debug, Default, Args, Serialize)]
+#[derive(Clone, Debug, Default, Args, Serialize)]
 pub struct SettingsArgs {
     /// TOML settings file [default: ./shiplog.toml when it exists]
     #[arg(long, env = "SHIPLOG_CONFIG", global = true)]
@@ -538,6 +538,11 @@ impl Settings {
         self.webhook_rate_limit = self.webhook_rate_limit.max(0.0);
         self.retry.max_attempts = self.api.retry_max_attempts.unwrap_or(25).max(1);
         Ok(self)
+    }
+
+    /// The files `[catalog] backstage_files` matches now (none when a pattern matches nothing).
+    pub fn catalog_files(&self) -> Vec<PathBuf> {
+        self.catalog.files(self.base_dir.as_deref()).unwrap_or_default()
     }
 
     /// The `[systems]` tables over the Components of `[catalog] backstage_files` (a table wins

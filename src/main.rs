@@ -20,7 +20,11 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(&cli.settings)?;
     shiplog::telemetry::init(settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
+        Command::Serve => {
+            let application = Application::build(settings).await?;
+            let _rereading = shiplog::startup::reread_settings(cli.settings.clone(), application.ingest());
+            application.run_until_stopped().await?
+        }
         Command::PrintSchema => print!("{}", shiplog::graphql::sdl()),
         Command::Seed(options) => {
             let store = open(&settings).await?;

@@ -54,6 +54,11 @@ pub struct Application {
 }
 
 impl Application {
+    /// The ingest pipeline (to re-read the settings into, see [`reread_settings`]).
+    pub fn ingest(&self) -> Ingest {
+        self.state.ingest.clone()
+    }
+
     /// Connects and migrates the database, resolves secrets, binds the port.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let options = db_options(&settings);
@@ -86,7 +91,8 @@ impl Application {
         });
         let (writer, writer_task) = Writer::spawn(store.clone(), own, hub.clone(), replica.clone());
         let rules = Arc::new(MappingRules::new(&settings.mapping));
-        let ingest = Ingest::new(sources, secrets, enrichers, rules, writer);
+        let ingest = Ingest::new(sources, secrets, enrichers, rules, writer)
+            .with_catalog(settings.checked_catalog.clone());
         let (stop, stopping) = watch::channel(false);
         let mut tasks = background(&store, &ingest, &settings, &replica, &hub, &stopping);
         tasks.extend(
@@ -236,7 +242,8 @@ pub async fn pipeline(
     });
     let (writer, task) = Writer::spawn(store.clone(), own, Hub::new(1024), random_token(8));
     let rules = Arc::new(MappingRules::new(&settings.mapping));
-    let ingest = Ingest::new(sources, BTreeMap::new(), enrichers, rules, writer);
+    let ingest = Ingest::new(sources, BTreeMap::new(), enrichers, rules, writer)
+        .with_catalog(settings.checked_catalog.clone());
     Ok((ingest, task))
 }
 
@@ -314,6 +321,84 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Reads the settings again on SIGHUP, and when the settings file or a `[catalog]
+/// backstage_files` file changes (checked every two seconds): the catalog and the mapping rules
+/// are replaced for what is read and received from then on (`shiplog replay` moves stored
+/// history). Settings with a problem are logged and the previous ones stay. Other settings
+/// (the port, the database, secrets, sources) still need a restart.
+pub fn reread_settings(args: crate::config::SettingsArgs, ingest: Ingest) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|error| tracing::warn!(%error, "SIGHUP cannot be listened for; file changes still are"))
+            .ok();
+        let mut files = watched_files(&args, Settings::load(&args).ok().as_ref());
+        let mut seen = stamps(&files);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            #[cfg(unix)]
+            let asked = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let asked = std::future::pending::<bool>();
+            let asked = tokio::select! {
+                asked = asked => asked,
+                _ = tick.tick() => false,
+            };
+            let now = stamps(&files);
+            if !asked && now == seen {
+                continue;
+            }
+            seen = now;
+            match Settings::load(&args) {
+                Ok(settings) => {
+                    let catalog = settings.checked_catalog.clone();
+                    tracing::info!(
+                        systems = catalog.systems().count(),
+                        teams = catalog.teams().len(),
+                        "settings read again: the catalog and mapping rules apply from now on (`shiplog replay` moves stored history)"
+                    );
+                    ingest.reload(MappingRules::new(&settings.mapping), catalog);
+                    files = watched_files(&args, Some(&settings));
+                    seen = stamps(&files);
+                }
+                Err(error) => tracing::error!(
+                    %error,
+                    "the settings were read again and have a problem: the previous catalog and mapping rules stay until it is fixed"
+                ),
+            }
+        }
+    })
+}
+
+/// The settings file and the catalog files the settings name.
+fn watched_files(args: &crate::config::SettingsArgs, settings: Option<&Settings>) -> Vec<std::path::PathBuf> {
+    let mut files = vec![
+        args.config
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("shiplog.toml")),
+    ];
+    if let Some(settings) = settings {
+        files.extend(settings.catalog_files());
+    }
+    files
+}
+
+/// Each file's modification time and length (None when it cannot be read).
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|file| {
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
 }
 
 async fn shutdown_signal() {

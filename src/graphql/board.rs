@@ -151,7 +151,7 @@ impl BoardQuery {
     ) -> Result<Board> {
         let store = ctx.data::<Store>()?;
         let config = ctx.data::<BoardConfig>()?;
-        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         let systems = match teams.filter(|t| !t.is_empty()) {
             Some(teams) => Some(super::types::of_teams(
                 catalog,

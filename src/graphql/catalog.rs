@@ -1,7 +1,5 @@
 //! The catalog's types: teams, and a system's links and tags (`[systems.<name>]`).
 
-use std::sync::Arc;
-
 use async_graphql::{Context, Object, Result, SimpleObject};
 
 use super::grafana::{DoraGroupBy, dora};
@@ -73,7 +71,7 @@ impl Team {
     ) -> Result<DeploymentConnection> {
         let mut filter = filter.unwrap_or_default();
         filter.teams = Some(vec![self.name.clone()]);
-        let filter = filter.into_filter(ctx.data::<Arc<Catalog>>()?)?;
+        let filter = filter.into_filter(&*super::catalog(ctx)?)?;
         deployments_connection(ctx, filter, after, before, first, last).await
     }
     /// DORA's four keys over this team's production deployments in a window: one row for the
@@ -86,8 +84,7 @@ impl Team {
         environments: Option<Vec<String>>,
         #[graphql(default)] group_by: Vec<DoraGroupBy>,
     ) -> Result<Vec<DoraMetrics>> {
-        let systems =
-            super::types::of_teams(ctx.data::<Arc<Catalog>>()?, Vec::new(), vec![self.name.clone()]);
+        let systems = super::types::of_teams(&*super::catalog(ctx)?, Vec::new(), vec![self.name.clone()]);
         let mut group_by = group_by;
         group_by.push(DoraGroupBy::Team);
         dora(ctx, (from, to), systems, environments, group_by).await
@@ -102,7 +99,7 @@ pub struct CatalogQuery;
 impl CatalogQuery {
     /// Every team the catalog names (`[systems.<name>] team`), by name.
     async fn teams(&self, ctx: &Context<'_>) -> Result<Vec<Team>> {
-        let catalog = ctx.data::<Arc<Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         Ok(catalog
             .teams()
             .keys()
@@ -111,7 +108,7 @@ impl CatalogQuery {
     }
     /// One team by name (null when the catalog names no such team).
     async fn team(&self, ctx: &Context<'_>, name: String) -> Result<Option<Team>> {
-        let catalog = ctx.data::<Arc<Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         Ok(catalog
             .teams()
             .contains_key(name.trim())
@@ -119,6 +116,6 @@ impl CatalogQuery {
     }
     /// Team names, for a Grafana template variable (`$team`).
     async fn team_names(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
-        Ok(ctx.data::<Arc<Catalog>>()?.teams().keys().cloned().collect())
+        Ok(super::catalog(ctx)?.teams().keys().cloned().collect())
     }
 }

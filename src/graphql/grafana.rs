@@ -148,7 +148,7 @@ fn grafana_filter(
     sources: Option<Vec<String>>,
     (from, to): (i64, i64),
 ) -> Result<DeploymentFilter> {
-    let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+    let catalog = &*super::catalog(ctx)?;
     checked(DeploymentFilter {
         systems: super::types::of_teams(catalog, list(systems), list(teams)),
         environments: list(environments),
@@ -342,7 +342,7 @@ impl GrafanaQuery {
         #[graphql(desc = "Tags as `key:value`: deployments carrying all of them.")] tags: Option<Vec<String>>,
     ) -> Result<Chunked<DeploymentRow>> {
         let store = ctx.data::<Store>()?;
-        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         let (from, to) = window(from, to)?;
         let filter = grafana_filter(
             ctx,
@@ -571,7 +571,7 @@ impl GrafanaQuery {
         let systems = if teams.is_empty() {
             store.systems().await
         } else {
-            let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+            let catalog = &*super::catalog(ctx)?;
             store.systems_named(&catalog.systems_of_teams(&teams)).await
         };
         Ok(systems.map_err(internal)?.into_iter().map(|n| n.name).collect())
@@ -625,7 +625,7 @@ impl GrafanaQuery {
         group_by: Option<Vec<DoraGroupBy>>,
         teams: Option<Vec<String>>,
     ) -> Result<Vec<DoraMetrics>> {
-        let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         let systems = super::types::of_teams(catalog, list(systems), list(teams));
         let group_by = group_by.unwrap_or_else(|| vec![DoraGroupBy::System]);
         dora(ctx, (from, to), systems, environments, group_by).await
@@ -642,7 +642,7 @@ pub async fn dora(
 ) -> Result<Vec<DoraMetrics>> {
     let store = ctx.data::<Store>()?;
     let config = ctx.data::<DoraConfig>()?;
-    let catalog = ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?;
+    let catalog = &*super::catalog(ctx)?;
     let (from, to) = window(from, to)?;
     charge(ctx, Charge::Aggregate)?;
     let mut environments = list(environments);

@@ -56,11 +56,17 @@ pub fn schema(
     .data(settings.dora.clone())
     .data(settings.board.clone())
     .data(settings.environments.clone())
-    .data(settings.checked_catalog.clone())
     .data(budget::BigAnswers::per_core())
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .finish()
+}
+
+/// The catalog as last read (the settings are read again on SIGHUP or when the file changes).
+pub(crate) fn catalog(
+    ctx: &async_graphql::Context<'_>,
+) -> async_graphql::Result<std::sync::Arc<crate::domain::Catalog>> {
+    Ok(ctx.data::<crate::ingest::Ingest>()?.catalog())
 }
 
 /// The SDL that `schema.graphql` holds.

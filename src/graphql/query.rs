@@ -50,9 +50,7 @@ impl QueryRoot {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let filter = filter
-            .unwrap_or_default()
-            .into_filter(ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?)?;
+        let filter = filter.unwrap_or_default().into_filter(&*super::catalog(ctx)?)?;
         deployments_connection(ctx, filter, after, before, first, last).await
     }
 

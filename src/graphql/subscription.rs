@@ -23,9 +23,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         filter: Option<DeploymentFilterInput>,
     ) -> Result<impl Stream<Item = Result<DeploymentEvent>>> {
-        let filter = filter
-            .unwrap_or_default()
-            .into_filter(ctx.data::<std::sync::Arc<crate::domain::Catalog>>()?)?;
+        let filter = filter.unwrap_or_default().into_filter(&*super::catalog(ctx)?)?;
         let receiver = ctx.data::<Hub>()?.subscribe();
         let items = BroadcastStream::new(receiver).filter_map(move |item| match item {
             Ok(Live::Event(event)) => filter

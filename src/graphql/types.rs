@@ -618,7 +618,7 @@ impl System {
     }
     /// The team that owns it (`[systems.<name>] team`), if the catalog says.
     async fn team(&self, ctx: &Context<'_>) -> Result<Option<super::catalog::Team>> {
-        let catalog = ctx.data::<Arc<Catalog>>()?;
+        let catalog = &*super::catalog(ctx)?;
         Ok(catalog
             .team_of(&self.0.name)
             .map(|team| super::catalog::Team::named(catalog, team)))
@@ -663,9 +663,7 @@ impl System {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter
-            .unwrap_or_default()
-            .into_filter(ctx.data::<Arc<Catalog>>()?)?;
+        let mut filter = filter.unwrap_or_default().into_filter(&*super::catalog(ctx)?)?;
         // Its own deployments, when the filter's systems (or teams) include it.
         let name = self.0.name.clone();
         filter.systems = if filter.systems.is_empty() || filter.systems.contains(&name) {
@@ -715,7 +713,7 @@ pub(crate) fn repository_of(
     system: Option<&str>,
     deployment: &deployments::Model,
 ) -> Result<Option<crate::domain::catalog::Repository>> {
-    let catalog = ctx.data::<Arc<Catalog>>()?;
+    let catalog = &*super::catalog(ctx)?;
     Ok(system
         .and_then(|name| catalog.system(name).and_then(|s| s.repository.clone()))
         .or_else(|| {
@@ -730,7 +728,7 @@ pub(crate) fn repository_of(
 
 /// A system's catalog entry, if it has one.
 fn catalogued(ctx: &Context<'_>, name: &str) -> Result<Option<crate::domain::catalog::CatalogSystem>> {
-    Ok(ctx.data::<Arc<Catalog>>()?.system(name).cloned())
+    Ok(super::catalog(ctx)?.system(name).cloned())
 }
 
 /// Where deployments land.
@@ -791,9 +789,7 @@ impl Environment {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<DeploymentConnection> {
-        let mut filter = filter
-            .unwrap_or_default()
-            .into_filter(ctx.data::<Arc<Catalog>>()?)?;
+        let mut filter = filter.unwrap_or_default().into_filter(&*super::catalog(ctx)?)?;
         filter.environments = vec![self.0.name.clone()];
         deployments_connection(ctx, filter, after, before, first, last).await
     }

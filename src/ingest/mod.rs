@@ -89,7 +89,10 @@ pub struct Ingest {
     sources: Registry,
     secrets: Arc<BTreeMap<String, Secret>>,
     enrichers: Enrichers,
-    rules: Arc<MappingRules>,
+    /// Replaced when the settings are read again (SIGHUP, or the file changed).
+    rules: Current<MappingRules>,
+    /// The catalog the GraphQL API reads, replaced with the rules.
+    catalog: Current<crate::domain::Catalog>,
     writer: Writer,
     /// Wakes the enrichment worker when a delivery is journaled as pending.
     kick: Arc<tokio::sync::Notify>,
@@ -107,10 +110,29 @@ impl Ingest {
             sources,
             secrets: Arc::new(secrets),
             enrichers,
-            rules,
+            rules: Current::new(rules),
+            catalog: Current::new(Arc::default()),
             writer,
             kick: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// The pipeline with this catalog (the one the settings checked).
+    pub fn with_catalog(self, catalog: Arc<crate::domain::Catalog>) -> Self {
+        self.catalog.set(catalog);
+        self
+    }
+
+    /// The catalog as last read.
+    pub fn catalog(&self) -> Arc<crate::domain::Catalog> {
+        self.catalog.get()
+    }
+
+    /// New mapping rules and catalog (the settings were read again): deliveries from now on
+    /// are mapped with them; stored history moves only with `shiplog replay`.
+    pub fn reload(&self, rules: MappingRules, catalog: Arc<crate::domain::Catalog>) {
+        self.rules.set(Arc::new(rules));
+        self.catalog.set(catalog);
     }
 
     /// The sources this pipeline serves.
@@ -295,7 +317,7 @@ impl Ingest {
                 let mut mapped = self.map(observations);
                 mapped.iter_mut().for_each(|m| m.discovered_by = discovered_by);
                 let outcome = if enrich { "pending" } else { "processed" };
-                let decision = Decision::of_deployments(outcome, rule, source, &mapped, &self.rules);
+                let decision = Decision::of_deployments(outcome, rule, source, &mapped, &self.rules());
                 (
                     if enrich {
                         Work::Pending
@@ -312,7 +334,7 @@ impl Ingest {
             Parsed::Stopped(stops) => {
                 let stopped: Vec<(String, i64)> = stops
                     .iter()
-                    .map(|stop| (self.rules.environment(&stop.environment), stop.at))
+                    .map(|stop| (self.rules().environment(&stop.environment), stop.at))
                     .collect();
                 let said: Vec<String> = stops
                     .iter()
@@ -329,12 +351,13 @@ impl Ingest {
 
     /// The map step: shiplog's names beside the tool's words.
     pub fn map(&self, observations: Vec<Observation>) -> Vec<MappedObservation> {
-        observations.into_iter().map(|o| self.rules.map(o)).collect()
+        let rules = self.rules();
+        observations.into_iter().map(|o| rules.map(o)).collect()
     }
 
     /// The mapping rules (replay re-maps stored raw names with them).
-    pub fn rules(&self) -> &MappingRules {
-        &self.rules
+    pub fn rules(&self) -> Arc<MappingRules> {
+        self.rules.get()
     }
 
     fn source(&self, name: &str) -> Result<&Arc<dyn Source>, IngestError> {
@@ -423,4 +446,30 @@ pub(crate) fn journaled_headers(json: &str) -> HeaderMap {
         }
     }
     headers
+}
+
+/// A value every reader sees whole, replaced whole by a reload.
+#[derive(Clone, Debug)]
+struct Current<T>(Arc<std::sync::RwLock<Arc<T>>>);
+
+impl<T> Current<T> {
+    fn new(value: Arc<T>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(value)))
+    }
+
+    fn get(&self) -> Arc<T> {
+        // A writer never panics holding the lock (it only swaps an Arc), so a poisoned lock
+        // still holds a whole value.
+        match self.0.read() {
+            Ok(value) => value.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, value: Arc<T>) {
+        match self.0.write() {
+            Ok(mut current) => *current = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+    }
 }

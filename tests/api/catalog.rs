@@ -374,3 +374,102 @@ fn backstage_paths_start_at_the_settings_file_and_a_pattern_matching_nothing_is_
         "an alias two places claim names both: {said}"
     );
 }
+
+/// The running server's teams.
+async fn read(server: &crate::crash::Server) -> Value {
+    server
+        .graphql(json!({ "query": "{ teams { name systemNames } }" }))
+        .await["data"]["teams"]
+        .clone()
+}
+
+/// The server's teams once they are `expected`, or as they are after 15 s.
+async fn until(server: &crate::crash::Server, expected: &Value) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = read(server).await;
+        if now == *expected || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Backstage Component, as `catalog-info.yaml` holds it.
+fn component(name: &str, owner: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  lifecycle: production\n  owner: group:default/{owner}\n"
+    )
+}
+
+#[tokio::test]
+async fn the_running_server_reads_a_changed_catalog_and_on_sighup_keeping_the_last_good_one() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shiplog.toml");
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    std::fs::write(
+        dir.path().join("catalog/billing.yaml"),
+        component("billing", "payments"),
+    )
+    .unwrap();
+    let settings = |team: &str| {
+        format!(
+            "[catalog]\nbackstage_files = [\"catalog/*.yaml\"]\n\n[systems.billing]\nteam = \"{team}\"\naliases = [\"billing-api\"]\n"
+        )
+    };
+    std::fs::write(&config, settings("payments")).unwrap();
+    let server = crate::crash::Server::start_with(&db, |command| {
+        command.arg("--config").arg(&config);
+    })
+    .await;
+    assert_eq!(
+        read(&server).await,
+        json!([{ "name": "payments", "systemNames": ["billing"] }])
+    );
+
+    // The file changes: the server reads it by itself.
+    std::fs::write(&config, settings("platform")).unwrap();
+    let expected = json!([{ "name": "platform", "systemNames": ["billing"] }]);
+    assert_eq!(until(&server, &expected).await, expected);
+    // A broken file is logged; the last good catalog stays.
+    std::fs::write(&config, "[systems.billing]\nteam = \n").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(read(&server).await, expected);
+    std::fs::write(&config, settings("platform")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A new Backstage file is no change to any file read so far: SIGHUP reads it.
+    std::fs::write(
+        dir.path().join("catalog/search.yaml"),
+        component("search", "discovery"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(read(&server).await, expected, "nothing re-read it yet");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let both = json!([{ "name": "discovery", "systemNames": ["search"] }, { "name": "platform", "systemNames": ["billing"] }]);
+    assert_eq!(until(&server, &both).await, both);
+
+    // The new rules apply to deliveries from now on: the alias folds into billing.
+    let response = reqwest::Client::new()
+        .post(server.url("/webhooks/generic"))
+        .bearer_auth(crate::helpers::SECRET)
+        .json(&json!({ "id": "a-1", "system": "billing-api", "environment": "production", "status": "succeeded" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let data = server
+        .graphql(json!({ "query": "{ deployments { nodes { system { name team { name } } } } }" }))
+        .await;
+    assert_eq!(
+        data["data"]["deployments"]["nodes"],
+        json!([{ "system": { "name": "billing", "team": { "name": "platform" } } }]),
+        "{data}"
+    );
+}
