@@ -52,6 +52,7 @@ pub fn schema(
     )
     .data(store)
     .data(ingest.clone())
+    .data(ingest.catalog_handle())
     .data(hub)
     .data(settings.dora.clone())
     .data(settings.board.clone())
@@ -66,7 +67,9 @@ pub fn schema(
 pub(crate) fn catalog(
     ctx: &async_graphql::Context<'_>,
 ) -> async_graphql::Result<std::sync::Arc<crate::domain::Catalog>> {
-    Ok(ctx.data::<crate::ingest::Ingest>()?.catalog())
+    Ok(ctx
+        .data::<crate::ingest::Current<crate::domain::Catalog>>()?
+        .get())
 }
 
 /// The SDL that `schema.graphql` holds.

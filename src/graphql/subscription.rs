@@ -136,7 +136,9 @@ mod tests {
     async fn subscribed(hub: &Hub) -> impl futures_util::Stream<Item = async_graphql::Response> + Unpin {
         let schema = Schema::build(crate::graphql::Query::default(), EmptyMutation, SubscriptionRoot)
             .data(hub.clone())
-            .data(std::sync::Arc::new(crate::domain::Catalog::default()))
+            .data(crate::ingest::Current::new(std::sync::Arc::new(
+                crate::domain::Catalog::default(),
+            )))
             .finish();
         let query = "subscription { deploymentEvents { deployment { externalId } } }";
         let mut stream = Box::pin(schema.execute_stream(query));

@@ -128,6 +128,11 @@ impl Ingest {
         self.catalog.get()
     }
 
+    /// The catalog as it will be read after each reload (the GraphQL API holds it).
+    pub fn catalog_handle(&self) -> Current<crate::domain::Catalog> {
+        self.catalog.clone()
+    }
+
     /// New mapping rules and catalog (the settings were read again): deliveries from now on
     /// are mapped with them; stored history moves only with `shiplog replay`.
     pub fn reload(&self, rules: MappingRules, catalog: Arc<crate::domain::Catalog>) {
@@ -450,14 +455,14 @@ pub(crate) fn journaled_headers(json: &str) -> HeaderMap {
 
 /// A value every reader sees whole, replaced whole by a reload.
 #[derive(Clone, Debug)]
-struct Current<T>(Arc<std::sync::RwLock<Arc<T>>>);
+pub struct Current<T>(Arc<std::sync::RwLock<Arc<T>>>);
 
 impl<T> Current<T> {
-    fn new(value: Arc<T>) -> Self {
+    pub fn new(value: Arc<T>) -> Self {
         Self(Arc::new(std::sync::RwLock::new(value)))
     }
 
-    fn get(&self) -> Arc<T> {
+    pub fn get(&self) -> Arc<T> {
         // A writer never panics holding the lock (it only swaps an Arc), so a poisoned lock
         // still holds a whole value.
         match self.0.read() {
