@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let application = Application::build(settings).await?;
-            let _rereading = shiplog::startup::reread_settings(cli.settings.clone(), application.ingest());
+            let _rereading = shiplog::startup::reread_settings(cli.settings.clone(), application.reloader());
             application.run_until_stopped().await?
         }
         Command::PrintSchema => print!("{}", shiplog::graphql::sdl()),

@@ -54,9 +54,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// The ingest pipeline (to re-read the settings into, see [`reread_settings`]).
-    pub fn ingest(&self) -> Ingest {
-        self.state.ingest.clone()
+    /// What re-reading the settings replaces (see [`reread_settings`]).
+    pub fn reloader(&self) -> crate::ingest::Reloader {
+        self.state.ingest.reloader()
     }
 
     /// Connects and migrates the database, resolves secrets, binds the port.
@@ -328,7 +328,10 @@ pub fn redact_url(url: &str) -> String {
 /// are replaced for what is read and received from then on (`shiplog replay` moves stored
 /// history). Settings with a problem are logged and the previous ones stay. Other settings
 /// (the port, the database, secrets, sources) still need a restart.
-pub fn reread_settings(args: crate::config::SettingsArgs, ingest: Ingest) -> JoinHandle<()> {
+pub fn reread_settings(
+    args: crate::config::SettingsArgs,
+    pipeline: crate::ingest::Reloader,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -364,7 +367,7 @@ pub fn reread_settings(args: crate::config::SettingsArgs, ingest: Ingest) -> Joi
                         teams = catalog.teams().len(),
                         "settings read again: the catalog and mapping rules apply from now on (`shiplog replay` moves stored history)"
                     );
-                    ingest.reload(MappingRules::new(&settings.mapping), catalog);
+                    pipeline.reload(MappingRules::new(&settings.mapping), catalog);
                     files = watched_files(&args, Some(&settings));
                     seen = stamps(&files);
                 }

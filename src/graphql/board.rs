@@ -177,13 +177,23 @@ impl BoardQuery {
             .into_iter()
             .filter(|s| wanted(&systems, s))
             .collect();
-        let all_environments: Vec<Named> = store
-            .environments()
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .filter(|e| wanted(&environments, e))
-            .collect();
+        let (all_environments, stopped_at): (Vec<Named>, HashMap<i64, i64>) = {
+            let mut stopped_at = HashMap::new();
+            let shown = store
+                .environments_with_stops()
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .filter(|(e, _)| wanted(&environments, e))
+                .map(|(e, stopped)| {
+                    if let Some(stopped) = stopped {
+                        stopped_at.insert(e.id, stopped);
+                    }
+                    e
+                })
+                .collect();
+            (shown, stopped_at)
+        };
         let system_ids: Vec<i64> = all_systems.iter().map(|s| s.id).collect();
         let environment_ids: Vec<i64> = all_environments.iter().map(|e| e.id).collect();
         charge(ctx, Charge::Aggregate)?;
@@ -197,7 +207,6 @@ impl BoardQuery {
                 .map_err(internal)?
         };
         let lifecycle = ctx.data::<crate::domain::lifecycle::EnvironmentsConfig>()?;
-        let stopped_at = store.environments_stopped_at().await.map_err(internal)?;
         let (cells, ephemeral) = visible(
             cells,
             &all_environments,

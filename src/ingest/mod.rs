@@ -133,11 +133,14 @@ impl Ingest {
         self.catalog.clone()
     }
 
-    /// New mapping rules and catalog (the settings were read again): deliveries from now on
-    /// are mapped with them; stored history moves only with `shiplog replay`.
-    pub fn reload(&self, rules: MappingRules, catalog: Arc<crate::domain::Catalog>) {
-        self.rules.set(Arc::new(rules));
-        self.catalog.set(catalog);
+    /// What replaces the mapping rules and the catalog when the settings are read again.
+    /// It holds only those two (not the writer), so it never keeps the pipeline from draining
+    /// at shutdown.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            rules: self.rules.clone(),
+            catalog: self.catalog.clone(),
+        }
     }
 
     /// The sources this pipeline serves.
@@ -451,6 +454,22 @@ pub(crate) fn journaled_headers(json: &str) -> HeaderMap {
         }
     }
     headers
+}
+
+/// Replaces a pipeline's mapping rules and catalog (see [`Ingest::reloader`]).
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    rules: Current<MappingRules>,
+    catalog: Current<crate::domain::Catalog>,
+}
+
+impl Reloader {
+    /// New mapping rules and catalog (the settings were read again): deliveries from now on
+    /// are mapped with them; stored history moves only with `shiplog replay`.
+    pub fn reload(&self, rules: MappingRules, catalog: Arc<crate::domain::Catalog>) {
+        self.rules.set(Arc::new(rules));
+        self.catalog.set(catalog);
+    }
 }
 
 /// A value every reader sees whole, replaced whole by a reload.

@@ -779,12 +779,25 @@ impl Store {
 
     /// Every environment, by name.
     pub async fn environments(&self) -> Result<Vec<Named>, StoreError> {
+        Ok(self
+            .environments_with_stops()
+            .await?
+            .into_iter()
+            .map(|(named, _)| named)
+            .collect())
+    }
+
+    /// Every environment, by name, with when its tool last said it stopped it (one statement).
+    pub async fn environments_with_stops(&self) -> Result<Vec<(Named, Option<i64>)>, StoreError> {
         Ok(environments::Entity::find()
             .order_by_asc(environments::Column::Name)
             .all(&self.db)
             .await?
             .into_iter()
-            .map(Named::from)
+            .map(|row| {
+                let stopped_at = row.stopped_at;
+                (Named::from(row), stopped_at)
+            })
             .collect())
     }
 
