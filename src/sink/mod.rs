@@ -61,6 +61,7 @@ pub fn spawn(
         token: config.token.clone().filter(|t| !t.is_empty()),
         source: config.source.clone().unwrap_or_else(|| "/shiplog".into()),
         replica: replica.to_string(),
+        started_at: now_millis(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -75,6 +76,8 @@ struct Sender {
     token: Option<String>,
     source: String,
     replica: String,
+    /// When the server started: a first start sends what was recorded from then on.
+    started_at: i64,
     client: reqwest::Client,
 }
 
@@ -155,14 +158,20 @@ impl Sender {
             .map_err(|e| e.to_string())
     }
 
-    /// The stored state; on the first start, settled at the newest event (what finishes from
-    /// now on is sent, not the history).
+    /// The stored state; on the first start, settled at the newest event before the server
+    /// started (what finishes from then on is sent, not the history).
     async fn state(&self) -> Result<SinkState, String> {
         if let Some(text) = self.store.setting(STATE).await.map_err(|e| e.to_string())? {
             return serde_json::from_str(&text).map_err(|e| format!("{STATE}: {e}"));
         }
+        // Not the newest event when this task first runs (under load that can be after the
+        // server took deliveries, which would then never be sent): the newest before start.
         let state = SinkState {
-            settled: self.store.last_event_id().await.map_err(|e| e.to_string())?,
+            settled: self
+                .store
+                .last_event_id_before(self.started_at)
+                .await
+                .map_err(|e| e.to_string())?,
             sent: Default::default(),
         };
         self.save(&state).await?;
