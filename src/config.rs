@@ -457,6 +457,10 @@ fn environment() -> Env {
         ("octopus_api_key", "api.octopus_key"),
         ("octopus_api_url", "api.octopus_url"),
         ("retry_max_attempts", "api.retry_max_attempts"),
+        ("github_token", "api.github_token"),
+        ("github_api_url", "api.github_url"),
+        ("gitlab_token", "api.gitlab_token"),
+        ("gitlab_api_url", "api.gitlab_url"),
         ("cdevents_sink_url", "cdevents_sink.url"),
         ("cdevents_sink_token", "cdevents_sink.token"),
     ];

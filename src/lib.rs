@@ -11,6 +11,7 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod commits;
 pub mod config;
 pub mod domain;
 pub mod enrich;

@@ -217,6 +217,17 @@ fn background(
         retry: settings.retry,
     };
     tasks.push(tokio::spawn(processor.run(stopping.clone())));
+    match crate::commits::GitHosts::configured(&settings.api) {
+        Ok(hosts) => tasks.extend(crate::commits::spawn(
+            store,
+            hosts,
+            ingest.catalog_handle(),
+            replica,
+            settings.retry,
+            stopping,
+        )),
+        Err(error) => tracing::error!(%error, "the Git hosts' tokens cannot be used: no commits are read"),
+    }
     tasks.extend(crate::sink::spawn(
         store,
         &settings.cdevents_sink,

@@ -2,7 +2,9 @@
 //! sources see domain types. Times are epoch milliseconds (see the migration crate).
 
 pub mod board_cells;
+pub mod commit_ranges;
 pub mod deliveries;
+pub mod deployment_changes;
 pub mod deployment_counts;
 pub mod deployment_events;
 pub mod deployments;

@@ -60,6 +60,11 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// As written in the settings and kept in the commit-range cache: `github:owner/name`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.host, self.path)
+    }
+
     /// Reads `github:owner/name` or `gitlab:group/subgroup/project`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let problem =
@@ -182,6 +187,22 @@ impl Catalog {
             ));
         }
         Ok(catalog)
+    }
+
+    /// A deployment's repository: its system's in the catalog, else the repository a GitHub
+    /// deployment names (its raw system is `owner/name`).
+    pub fn repository_for(
+        &self,
+        system: &str,
+        deployment: &entity::deployments::Model,
+    ) -> Option<Repository> {
+        self.system(system)
+            .and_then(|s| s.repository.clone())
+            .or_else(|| {
+                (deployment.source == "github")
+                    .then(|| Repository::parse(&format!("github:{}", deployment.raw_system)).ok())
+                    .flatten()
+            })
     }
 
     /// A system's entry, if the catalog has one.

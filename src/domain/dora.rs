@@ -22,6 +22,9 @@ pub struct Outcome {
     pub shipped: Option<String>,
     /// Whether the tool called it a rollback (its `rollback` tag).
     pub said_rollback: bool,
+    /// When each commit it shipped was made, where the Git host was read (per-commit lead
+    /// time); empty otherwise, and `committed_at` stands in.
+    pub commit_times: Vec<i64>,
 }
 
 impl Outcome {
@@ -67,9 +70,10 @@ pub struct DoraMetrics {
     /// Mean time from a failed deployment to the next successful one (seconds).
     pub mean_time_to_recovery_seconds: Option<f64>,
     pub median_time_to_recovery_seconds: Option<f64>,
-    /// Median commit-to-production time of successful deployments whose commit time is known.
+    /// Median commit-to-production time: per commit a successful deployment shipped where the
+    /// Git host was read (`Deployment.changes`), else per deployment from its `committedAt`.
     pub median_lead_time_seconds: Option<f64>,
-    /// How many successful deployments had a commit time.
+    /// How many commit times the median is over (commits, and deployments without them).
     pub lead_time_sample_size: i64,
 }
 
@@ -158,8 +162,15 @@ pub fn four_keys_by_team(
             group.marked += 1;
             open_failures.entry(stream).or_insert(outcome.deployed_at);
         }
-        if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
-            group.lead_times.push(seconds(outcome.deployed_at - committed));
+        if outcome.commit_times.is_empty() {
+            if let Some(committed) = outcome.committed_at.filter(|c| *c <= outcome.deployed_at) {
+                group.lead_times.push(seconds(outcome.deployed_at - committed));
+            }
+        } else {
+            // DORA's definition: from each commit to the production deployment that shipped it.
+            for committed in outcome.commit_times.iter().filter(|c| **c <= outcome.deployed_at) {
+                group.lead_times.push(seconds(outcome.deployed_at - committed));
+            }
         }
     }
     // A window shorter than an hour counts as an hour, so a rate stays finite.
@@ -270,6 +281,7 @@ mod tests {
             failed_change: None,
             shipped: None,
             said_rollback: false,
+            commit_times: Vec::new(),
         }
     }
 

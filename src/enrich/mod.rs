@@ -98,6 +98,17 @@ pub struct ApiSettings {
     pub octopus_key: Option<String>,
     pub octopus_url: Option<String>,
     pub retry_max_attempts: Option<i32>,
+    /// A GitHub token for the compare API (what each deployment changed); env
+    /// SHIPLOG_GITHUB_TOKEN.
+    #[serde(deserialize_with = "crate::config::lenient::optional")]
+    pub github_token: Option<String>,
+    /// GitHub's API [default: https://api.github.com]; env SHIPLOG_GITHUB_API_URL.
+    pub github_url: Option<String>,
+    /// A GitLab token (`read_api`) for the compare API; env SHIPLOG_GITLAB_TOKEN.
+    #[serde(deserialize_with = "crate::config::lenient::optional")]
+    pub gitlab_token: Option<String>,
+    /// GitLab's URL [default: https://gitlab.com]; env SHIPLOG_GITLAB_API_URL.
+    pub gitlab_url: Option<String>,
 }
 
 /// Retry timing for pending deliveries.

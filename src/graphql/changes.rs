@@ -1,4 +1,5 @@
-//! What runs where and what is waiting: drift between two environments of a system.
+//! What runs where and what is waiting: drift between two environments of a system, and the
+//! commits each deployment shipped (read from the Git host by the commits worker).
 
 use async_graphql::{Context, Result, SimpleObject};
 
@@ -78,5 +79,163 @@ pub async fn drift(ctx: &Context<'_>, system: &Named, (from, to): (&str, &str)) 
         deployments_waiting: waiting.map(|(count, _)| count as i64),
         waiting_since: waiting.and_then(|(_, oldest)| oldest).map(Instant),
         compare_url,
+    })
+}
+
+/// One commit a deployment shipped.
+#[derive(SimpleObject)]
+pub struct Change {
+    pub sha: String,
+    /// The message's first line.
+    pub title: String,
+    pub author: Option<String>,
+    pub authored_at: Option<Instant>,
+    pub committed_at: Option<Instant>,
+    /// The commit's page on the Git host.
+    pub url: Option<String>,
+}
+
+impl Change {
+    fn of(commit: crate::commits::Commit) -> Self {
+        Self {
+            sha: commit.sha,
+            title: commit.title,
+            author: commit.author,
+            authored_at: commit.authored_at.map(Instant),
+            committed_at: commit.committed_at.map(Instant),
+            url: commit.url,
+        }
+    }
+}
+
+/// Where reading a deployment's commits stands.
+#[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangesState {
+    /// Not asked: no repository is known for the system (`[systems.x] repository`), no token
+    /// for its host (`[api] github_token`, `gitlab_token`), no commit, or no earlier success
+    /// to compare with.
+    Unknown,
+    /// Waiting for the Git host (read in the background; failures are retried).
+    Pending,
+    /// Read.
+    Found,
+    /// The host has no such repository or commit (renamed, private to the token, or a base
+    /// that a force push removed).
+    Missing,
+    /// The last read failed; it is retried with backoff.
+    Failed,
+}
+
+/// A page of a deployment's commits, newest first.
+#[derive(SimpleObject)]
+pub struct ChangeConnection {
+    pub state: ChangesState,
+    /// How many commits the host counts in the range (null unless found); more than the
+    /// commits listed when over 1,000.
+    pub total_count: Option<i64>,
+    pub nodes: Vec<Change>,
+    pub page_info: ChangePageInfo,
+    /// Why the host had no such range, or why the last read failed.
+    pub error: Option<String>,
+}
+
+/// Whether more commits follow.
+#[derive(SimpleObject)]
+pub struct ChangePageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+/// A deployment's range and its read, through the request's loader (one statement per page
+/// of deployments, primed by the connection).
+async fn range_of(ctx: &Context<'_>, deployment_id: i64) -> Result<Option<entity::commit_ranges::Model>> {
+    Ok(
+        super::loaders::load(ctx, super::loaders::ChangesOf(deployment_id))
+            .await?
+            .flatten()
+            .and_then(|(_, range)| range),
+    )
+}
+
+fn state_of(range: Option<&entity::commit_ranges::Model>) -> ChangesState {
+    use crate::store::commits::{FAILED, FOUND, MISSING, PENDING};
+    match range.map(|r| r.state.as_str()) {
+        Some(FOUND) => ChangesState::Found,
+        Some(MISSING) => ChangesState::Missing,
+        Some(FAILED) => ChangesState::Failed,
+        Some(PENDING) => ChangesState::Pending,
+        _ => ChangesState::Unknown,
+    }
+}
+
+/// How many commits a deployment shipped, when read.
+pub async fn change_count(ctx: &Context<'_>, deployment_id: i64) -> Result<Option<i64>> {
+    let range = range_of(ctx, deployment_id).await?;
+    Ok(range
+        .filter(|r| state_of(Some(r)) == ChangesState::Found)
+        .and_then(|r| r.total_commits))
+}
+
+/// Most commits in one page.
+const MAX_FIRST: usize = 100;
+
+/// A page of a deployment's commits.
+pub async fn changes(
+    ctx: &Context<'_>,
+    deployment_id: i64,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<ChangeConnection> {
+    let first = match first {
+        None => 20,
+        Some(n) if (0..=MAX_FIRST as i32).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(user_error(
+                "BAD_USER_INPUT",
+                &format!("`first` is 0 to {MAX_FIRST}"),
+            ));
+        }
+    };
+    let start = match after {
+        None => 0,
+        Some(cursor) => cursor.parse::<usize>().map(|n| n + 1).map_err(|_| {
+            user_error(
+                "BAD_USER_INPUT",
+                "`after` is an `endCursor` a previous page of `changes` gave",
+            )
+        })?,
+    };
+    let range = range_of(ctx, deployment_id).await?;
+    let state = state_of(range.as_ref());
+    let commits = range
+        .as_ref()
+        .filter(|_| state == ChangesState::Found)
+        .map(crate::commits::commits_of)
+        .unwrap_or_default();
+    let end = (start + first).min(commits.len());
+    let nodes: Vec<Change> = commits
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .map(Change::of)
+        .collect();
+    let has_next_page = range
+        .as_ref()
+        .and_then(|r| r.total_commits)
+        .is_some_and(|total| (end as i64) < total)
+        && state == ChangesState::Found
+        && end > start;
+    Ok(ChangeConnection {
+        state,
+        total_count: range
+            .as_ref()
+            .filter(|_| state == ChangesState::Found)
+            .and_then(|r| r.total_commits),
+        page_info: ChangePageInfo {
+            has_next_page,
+            end_cursor: (end > start).then(|| (end - 1).to_string()),
+        },
+        nodes,
+        error: range.and_then(|r| r.error),
     })
 }

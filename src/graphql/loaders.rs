@@ -23,6 +23,10 @@ pub struct EnvironmentId(pub i64);
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct EventsOf(pub i64);
 
+/// Key: a deployment id, for the commit range it shipped.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ChangesOf(pub i64);
+
 /// Key: the number of deployments matching a filter (`totalCount`). The counts asked for in
 /// one request that differ only in their one system (or one environment) are answered by one
 /// grouped statement: counts per environment are one round trip, not one per environment.
@@ -128,6 +132,22 @@ impl Loader<EventsOf> for StoreLoader {
             .iter()
             .map(|key| (*key, found.remove(&key.0).unwrap_or_default()))
             .collect())
+    }
+}
+
+impl Loader<ChangesOf> for StoreLoader {
+    /// None for a deployment without a range: every key gets a value, so the request's cache
+    /// answers it and a page costs one batch.
+    type Value = Option<(
+        entity::deployment_changes::Model,
+        Option<entity::commit_ranges::Model>,
+    )>;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[ChangesOf]) -> Result<HashMap<ChangesOf, Self::Value>, Self::Error> {
+        let ids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let mut found = self.0.changes_of(&ids).await.map_err(error)?;
+        Ok(keys.iter().map(|key| (*key, found.remove(&key.0))).collect())
     }
 }
 

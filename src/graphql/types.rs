@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::{deployment_events, deployments};
 
 pub use super::errors::{internal, user_error};
-use super::loaders::{EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
+use super::loaders::{ChangesOf, EnvironmentId, EventsOf, SystemId, TotalCount, load, prime};
 use super::plain::{Plain, PlainValue, named, plain_object};
 use super::scalars::Instant;
 use crate::domain::{Catalog, DeploymentStatus, Discovery};
@@ -255,6 +255,9 @@ async fn prefetch(
     if wants("events") {
         prime(ctx, rows.iter().map(|r| EventsOf(r.id))).await;
     }
+    if wants("changeCount") || wants("changes") {
+        prime(ctx, rows.iter().map(|r| ChangesOf(r.id))).await;
+    }
     Ok((systems, environments))
 }
 
@@ -414,6 +417,21 @@ impl Deployment {
     /// The deployment a rollback undid (its version is the one rolled back from).
     async fn rolled_back_from(&self, ctx: &Context<'_>) -> Result<Option<Deployment>> {
         Ok(self.history(ctx).await?.rolled_back.clone().map(Deployment::new))
+    }
+    /// How many commits it shipped: those between the previous successful deployment of its
+    /// system in its environment and it, from the Git host's compare API (read in the
+    /// background, so null until read, and null when unknown: see `changes.state`).
+    async fn change_count(&self, ctx: &Context<'_>) -> Result<Option<i64>> {
+        super::changes::change_count(ctx, self.row.id).await
+    }
+    /// The commits it shipped, newest first (`first` at most 100, default 20).
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<super::changes::ChangeConnection> {
+        super::changes::changes(ctx, self.row.id, first, after).await
     }
     /// The Git host's page comparing the previous deployment's commit with this one's, when
     /// both commits and the repository are known (the catalog's `repository`, else a GitHub
@@ -713,17 +731,7 @@ pub(crate) fn repository_of(
     system: Option<&str>,
     deployment: &deployments::Model,
 ) -> Result<Option<crate::domain::catalog::Repository>> {
-    let catalog = &*super::catalog(ctx)?;
-    Ok(system
-        .and_then(|name| catalog.system(name).and_then(|s| s.repository.clone()))
-        .or_else(|| {
-            (deployment.source == "github")
-                .then(|| {
-                    crate::domain::catalog::Repository::parse(&format!("github:{}", deployment.raw_system))
-                        .ok()
-                })
-                .flatten()
-        }))
+    Ok(super::catalog(ctx)?.repository_for(system.unwrap_or_default(), deployment))
 }
 
 /// A system's catalog entry, if it has one.

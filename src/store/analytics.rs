@@ -132,9 +132,10 @@ impl Store {
         let Some(select) = self.select(filter).await? else {
             return Ok(Vec::new());
         };
-        // system, environment, status, deployed_at, committed_at, failed_change, version,
+        // id, system, environment, status, deployed_at, committed_at, failed_change, version,
         // commit, tags
         type Row = (
+            i64,
             i64,
             i64,
             String,
@@ -148,6 +149,7 @@ impl Store {
         let rows: Vec<Row> = select
             .select_only()
             .columns([
+                deployments::Column::Id,
                 deployments::Column::SystemId,
                 deployments::Column::EnvironmentId,
                 deployments::Column::Status,
@@ -164,10 +166,30 @@ impl Store {
             .into_tuple()
             .all(self.connection())
             .await?;
+        // Per-commit lead time: the commits of each success, where the Git host was read.
+        let succeeded: Vec<i64> = rows
+            .iter()
+            .filter(|row| row.3 == DeploymentStatus::Succeeded.as_str())
+            .map(|row| row.0)
+            .collect();
+        let mut commit_times: HashMap<i64, Vec<i64>> = self
+            .changes_of(&succeeded)
+            .await?
+            .into_iter()
+            .filter_map(|(id, (_, range))| {
+                let range = range.filter(|r| r.state == super::commits::FOUND)?;
+                let times = crate::commits::commits_of(&range)
+                    .into_iter()
+                    .filter_map(|c| c.committed_at)
+                    .collect();
+                Some((id, times))
+            })
+            .collect();
         Ok(rows
             .into_iter()
             .map(
                 |(
+                    id,
                     system_id,
                     environment_id,
                     status,
@@ -187,6 +209,7 @@ impl Store {
                         failed_change,
                         shipped: version.or_else(|| sha.map(|sha| format!("commit:{sha}"))),
                         said_rollback: super::history::tags_say_rollback(tags.as_deref()),
+                        commit_times: commit_times.remove(&id).unwrap_or_default(),
                     }
                 },
             )

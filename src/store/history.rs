@@ -180,6 +180,16 @@ impl Store {
         ))
     }
 
+    /// The last success of the deployment's system in its environment before it (what it
+    /// replaced there).
+    pub async fn previous_success(
+        &self,
+        deployment: &deployments::Model,
+    ) -> Result<Option<deployments::Model>, StoreError> {
+        self.last_success_before(deployment, (deployment.deployed_at, deployment.id), None)
+            .await
+    }
+
     /// The newest success of the deployment's system in its environment before `(at, id)`,
     /// optionally one that shipped the given version or commit.
     async fn last_success_before(

@@ -23,6 +23,7 @@ pub mod analytics;
 mod apply;
 pub mod board;
 pub mod bulk;
+pub mod commits;
 pub mod counts;
 pub mod fanout;
 pub mod history;

@@ -205,3 +205,389 @@ async fn drift_tells_what_staging_runs_that_production_waits_for() {
     );
     app.stop().await;
 }
+
+/// A fake of GitHub's and GitLab's compare APIs answering with the recorded pages: any compare
+/// of `acme/billing` is the PyGithub recording (4 commits over 2 pages), of `acme/search`
+/// GitLab's documented answer; `acme/gone` and a base named `deadbeef...` (force-pushed away)
+/// are 404s, as the hosts answer them.
+mod fake_hosts {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use serde_json::{Value, json};
+
+    use crate::fixtures::fixture_dir;
+
+    pub const GONE_BASE: &str = "deadbeefdeadbeefdeadbeefdeadbeefdeadbeef";
+
+    #[derive(Default)]
+    pub struct Hosts {
+        pub base: Mutex<String>,
+        pub asked: AtomicUsize,
+        /// Answers 502 to this many requests first (the worker retries).
+        pub failing: AtomicUsize,
+    }
+
+    fn recorded(tool: &str, name: &str) -> (Value, HeaderMap) {
+        let dir = fixture_dir(tool).join("api");
+        let body = serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+        let mut headers = HeaderMap::new();
+        if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.headers"))) {
+            for line in text.lines() {
+                if let Some((key, value)) = line.split_once(':') {
+                    let key = key.trim().to_lowercase();
+                    // The body is sent as it is, not compressed or chunked.
+                    if matches!(
+                        key.as_str(),
+                        "content-encoding" | "transfer-encoding" | "content-length"
+                    ) {
+                        continue;
+                    }
+                    if let (Ok(key), Ok(value)) =
+                        (HeaderName::try_from(key), HeaderValue::from_str(value.trim()))
+                    {
+                        headers.append(key, value);
+                    }
+                }
+            }
+        }
+        (body, headers)
+    }
+
+    fn not_found() -> Response {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "message": "Not Found", "documentation_url": "https://docs.github.com/rest/commits/commits#compare-two-commits", "status": "404" })),
+        )
+            .into_response()
+    }
+
+    fn failing(hosts: &Hosts) -> Option<Response> {
+        hosts.asked.fetch_add(1, Ordering::SeqCst);
+        let left = hosts.failing.load(Ordering::SeqCst);
+        (left > 0).then(|| {
+            hosts.failing.store(left - 1, Ordering::SeqCst);
+            (StatusCode::BAD_GATEWAY, "upstream hiccup").into_response()
+        })
+    }
+
+    async fn github_compare(
+        State(hosts): State<Arc<Hosts>>,
+        Path((owner, repo, spec)): Path<(String, String, String)>,
+    ) -> Response {
+        if let Some(failure) = failing(&hosts) {
+            return failure;
+        }
+        if (owner.as_str(), repo.as_str()) != ("acme", "billing") || spec.starts_with(GONE_BASE) {
+            return not_found();
+        }
+        let (body, mut headers) = recorded("github", "compare_per_page3_page1.pygithub-replay-2025");
+        let base = hosts.base.lock().unwrap().clone();
+        let next = format!("{base}/repositories/3544490/compare/{spec}?per_page=3&page=2");
+        let link = format!(
+            "<{next}>; rel=\"last\", <{next}>; rel=\"next\", <{base}/repositories/3544490/compare/{spec}?per_page=3&page=1>; rel=\"first\""
+        );
+        headers.insert("link", HeaderValue::from_str(&link).unwrap());
+        (headers, axum::Json(body)).into_response()
+    }
+
+    async fn github_page_two(State(hosts): State<Arc<Hosts>>, Path(_): Path<(String, String)>) -> Response {
+        if let Some(failure) = failing(&hosts) {
+            return failure;
+        }
+        let (body, mut headers) = recorded("github", "compare_per_page3_page2.pygithub-replay-2025");
+        headers.remove("link");
+        (headers, axum::Json(body)).into_response()
+    }
+
+    async fn gitlab_compare(
+        State(hosts): State<Arc<Hosts>>,
+        Path(project): Path<String>,
+        RawQuery(query): RawQuery,
+    ) -> Response {
+        if let Some(failure) = failing(&hosts) {
+            return failure;
+        }
+        let query = query.unwrap_or_default();
+        if project != "acme/search" || !query.contains("from=") || !query.contains("to=") {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({ "message": "404 Project Not Found" })),
+            )
+                .into_response();
+        }
+        let (body, _) = recorded("gitlab", "repository_compare.response.docs");
+        axum::Json(body).into_response()
+    }
+
+    pub async fn serve() -> (Arc<Hosts>, String) {
+        let hosts = Arc::new(Hosts::default());
+        let app = axum::Router::new()
+            .route("/repos/{owner}/{repo}/compare/{spec}", get(github_compare))
+            .route("/repositories/{id}/compare/{spec}", get(github_page_two))
+            .route(
+                "/api/v4/projects/{project}/repository/compare",
+                get(gitlab_compare),
+            )
+            .with_state(hosts.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        *hosts.base.lock().unwrap() = base.clone();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (hosts, base)
+    }
+}
+
+const CHANGES: &str = "query($system: String!, $first: Int, $after: String) {
+    deployments(filter: { systems: [$system] }, first: 1) { nodes { externalId changeCount
+      changes(first: $first, after: $after) { state totalCount error nodes { sha title author committedAt url }
+        pageInfo { hasNextPage endCursor } } } } }";
+
+async fn changes_of(app: &TestApp, system: &str, first: i64, after: Option<&str>) -> Value {
+    let data = app
+        .data(
+            CHANGES,
+            json!({ "system": system, "first": first, "after": after }),
+        )
+        .await;
+    data["deployments"]["nodes"][0].clone()
+}
+
+/// The newest deployment's changes once their state is not `PENDING` (the worker reads in the
+/// background), or as they are after 20 s.
+async fn read_changes(app: &TestApp, system: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let node = changes_of(app, system, 10, None).await;
+        let state = node["changes"]["state"].as_str().unwrap_or_default().to_string();
+        if (state != "PENDING" && state != "UNKNOWN" && state != "FAILED")
+            || std::time::Instant::now() > deadline
+        {
+            return node;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn deploy(app: &TestApp, id: &str, system: &str, sha: &str, finished: &str) {
+    app.deliver(
+        json!({ "id": id, "system": system, "environment": "production", "status": "succeeded",
+        "commitSha": sha, "finishedAt": finished }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_deployment_lists_the_commits_it_shipped_from_the_git_hosts_compare_apis() {
+    let (hosts, base) = fake_hosts::serve().await;
+    // The host's first two answers are 502s: the API client retries them.
+    hosts.failing.store(2, std::sync::atomic::Ordering::SeqCst);
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        let parsed = shiplog::config::Settings::from_toml(
+            "[systems.billing]\nrepository = \"github:acme/billing\"\n\
+             [systems.search]\nrepository = \"gitlab:acme/search\"\n\
+             [systems.gone]\nrepository = \"github:acme/gone\"\n\
+             [systems.rewritten]\nrepository = \"github:acme/billing\"\n",
+        )
+        .unwrap();
+        s.systems = parsed.systems;
+        s.checked_catalog = parsed.checked_catalog;
+        s.api.github_token = Some("github-token".into());
+        s.api.github_url = Some(base.clone());
+        s.api.gitlab_token = Some("gitlab-token".into());
+        s.api.gitlab_url = Some(base.clone());
+        s.retry.first_delay = std::time::Duration::from_millis(50);
+    })
+    .await;
+    for system in ["billing", "search", "gone"] {
+        deploy(
+            &app,
+            &format!("{system}-1"),
+            system,
+            "1111111111111111111111111111111111111111",
+            "2026-11-02T10:00:00Z",
+        )
+        .await;
+        deploy(
+            &app,
+            &format!("{system}-2"),
+            system,
+            "2222222222222222222222222222222222222222",
+            "2026-11-02T11:00:00Z",
+        )
+        .await;
+    }
+    deploy(
+        &app,
+        "rewritten-1",
+        "rewritten",
+        fake_hosts::GONE_BASE,
+        "2026-11-02T10:00:00Z",
+    )
+    .await;
+    deploy(
+        &app,
+        "rewritten-2",
+        "rewritten",
+        "2222222222222222222222222222222222222222",
+        "2026-11-02T11:00:00Z",
+    )
+    .await;
+
+    // GitHub: both pages read, newest first.
+    let billing = read_changes(&app, "billing").await;
+    assert_eq!(billing["externalId"], "billing-2");
+    assert_eq!(billing["changeCount"], 4, "{billing}");
+    let changes = &billing["changes"];
+    assert_eq!(
+        (&changes["state"], &changes["totalCount"]),
+        (&json!("FOUND"), &json!(4)),
+        "{billing}"
+    );
+    let shas: Vec<&str> = changes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["sha"].as_str().unwrap()[..8])
+        .collect();
+    assert_eq!(
+        shas,
+        ["ecda065e", "0cec0d25", "cb031315", "5bb654d2"],
+        "page 2's commit is the newest"
+    );
+    assert_eq!(
+        changes["nodes"][3]["title"],
+        "Implement the three authentication schemes"
+    );
+    assert_eq!(changes["nodes"][3]["author"], "Vincent Jacques");
+    assert_eq!(changes["nodes"][3]["committedAt"], "2012-05-25T12:10:54.000Z");
+    // Paged: two, then the next two.
+    let first = changes_of(&app, "billing", 2, None).await;
+    assert_eq!(
+        first["changes"]["pageInfo"],
+        json!({ "hasNextPage": true, "endCursor": "1" })
+    );
+    let next = changes_of(&app, "billing", 2, Some("1")).await;
+    assert_eq!(next["changes"]["nodes"][0]["sha"], changes["nodes"][2]["sha"]);
+    assert_eq!(next["changes"]["pageInfo"]["hasNextPage"], false);
+
+    // GitLab's documented answer.
+    let search = read_changes(&app, "search").await;
+    assert_eq!(search["changeCount"], 1, "{search}");
+    assert_eq!(search["changes"]["nodes"][0]["title"], "JS fix");
+    // A repository the host does not have, and a base a force push removed: missing, said why.
+    for system in ["gone", "rewritten"] {
+        let missing = read_changes(&app, system).await;
+        assert_eq!(missing["changes"]["state"], "MISSING", "{system}: {missing}");
+        assert_eq!(missing["changeCount"], Value::Null);
+        assert!(
+            missing["changes"]["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{missing}"
+        );
+    }
+    // A first deployment has nothing to compare with.
+    let data = app
+        .data("{ deployments(filter: { systems: [\"billing\"] }, first: 2) { nodes { externalId changeCount changes { state } } } }", json!({}))
+        .await;
+    assert_eq!(
+        data["deployments"]["nodes"][1],
+        json!({ "externalId": "billing-1", "changeCount": null, "changes": { "state": "UNKNOWN" } })
+    );
+
+    // DORA's lead time for changes is per commit where the host was read: billing's four
+    // commits (2012) to its deployment, not one sample per deployment (the generic bodies
+    // carry no `committedAt`, so without the commits there would be none).
+    let dora = app
+        .data(
+            r#"{ doraMetrics(from: "2026-11-01T00:00:00Z", to: "2026-11-08T00:00:00Z", systems: ["billing"], groupBy: []) {
+                leadTimeSampleSize medianLeadTimeSeconds } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        dora["doraMetrics"][0],
+        json!({ "leadTimeSampleSize": 4, "medianLeadTimeSeconds": 455651462.5 }),
+        "{dora}"
+    );
+
+    // Each range is read once however often it is asked for.
+    let asked = hosts.asked.load(std::sync::atomic::Ordering::SeqCst);
+    changes_of(&app, "billing", 10, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        hosts.asked.load(std::sync::atomic::Ordering::SeqCst),
+        asked,
+        "cached"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_of_deployments_reads_its_change_counts_in_constant_statements() {
+    let (_hosts, base) = fake_hosts::serve().await;
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        let parsed =
+            shiplog::config::Settings::from_toml("[systems.billing]\nrepository = \"github:acme/billing\"\n")
+                .unwrap();
+        s.systems = parsed.systems;
+        s.checked_catalog = parsed.checked_catalog;
+        s.api.github_token = Some("github-token".into());
+        s.api.github_url = Some(base.clone());
+    })
+    .await;
+    for n in 0..30 {
+        deploy(
+            &app,
+            &format!("d-{n}"),
+            "billing",
+            &format!("{n:040x}"),
+            &format!("2026-11-02T10:{n:02}:00Z"),
+        )
+        .await;
+    }
+    // Every deployment but the first has its range read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let data = app
+            .data("{ deployments(first: 30) { nodes { changeCount } } }", json!({}))
+            .await;
+        let read = data["deployments"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["changeCount"] == 4)
+            .count();
+        if read == 29 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{read} of 29 read");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.settle().await;
+    let mut costs = Vec::new();
+    for first in [2, 30] {
+        let before = app.store.statements();
+        let data = app
+            .data(
+                "query($first: Int) { deployments(first: $first) { nodes { changeCount changes(first: 1) { state } } } }",
+                json!({ "first": first }),
+            )
+            .await;
+        assert_eq!(
+            data["deployments"]["nodes"].as_array().unwrap().len(),
+            first as usize
+        );
+        costs.push(app.store.statements() - before);
+    }
+    assert_eq!(
+        costs[0], costs[1],
+        "statements for 2 and for 30 deployments: {costs:?}"
+    );
+    app.stop().await;
+}
