@@ -17,6 +17,8 @@ pub struct Model {
     /// `pending`, `found`, `missing` or `failed`.
     pub state: String,
     pub total_commits: Option<i64>,
+    /// Commits base has that head lacks (GitHub's `behind_by`), where the host says.
+    pub behind_by: Option<i64>,
     /// The commits as a JSON array, newest first.
     #[sea_orm(column_type = "Text", nullable)]
     pub commits: Option<String>,

@@ -21,6 +21,8 @@ enum CommitRanges {
     State,
     /// How many commits the host says the range holds (more than `commits` when capped).
     TotalCommits,
+    /// How many commits base has that head lacks (GitHub's `behind_by`; null on GitLab).
+    BehindBy,
     /// The commits as a JSON array, newest first.
     Commits,
     Error,
@@ -52,6 +54,7 @@ impl MigrationTrait for Migration {
                     .col(string(CommitRanges::Head))
                     .col(string(CommitRanges::State))
                     .col(big_integer_null(CommitRanges::TotalCommits))
+                    .col(big_integer_null(CommitRanges::BehindBy))
                     .col(text_null(CommitRanges::Commits))
                     .col(text_null(CommitRanges::Error))
                     .col(integer(CommitRanges::Attempts))

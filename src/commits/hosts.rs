@@ -28,10 +28,40 @@ pub struct Commit {
 /// What a compare found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Compared {
-    /// The commits in head that base lacks, newest first, and how many the host counts.
-    Found { total: u64, commits: Vec<Commit> },
+    /// The commits in head that base lacks, newest first, how many the host counts, and how
+    /// many base has that head lacks (where the host says: GitHub).
+    Found {
+        total: u64,
+        behind: Option<u64>,
+        commits: Vec<Commit>,
+    },
     /// The host has no such repository or commit (a 404), with what it said.
     Missing(String),
+}
+
+/// Which hosts have a token (what the GraphQL API may queue reads for).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Served {
+    pub github: bool,
+    pub gitlab: bool,
+}
+
+impl Served {
+    pub fn of(settings: &ApiSettings) -> Self {
+        let set = |t: &Option<String>| t.as_ref().is_some_and(|t| !t.trim().is_empty());
+        Self {
+            github: set(&settings.github_token),
+            gitlab: set(&settings.gitlab_token),
+        }
+    }
+
+    pub fn serves(&self, repository: &Repository) -> bool {
+        match repository.host.as_str() {
+            "github" => self.github,
+            "gitlab" => self.gitlab,
+            _ => false,
+        }
+    }
 }
 
 /// The Git hosts shiplog may ask, each with its token.
@@ -115,10 +145,11 @@ async fn github(api: &Api, api_url: &str, path: &str, base: &str, head: &str) ->
     );
     let what = format!("the commits of {path} between {base} and {head}");
     let mut commits = Vec::new();
-    let mut total = None;
+    let (mut total, mut behind) = (None, None);
     loop {
         let answer = api.get(&url, &what, &|_| {}).await?;
         total = total.or_else(|| answer.body.get("total_commits").and_then(Value::as_u64));
+        behind = behind.or_else(|| answer.body.get("behind_by").and_then(Value::as_u64));
         let page = answer
             .body
             .get("commits")
@@ -136,6 +167,7 @@ async fn github(api: &Api, api_url: &str, path: &str, base: &str, head: &str) ->
     commits.truncate(MAX_COMMITS);
     Ok(Compared::Found {
         total: total.unwrap_or(commits.len() as u64),
+        behind,
         commits,
     })
 }
@@ -177,7 +209,11 @@ async fn gitlab(api: &Api, instance: &str, path: &str, base: &str, head: &str) -
     let total = commits.len() as u64;
     commits.reverse();
     commits.truncate(MAX_COMMITS);
-    Ok(Compared::Found { total, commits })
+    Ok(Compared::Found {
+        total,
+        behind: None,
+        commits,
+    })
 }
 
 fn gitlab_commit(item: &Value, web: &str) -> Option<Commit> {

@@ -22,7 +22,7 @@ use crate::enrich::RetryPolicy;
 use crate::ingest::Current;
 use crate::store::commits::{FAILED, FOUND, MISSING};
 use crate::store::{Store, StoreError};
-pub use hosts::{Commit, Compared, GitHosts};
+pub use hosts::{Commit, Compared, GitHosts, Served};
 
 const CURSOR: &str = "commits.cursor";
 const LEASE: &str = "commits.lease";
@@ -159,6 +159,7 @@ impl Worker {
         let answer = if range.base == range.head {
             Ok(Compared::Found {
                 total: 0,
+                behind: Some(0),
                 commits: Vec::new(),
             })
         } else {
@@ -166,9 +167,14 @@ impl Worker {
         };
         range.attempts += 1;
         match answer {
-            Ok(Compared::Found { total, commits }) => {
+            Ok(Compared::Found {
+                total,
+                behind,
+                commits,
+            }) => {
                 range.state = FOUND.into();
                 range.total_commits = Some(total as i64);
+                range.behind_by = behind.map(|b| b as i64);
                 range.commits = serde_json::to_string(&commits).ok();
                 range.error = None;
                 range.fetched_at = Some(now);

@@ -53,6 +53,7 @@ pub struct BoardRow {
 
 /// One system in one environment.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct BoardCell {
     /// `cell:<system id>:<environment id>`: the same on every board.
     pub id: ID,
@@ -66,6 +67,60 @@ pub struct BoardCell {
     /// The newest deployment here whatever its status: a cell whose deployments were all
     /// cancelled (or have an unknown status) has only this.
     pub latest: Option<Deployment>,
+    #[graphql(skip)]
+    pub waiting_for: Option<WaitingFor>,
+}
+
+/// What a cell runs that the next column does not (a repository and the two commits).
+#[derive(Clone, Debug)]
+pub struct WaitingFor {
+    repository: crate::domain::catalog::Repository,
+    /// What the next column runs.
+    base: String,
+    /// What this cell runs.
+    head: String,
+    next: String,
+}
+
+/// Commits a cell runs that the next environment to its right does not have yet ("3 commits
+/// waiting for production, oldest 2 days").
+#[derive(SimpleObject)]
+pub struct Waiting {
+    /// The next environment.
+    pub environment: String,
+    /// How many commits wait (null until the Git host was read).
+    pub commits: Option<i64>,
+    /// When the oldest of them was made.
+    pub oldest_commit_at: Option<super::scalars::Instant>,
+    pub state: super::changes::ChangesState,
+    /// The Git host's page of those commits.
+    pub compare_url: String,
+}
+
+#[async_graphql::ComplexObject]
+impl BoardCell {
+    /// What this cell runs that the next column to its right does not, when both run a known
+    /// commit of a repository the catalog (or GitHub) names and they differ. Read from the
+    /// Git host in the background: the board asks for all its cells' ranges in one statement.
+    async fn waiting(&self, ctx: &Context<'_>) -> Result<Option<Waiting>> {
+        let Some(waiting) = &self.waiting_for else {
+            return Ok(None);
+        };
+        let (state, range) = super::changes::between(
+            ctx,
+            Some(waiting.repository.clone()),
+            (Some(&waiting.base), Some(&waiting.head)),
+        )
+        .await?;
+        let (commits, _, oldest) = super::changes::waiting_in(range.as_ref());
+        Ok(Some(Waiting {
+            environment: waiting.next.clone(),
+            commits,
+            oldest_commit_at: oldest.map(super::scalars::Instant),
+            state,
+            compare_url: waiting.repository.compare_url(&waiting.base, &waiting.head),
+        }))
+    }
 }
 
 /// The board.
@@ -225,8 +280,8 @@ impl BoardQuery {
             &id,
             (cells, ephemeral_cells),
             (&columns, &ephemeral),
-            &all_systems,
-            &all_environments,
+            (&all_systems, &all_environments),
+            &*super::catalog(ctx)?,
         );
         Ok(Board {
             id: ID(id),
@@ -310,8 +365,8 @@ fn rows(
     board: &str,
     (cells, ephemeral_cells): (Vec<Cell>, Vec<Cell>),
     (columns, ephemeral): (&[&Named], &[&Named]),
-    systems: &[Named],
-    environments: &[Named],
+    (systems, environments): (&[Named], &[Named]),
+    catalog: &crate::domain::Catalog,
 ) -> Vec<BoardRow> {
     let systems_by_id: HashMap<i64, &Named> = systems.iter().map(|s| (s.id, s)).collect();
     let environments_by_id: HashMap<i64, &Named> = environments.iter().map(|e| (e.id, e)).collect();
@@ -332,33 +387,66 @@ fn rows(
             Deployment::with_names(row, Some(system.clone()), environment)
         })
     };
-    let board_cell = |system: &Named, environment: &Named, cell: Option<Cell>| {
-        let (current, in_progress, last_failure, latest) = match cell {
-            Some(c) => (c.current, c.in_progress, c.last_failure, c.latest),
-            None => (None, None, None, None),
+    // What a cell runs that the cell to its right (the next column) does not.
+    let waiting_for =
+        |system: &Named, current: Option<&entity::deployments::Model>, next: Option<(&Named, &Cell)>| {
+            let current = current?;
+            let (next_environment, next_cell) = next?;
+            let next_current = next_cell.current.as_ref()?;
+            let (head, base) = (current.commit_sha.clone()?, next_current.commit_sha.clone()?);
+            (head != base).then_some(())?;
+            Some(WaitingFor {
+                repository: catalog.repository_for(&system.name, current)?,
+                base,
+                head,
+                next: next_environment.name.clone(),
+            })
         };
-        BoardCell {
-            id: ID(format!("cell:{}:{}", system.id, environment.id)),
-            environment: Environment(environment.clone()),
-            current: deployment(current, system),
-            in_progress: deployment(in_progress, system),
-            last_failure: deployment(last_failure, system),
-            latest: deployment(latest, system),
-        }
-    };
+    let board_cell =
+        |system: &Named, environment: &Named, cell: Option<Cell>, waiting_for: Option<WaitingFor>| {
+            let (current, in_progress, last_failure, latest) = match cell {
+                Some(c) => (c.current, c.in_progress, c.last_failure, c.latest),
+                None => (None, None, None, None),
+            };
+            BoardCell {
+                waiting_for,
+                id: ID(format!("cell:{}:{}", system.id, environment.id)),
+                environment: Environment(environment.clone()),
+                current: deployment(current, system),
+                in_progress: deployment(in_progress, system),
+                last_failure: deployment(last_failure, system),
+                latest: deployment(latest, system),
+            }
+        };
     by_system
         .into_values()
         .map(|(system, mut cells)| BoardRow {
             id: ID(format!("{board}/row:{}", system.id)),
             cells: columns
                 .iter()
-                .map(|environment| board_cell(&system, environment, cells.remove(&environment.id)))
+                .enumerate()
+                .map(|(i, environment)| {
+                    let next = columns
+                        .get(i + 1)
+                        .and_then(|n| cells.get(&n.id).map(|cell| (*n, cell)));
+                    let waiting = waiting_for(
+                        &system,
+                        cells.get(&environment.id).and_then(|c| c.current.as_ref()),
+                        next,
+                    );
+                    (environment, waiting)
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|(environment, waiting)| {
+                    board_cell(&system, environment, cells.remove(&environment.id), waiting)
+                })
                 .collect(),
             ephemeral_cells: ephemeral
                 .iter()
                 .filter_map(|environment| {
                     let cell = cells.remove(&environment.id)?;
-                    Some(board_cell(&system, environment, Some(cell)))
+                    Some(board_cell(&system, environment, Some(cell), None))
                 })
                 .collect(),
             system: System(system),

@@ -27,6 +27,58 @@ pub struct Drift {
     /// The Git host's page of the commits `from` runs and `to` does not, when both commits and
     /// the repository are known.
     pub compare_url: Option<String>,
+    /// The commits `from` runs and `to` lacks, from the Git host's compare (0 when in sync;
+    /// null until read, see `changesState`).
+    pub ahead_by: Option<i64>,
+    /// The commits `to` runs and `from` lacks (GitHub says; null on GitLab).
+    pub behind_by: Option<i64>,
+    /// When the oldest of the commits waiting was made: how long a change has waited for `to`.
+    pub oldest_waiting_commit_at: Option<Instant>,
+    /// Where reading the commits between the two stands (asking for drift queues the read).
+    pub changes_state: ChangesState,
+}
+
+/// The commits waiting between two commits of a repository: the host's range through the
+/// request's loader (one statement for all the ranges a query asks for), queued for the commits
+/// worker when it is not known and the host has a token.
+pub async fn between(
+    ctx: &Context<'_>,
+    repository: Option<crate::domain::catalog::Repository>,
+    (base, head): (Option<&str>, Option<&str>),
+) -> Result<(ChangesState, Option<entity::commit_ranges::Model>)> {
+    let (Some(repository), Some(base), Some(head)) = (repository, base, head) else {
+        return Ok((ChangesState::Unknown, None));
+    };
+    let key = (repository.key(), base.to_string(), head.to_string());
+    let range = super::loaders::load(ctx, super::loaders::RangeOf(key.clone()))
+        .await?
+        .flatten();
+    if range.is_none() {
+        if !ctx.data::<crate::commits::Served>()?.serves(&repository) {
+            return Ok((ChangesState::Unknown, None));
+        }
+        ctx.data::<Store>()?
+            .queue_range((&key.0, &key.1, &key.2), crate::domain::now_millis())
+            .await
+            .map_err(internal)?;
+        return Ok((ChangesState::Pending, None));
+    }
+    Ok((state_of(range.as_ref()), range))
+}
+
+/// What a found range says is waiting: (ahead, behind, the oldest waiting commit's time).
+pub fn waiting_in(range: Option<&entity::commit_ranges::Model>) -> (Option<i64>, Option<i64>, Option<i64>) {
+    match range.filter(|r| state_of(Some(r)) == ChangesState::Found) {
+        Some(range) => (
+            range.total_commits,
+            range.behind_by,
+            crate::commits::commits_of(range)
+                .iter()
+                .filter_map(|c| c.committed_at)
+                .min(),
+        ),
+        None => (None, None, None),
+    }
 }
 
 /// The drift of `system` from one environment to another (four statements).
@@ -61,6 +113,23 @@ pub async fn drift(ctx: &Context<'_>, system: &Named, (from, to): (&str, &str)) 
         (Some(a), Some(running)) if !in_sync => store.waiting(a, running).await.map_err(internal)?,
         _ => None,
     };
+    let (changes_state, range) = match (&ahead, &behind) {
+        (Some(a), Some(b)) if !in_sync => {
+            let repository = repository_of(ctx, Some(&system.name), a)?;
+            between(
+                ctx,
+                repository,
+                (b.commit_sha.as_deref(), a.commit_sha.as_deref()),
+            )
+            .await?
+        }
+        _ => (ChangesState::Unknown, None),
+    };
+    let (ahead_by, behind_by, oldest) = if in_sync {
+        (Some(0), Some(0), None)
+    } else {
+        waiting_in(range.as_ref())
+    };
     let compare_url = match (&ahead, &behind) {
         (Some(a), Some(b)) if !in_sync => match (&a.commit_sha, &b.commit_sha) {
             (Some(head), Some(base)) if head != base => {
@@ -79,6 +148,14 @@ pub async fn drift(ctx: &Context<'_>, system: &Named, (from, to): (&str, &str)) 
         deployments_waiting: waiting.map(|(count, _)| count as i64),
         waiting_since: waiting.and_then(|(_, oldest)| oldest).map(Instant),
         compare_url,
+        ahead_by,
+        behind_by,
+        oldest_waiting_commit_at: oldest.map(Instant),
+        changes_state: if in_sync {
+            ChangesState::Found
+        } else {
+            changes_state
+        },
     })
 }
 
@@ -157,7 +234,7 @@ async fn range_of(ctx: &Context<'_>, deployment_id: i64) -> Result<Option<entity
     )
 }
 
-fn state_of(range: Option<&entity::commit_ranges::Model>) -> ChangesState {
+pub fn state_of(range: Option<&entity::commit_ranges::Model>) -> ChangesState {
     use crate::store::commits::{FAILED, FOUND, MISSING, PENDING};
     match range.map(|r| r.state.as_str()) {
         Some(FOUND) => ChangesState::Found,

@@ -27,6 +27,10 @@ pub struct EventsOf(pub i64);
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct ChangesOf(pub i64);
 
+/// Key: a commit range (repository, base, head), for drift and the board.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RangeOf(pub crate::store::commits::RangeKey);
+
 /// Key: the number of deployments matching a filter (`totalCount`). The counts asked for in
 /// one request that differ only in their one system (or one environment) are answered by one
 /// grouped statement: counts per environment are one round trip, not one per environment.
@@ -148,6 +152,24 @@ impl Loader<ChangesOf> for StoreLoader {
         let ids: Vec<i64> = keys.iter().map(|k| k.0).collect();
         let mut found = self.0.changes_of(&ids).await.map_err(error)?;
         Ok(keys.iter().map(|key| (*key, found.remove(&key.0))).collect())
+    }
+}
+
+impl Loader<RangeOf> for StoreLoader {
+    /// None for a range not known yet (every key gets a value, so the cache answers it).
+    type Value = Option<entity::commit_ranges::Model>;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[RangeOf]) -> Result<HashMap<RangeOf, Self::Value>, Self::Error> {
+        let mut found = self
+            .0
+            .ranges(keys.iter().map(|k| k.0.clone()).collect())
+            .await
+            .map_err(error)?;
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), found.remove(&key.0)))
+            .collect())
     }
 }
 

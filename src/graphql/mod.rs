@@ -53,6 +53,7 @@ pub fn schema(
     .data(store)
     .data(ingest.clone())
     .data(ingest.catalog_handle())
+    .data(crate::commits::Served::of(&settings.api))
     .data(hub)
     .data(settings.dora.clone())
     .data(settings.board.clone())

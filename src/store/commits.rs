@@ -66,6 +66,7 @@ impl Store {
             head: Set(head.to_string()),
             state: Set(PENDING.to_string()),
             total_commits: Set(None),
+            behind_by: Set(None),
             commits: Set(None),
             error: Set(None),
             attempts: Set(0),
@@ -105,36 +106,11 @@ impl Store {
         Ok(())
     }
 
-    /// One range, if known.
-    pub async fn range(&self, key: (&str, &str, &str)) -> Result<Option<commit_ranges::Model>, StoreError> {
-        Ok(
-            commit_ranges::Entity::find_by_id((key.0.to_string(), key.1.to_string(), key.2.to_string()))
-                .one(self.connection())
-                .await?,
-        )
-    }
-
-    /// The ranges of these deployments (those that have one), in two statements.
-    pub async fn changes_of(
+    /// The ranges known among these keys (one statement per 300 keys).
+    pub async fn ranges(
         &self,
-        deployment_ids: &[i64],
-    ) -> Result<HashMap<i64, (deployment_changes::Model, Option<commit_ranges::Model>)>, StoreError> {
-        if deployment_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut changes = Vec::new();
-        for chunk in deployment_ids.chunks(1_000) {
-            changes.extend(
-                deployment_changes::Entity::find()
-                    .filter(deployment_changes::Column::DeploymentId.is_in(chunk.iter().copied()))
-                    .all(self.connection())
-                    .await?,
-            );
-        }
-        let mut keys: Vec<RangeKey> = changes
-            .iter()
-            .map(|c| (c.repository.clone(), c.base.clone(), c.head.clone()))
-            .collect();
+        mut keys: Vec<RangeKey>,
+    ) -> Result<HashMap<RangeKey, commit_ranges::Model>, StoreError> {
         keys.sort();
         keys.dedup();
         let mut ranges: HashMap<RangeKey, commit_ranges::Model> = HashMap::new();
@@ -157,6 +133,31 @@ impl Store {
                 );
             }
         }
+        Ok(ranges)
+    }
+
+    /// The ranges of these deployments (those that have one), in two statements.
+    pub async fn changes_of(
+        &self,
+        deployment_ids: &[i64],
+    ) -> Result<HashMap<i64, (deployment_changes::Model, Option<commit_ranges::Model>)>, StoreError> {
+        if deployment_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut changes = Vec::new();
+        for chunk in deployment_ids.chunks(1_000) {
+            changes.extend(
+                deployment_changes::Entity::find()
+                    .filter(deployment_changes::Column::DeploymentId.is_in(chunk.iter().copied()))
+                    .all(self.connection())
+                    .await?,
+            );
+        }
+        let keys: Vec<RangeKey> = changes
+            .iter()
+            .map(|c| (c.repository.clone(), c.base.clone(), c.head.clone()))
+            .collect();
+        let ranges = self.ranges(keys).await?;
         Ok(changes
             .into_iter()
             .map(|change| {

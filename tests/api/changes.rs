@@ -525,7 +525,50 @@ async fn each_deployment_lists_the_commits_it_shipped_from_the_git_hosts_compare
         asked,
         "cached"
     );
+
+    // Staging runs a commit production does not: drift and the board's staging cell say how
+    // many commits wait and since when (asking queues the read; the worker answers it).
+    deploy_to(
+        &app,
+        "billing-s1",
+        "staging",
+        "3333333333333333333333333333333333333333",
+    )
+    .await;
+    let drift = r#"{ system(name: "billing") { drift(from: "staging", to: "production") {
+        inSync aheadBy behindBy oldestWaitingCommitAt changesState } }
+      board(systems: ["billing"]) { rows { cells { environment { name } waiting { environment commits oldestCommitAt state compareUrl } } } } }"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let data = loop {
+        let data = app.data(drift, json!({})).await;
+        if data["system"]["drift"]["changesState"] == "FOUND" || std::time::Instant::now() > deadline {
+            break data;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        data["system"]["drift"],
+        json!({ "inSync": false, "aheadBy": 4, "behindBy": 0, "oldestWaitingCommitAt": "2012-05-25T12:10:54.000Z", "changesState": "FOUND" }),
+        "{data}"
+    );
+    assert_eq!(
+        data["board"]["rows"][0]["cells"],
+        json!([
+            { "environment": { "name": "staging" }, "waiting": { "environment": "production", "commits": 4,
+              "oldestCommitAt": "2012-05-25T12:10:54.000Z", "state": "FOUND",
+              "compareUrl": "https://github.com/acme/billing/compare/2222222222222222222222222222222222222222...3333333333333333333333333333333333333333" } },
+            { "environment": { "name": "production" }, "waiting": null }
+        ])
+    );
     app.stop().await;
+}
+
+async fn deploy_to(app: &TestApp, id: &str, environment: &str, sha: &str) {
+    app.deliver(
+        json!({ "id": id, "system": "billing", "environment": environment, "status": "succeeded",
+        "commitSha": sha, "finishedAt": "2026-11-02T12:00:00Z" }),
+    )
+    .await;
 }
 
 #[tokio::test]
