@@ -218,11 +218,11 @@ fn background(
     };
     tasks.push(tokio::spawn(processor.run(stopping.clone())));
     match crate::commits::GitHosts::configured(&settings.api) {
-        Ok(hosts) => tasks.extend(crate::commits::spawn(
+        Ok(hosts) => tasks.push(crate::commits::spawn(
             store,
             hosts,
-            ingest.catalog_handle(),
-            replica,
+            ingest,
+            (replica, hub),
             settings.retry,
             stopping,
         )),

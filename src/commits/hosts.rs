@@ -97,11 +97,6 @@ impl GitHosts {
         Ok(Self { github, gitlab })
     }
 
-    /// No host configured.
-    pub fn is_empty(&self) -> bool {
-        self.github.is_none() && self.gitlab.is_none()
-    }
-
     /// Whether a host for this repository is configured.
     pub fn serves(&self, repository: &Repository) -> bool {
         match repository.host.as_str() {

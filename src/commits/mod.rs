@@ -6,7 +6,8 @@
 //! out of order: recording a range twice changes nothing), records each deployment's range,
 //! and reads each (repository, base, head) once, retrying failures with the enrichment
 //! worker's backoff. A repository or commit the host does not have (a 404: a renamed
-//! repository, a force-pushed base) is recorded as missing and not asked again.
+//! repository, a force-pushed base) is recorded as missing and not asked again. On the way it
+//! tags the rollbacks only history tells (see [`Worker::place`]).
 
 pub mod hosts;
 
@@ -17,9 +18,8 @@ use entity::commit_ranges;
 use tokio::sync::watch;
 
 use crate::domain::catalog::Repository;
-use crate::domain::{Catalog, now_millis};
+use crate::domain::now_millis;
 use crate::enrich::RetryPolicy;
-use crate::ingest::Current;
 use crate::store::commits::{FAILED, FOUND, MISSING};
 use crate::store::{Store, StoreError};
 pub use hosts::{Commit, Compared, GitHosts, Served};
@@ -33,57 +33,96 @@ const PAGE: u64 = 200;
 /// Ranges read from the host per round.
 const READS: u64 = 20;
 
-/// Starts the worker when a Git host is configured (`[api] github_token` or `gitlab_token`).
+/// Starts the worker: it marks rollbacks that history tells (always) and reads commits where a
+/// Git host is configured (`[api] github_token` or `gitlab_token`).
 pub fn spawn(
     store: &Store,
     hosts: GitHosts,
-    catalog: Current<Catalog>,
-    replica: &str,
+    ingest: &crate::ingest::Ingest,
+    (replica, hub): (&str, &crate::events::Hub),
     retry: RetryPolicy,
     stopping: &watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if hosts.is_empty() {
-        return None;
-    }
+) -> tokio::task::JoinHandle<()> {
     let worker = Worker {
         store: store.clone(),
         hosts: Arc::new(hosts),
-        catalog,
+        catalog: ingest.catalog_handle(),
         replica: replica.to_string(),
         retry,
+        hub: hub.clone(),
+        kick: ingest.commits_kick(),
+        placed: Default::default(),
     };
-    Some(tokio::spawn(worker.run(stopping.clone())))
+    tokio::spawn(worker.run(stopping.clone()))
 }
 
 struct Worker {
     store: Store,
     hosts: Arc<GitHosts>,
-    catalog: Current<Catalog>,
+    catalog: crate::ingest::Current<crate::domain::Catalog>,
     replica: String,
     retry: RetryPolicy,
+    hub: crate::events::Hub,
+    kick: Arc<tokio::sync::Notify>,
+    /// Events after the stored cursor already placed by this replica.
+    placed: std::collections::BTreeSet<i64>,
 }
 
+/// What a round did.
+#[derive(Default)]
+struct Round {
+    /// Something new was placed or read.
+    worked: bool,
+    /// A page was full: go on at once.
+    more: bool,
+}
+
+/// The longest idle wait between rounds.
+const IDLE_AT_MOST: Duration = Duration::from_secs(10);
+
 impl Worker {
-    async fn run(self, mut stopping: watch::Receiver<bool>) {
+    /// Rounds until stopped. Idle, it waits for a live event (a deployment was stored, here
+    /// or, on PostgreSQL, on another replica), a kick (the GraphQL API queued a range), or a
+    /// timer that grows from 1 s to 10 s while nothing happens.
+    async fn run(mut self, mut stopping: watch::Receiver<bool>) {
+        let mut events = self.hub.subscribe();
+        let mut idle = Duration::from_secs(1);
         while !*stopping.borrow() {
             let wait = match self.round().await {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => Duration::from_secs(1),
+                Ok(Round { more: true, .. }) => Duration::ZERO,
+                Ok(Round { worked, .. }) => {
+                    idle = if worked {
+                        Duration::from_secs(1)
+                    } else {
+                        (idle * 2).min(IDLE_AT_MOST)
+                    };
+                    idle
+                }
                 Err(error) => {
                     tracing::warn!(%error, "reading what deployments changed failed; trying again");
                     Duration::from_secs(5)
                 }
             };
+            if wait.is_zero() {
+                continue;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.kick.notified() => {}
+                _ = events.recv() => {
+                    // Let the writer's batch settle, then read everything it stored at once.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    idle = Duration::from_secs(1);
+                }
                 _ = stopping.changed() => {}
             }
         }
     }
 
-    /// Records the ranges of deployments that succeeded since the cursor and reads the ranges
-    /// due; whether there may be more to do right away.
-    async fn round(&self) -> Result<bool, StoreError> {
+    /// Places the deployments that succeeded since the cursor (each once: the cursor re-reads
+    /// the last two minutes, and `placed` remembers what was done there) and reads the ranges
+    /// due.
+    async fn round(&mut self) -> Result<Round, StoreError> {
         let now = now_millis();
         if !self
             .store
@@ -95,7 +134,7 @@ impl Worker {
             )
             .await?
         {
-            return Ok(false);
+            return Ok(Round::default());
         }
         let cursor: i64 = self
             .store
@@ -105,8 +144,12 @@ impl Worker {
             .unwrap_or(0);
         let finished = self.store.finished_after(cursor, i64::MAX, PAGE).await?;
         let full = finished.len() as u64 == PAGE;
-        for (_, deployment) in &finished {
-            self.place(deployment, now).await?;
+        let mut worked = false;
+        for (event, deployment) in &finished {
+            if self.placed.insert(event.id) {
+                self.place(deployment, now).await?;
+                worked = true;
+            }
         }
         let settled = self.store.last_event_id_before(now - SETTLED_AFTER_MS).await?;
         let next = match finished.last() {
@@ -116,17 +159,28 @@ impl Worker {
         if next > cursor {
             self.store.put_setting(CURSOR, &next.to_string()).await?;
         }
+        self.placed.retain(|id| *id > next.max(cursor));
         let due = self.store.due_ranges(now, READS).await?;
         let busy = due.len() as u64 == READS;
+        worked |= !due.is_empty();
         for range in due {
             self.read(range).await?;
         }
-        Ok(full || busy)
+        Ok(Round {
+            worked,
+            more: full || busy,
+        })
     }
 
-    /// Records the range a succeeded deployment shipped, when its repository is known and a
-    /// host for it is configured.
+    /// Places a succeeded deployment in its history: a rollback that only history tells (it
+    /// put back what ran before) gets the `rollback: true` tag the tools' own word sets, so
+    /// the tag filter and DORA find every rollback; and the range it shipped is recorded when
+    /// its repository is known and a host for it is configured.
     async fn place(&self, deployment: &entity::deployments::Model, now: i64) -> Result<(), StoreError> {
+        let history = self.store.in_history(deployment).await?;
+        if history.rolled_back.is_some() && !crate::store::history::said_rollback(deployment) {
+            self.store.tag_rollback(deployment).await?;
+        }
         let Some(head) = deployment.commit_sha.as_deref() else {
             return Ok(());
         };
@@ -137,7 +191,7 @@ impl Worker {
         if !self.hosts.serves(&repository) {
             return Ok(());
         }
-        let Some(previous) = self.store.previous_success(deployment).await? else {
+        let Some(previous) = history.previous else {
             return Ok(());
         };
         let Some(base) = previous.commit_sha.as_deref() else {

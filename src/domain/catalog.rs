@@ -190,7 +190,8 @@ impl Catalog {
     }
 
     /// A deployment's repository: its system's in the catalog, else the repository a GitHub
-    /// deployment names (its raw system is `owner/name`).
+    /// deployment names (its raw system is `owner/name`), else the project a GitLab one names
+    /// (its raw system is the project's path).
     pub fn repository_for(
         &self,
         system: &str,
@@ -199,9 +200,12 @@ impl Catalog {
         self.system(system)
             .and_then(|s| s.repository.clone())
             .or_else(|| {
-                (deployment.source == "github")
-                    .then(|| Repository::parse(&format!("github:{}", deployment.raw_system)).ok())
-                    .flatten()
+                let host = match deployment.source.as_str() {
+                    "github" => "github",
+                    "gitlab" => "gitlab",
+                    _ => return None,
+                };
+                Repository::parse(&format!("{host}:{}", deployment.raw_system)).ok()
             })
     }
 
@@ -318,6 +322,48 @@ mod tests {
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             ..CatalogEntry::default()
         }
+    }
+
+    #[test]
+    fn a_deployment_names_its_repository_where_the_catalog_does_not() {
+        let deployment = |source: &str, raw_system: &str| {
+            let observation = crate::domain::Observation {
+                system: raw_system.into(),
+                ..crate::domain::Observation::bare("1", crate::domain::DeploymentStatus::Succeeded, 0)
+            };
+            crate::store::merge::new_deployment(source, &observation, 1, 1, 0)
+        };
+        let catalog = Catalog::new(
+            &BTreeMap::from([(
+                "billing".to_string(),
+                CatalogEntry {
+                    repository: Some("gitlab:acme/billing".into()),
+                    ..CatalogEntry::default()
+                },
+            )]),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let key = |system: &str, source: &str, raw: &str| {
+            catalog
+                .repository_for(system, &deployment(source, raw))
+                .map(|r| r.key())
+        };
+        assert_eq!(
+            key("billing", "github", "acme/other").as_deref(),
+            Some("gitlab:acme/billing"),
+            "the catalog first"
+        );
+        assert_eq!(key("x", "github", "acme/app").as_deref(), Some("github:acme/app"));
+        assert_eq!(
+            key("x", "gitlab", "group/sub/app").as_deref(),
+            Some("gitlab:group/sub/app")
+        );
+        assert_eq!(
+            key("x", "jenkins", "acme/app"),
+            None,
+            "a job name is not a repository"
+        );
     }
 
     #[test]

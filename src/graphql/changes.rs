@@ -61,6 +61,7 @@ pub async fn between(
             .queue_range((&key.0, &key.1, &key.2), crate::domain::now_millis())
             .await
             .map_err(internal)?;
+        ctx.data::<crate::ingest::Ingest>()?.commits_kick().notify_one();
         return Ok((ChangesState::Pending, None));
     }
     Ok((state_of(range.as_ref()), range))

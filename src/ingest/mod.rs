@@ -96,6 +96,8 @@ pub struct Ingest {
     writer: Writer,
     /// Wakes the enrichment worker when a delivery is journaled as pending.
     kick: Arc<tokio::sync::Notify>,
+    /// Wakes the commits worker when the GraphQL API queued a commit range.
+    commits_kick: Arc<tokio::sync::Notify>,
 }
 
 impl Ingest {
@@ -114,6 +116,7 @@ impl Ingest {
             catalog: Current::new(Arc::default()),
             writer,
             kick: Arc::new(tokio::sync::Notify::new()),
+            commits_kick: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -156,6 +159,11 @@ impl Ingest {
     /// What the enrichment worker waits on.
     pub fn kick(&self) -> Arc<tokio::sync::Notify> {
         self.kick.clone()
+    }
+
+    /// What wakes the commits worker (see `commits`).
+    pub fn commits_kick(&self) -> Arc<tokio::sync::Notify> {
+        self.commits_kick.clone()
     }
 
     /// A webhook delivery: verify, accept, map (or leave pending for enrichment), journal and

@@ -180,14 +180,27 @@ impl Store {
         ))
     }
 
-    /// The last success of the deployment's system in its environment before it (what it
-    /// replaced there).
-    pub async fn previous_success(
-        &self,
-        deployment: &deployments::Model,
-    ) -> Result<Option<deployments::Model>, StoreError> {
-        self.last_success_before(deployment, (deployment.deployed_at, deployment.id), None)
-            .await
+    /// Adds `rollback: true` to a deployment's tags (history says it put back what ran before).
+    /// Compare-and-set on the tags read: a delivery that changed them meanwhile wins, and the
+    /// worker's next pass over recent events tries again.
+    pub async fn tag_rollback(&self, deployment: &deployments::Model) -> Result<(), StoreError> {
+        let mut tags = super::merge::tags_of(deployment.tags.as_deref());
+        if tags.len() >= crate::domain::tags::MAX_TAGS {
+            return Ok(());
+        }
+        tags.insert("rollback".into(), "true".into());
+        let mut update = deployments::Entity::update_many()
+            .col_expr(
+                deployments::Column::Tags,
+                Expr::value(super::merge::tags_json(&tags)),
+            )
+            .filter(deployments::Column::Id.eq(deployment.id));
+        update = match &deployment.tags {
+            Some(read) => update.filter(deployments::Column::Tags.eq(read.clone())),
+            None => update.filter(deployments::Column::Tags.is_null()),
+        };
+        update.exec(self.connection()).await?;
+        Ok(())
     }
 
     /// The newest success of the deployment's system in its environment before `(at, id)`,

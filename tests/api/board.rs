@@ -112,10 +112,16 @@ async fn the_board_shows_current_in_progress_and_newer_failures_per_environment(
     )
     .await;
 
-    app.settle().await;
-    let before = app.store.statements();
-    let board = app.data(BOARD, json!({})).await["board"].clone();
-    let cost = app.store.statements() - before;
+    // The statement counter is the whole process's, so a background poll (the enrichment and
+    // commits workers) can land in one measurement: the fewest of three is the board's cost.
+    let mut cost = u64::MAX;
+    let mut board = Value::Null;
+    for _ in 0..3 {
+        app.settle().await;
+        let before = app.store.statements();
+        board = app.data(BOARD, json!({})).await["board"].clone();
+        cost = cost.min(app.store.statements() - before);
+    }
     assert!(
         cost <= 4,
         "the board reads cells, not deployments: {cost} statements"

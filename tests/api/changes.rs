@@ -612,25 +612,61 @@ async fn a_page_of_deployments_reads_its_change_counts_in_constant_statements() 
         assert!(std::time::Instant::now() < deadline, "{read} of 29 read");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    app.settle().await;
+    // The counter is the whole process's, so a background poll (the enrichment and commits
+    // workers) can land in one measurement: the fewest of three is the page's cost.
     let mut costs = Vec::new();
     for first in [2, 30] {
-        let before = app.store.statements();
-        let data = app
-            .data(
-                "query($first: Int) { deployments(first: $first) { nodes { changeCount changes(first: 1) { state } } } }",
-                json!({ "first": first }),
-            )
-            .await;
-        assert_eq!(
-            data["deployments"]["nodes"].as_array().unwrap().len(),
-            first as usize
-        );
-        costs.push(app.store.statements() - before);
+        let mut fewest = u64::MAX;
+        for _ in 0..3 {
+            app.settle().await;
+            let before = app.store.statements();
+            let data = app
+                .data(
+                    "query($first: Int) { deployments(first: $first) { nodes { changeCount changes(first: 1) { state } } } }",
+                    json!({ "first": first }),
+                )
+                .await;
+            assert_eq!(
+                data["deployments"]["nodes"].as_array().unwrap().len(),
+                first as usize
+            );
+            fewest = fewest.min(app.store.statements() - before);
+        }
+        costs.push(fewest);
     }
     assert_eq!(
         costs[0], costs[1],
         "statements for 2 and for 30 deployments: {costs:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollback_only_history_tells_is_tagged_so_every_tag_filter_finds_it() {
+    // No Git host configured: the worker still places deployments in their history.
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |_| {}).await;
+    ship(&app, "d-1", "1.0", "aaaa1", "2026-11-02T10:00:00Z").await;
+    ship(&app, "d-2", "1.1", "bbbb2", "2026-11-02T11:00:00Z").await;
+    ship(&app, "d-3", "1.0", "aaaa1", "2026-11-02T12:00:00Z").await;
+    let query = r#"{ deployments(filter: { tags: ["rollback:true"] }) { nodes { externalId isRollback tags { key value } } }
+      deploymentList(from: "2026-11-01T00:00:00Z", to: "2026-11-08T00:00:00Z", tags: ["rollback:true"]) { id }
+      deploymentFrequency(from: "2026-11-02T00:00:00Z", to: "2026-11-02T23:59:59Z", interval: DAY, tags: ["rollback:true"]) { count } }"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let data = loop {
+        let data = app.data(query, json!({})).await;
+        if !data["deployments"]["nodes"].as_array().unwrap().is_empty()
+            || std::time::Instant::now() > deadline
+        {
+            break data;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        data["deployments"]["nodes"],
+        json!([{ "externalId": "d-3", "isRollback": true, "tags": [{ "key": "rollback", "value": "true" }] }]),
+        "{data}"
+    );
+    assert_eq!(data["deploymentList"].as_array().unwrap().len(), 1, "{data}");
+    assert_eq!(data["deploymentFrequency"], json!([{ "count": 1 }]), "{data}");
     app.stop().await;
 }
