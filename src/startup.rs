@@ -222,7 +222,7 @@ fn background(
             store,
             hosts,
             ingest,
-            (replica, hub),
+            replica,
             settings.retry,
             stopping,
         )),

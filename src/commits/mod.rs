@@ -39,7 +39,7 @@ pub fn spawn(
     store: &Store,
     hosts: GitHosts,
     ingest: &crate::ingest::Ingest,
-    (replica, hub): (&str, &crate::events::Hub),
+    replica: &str,
     retry: RetryPolicy,
     stopping: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -49,7 +49,6 @@ pub fn spawn(
         catalog: ingest.catalog_handle(),
         replica: replica.to_string(),
         retry,
-        hub: hub.clone(),
         kick: ingest.commits_kick(),
         placed: Default::default(),
     };
@@ -62,7 +61,6 @@ struct Worker {
     catalog: crate::ingest::Current<crate::domain::Catalog>,
     replica: String,
     retry: RetryPolicy,
-    hub: crate::events::Hub,
     kick: Arc<tokio::sync::Notify>,
     /// Events after the stored cursor already placed by this replica.
     placed: std::collections::BTreeSet<i64>,
@@ -81,11 +79,11 @@ struct Round {
 const IDLE_AT_MOST: Duration = Duration::from_secs(10);
 
 impl Worker {
-    /// Rounds until stopped. Idle, it waits for a live event (a deployment was stored, here
-    /// or, on PostgreSQL, on another replica), a kick (the GraphQL API queued a range), or a
-    /// timer that grows from 1 s to 10 s while nothing happens.
+    /// Rounds until stopped. Idle, it waits for a kick (this process stored deployments, or
+    /// the GraphQL API queued a range) or a timer that grows from 1 s to 10 s while nothing
+    /// happens (what other replicas stored is found by it). It is not a subscriber of the live
+    /// events: those are the API's.
     async fn run(mut self, mut stopping: watch::Receiver<bool>) {
-        let mut events = self.hub.subscribe();
         let mut idle = Duration::from_secs(1);
         while !*stopping.borrow() {
             let wait = match self.round().await {
@@ -108,12 +106,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.kick.notified() => {}
-                _ = events.recv() => {
-                    // Let the writer's batch settle, then read everything it stored at once.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    idle = Duration::from_secs(1);
-                }
+                _ = self.kick.notified() => idle = Duration::from_secs(1),
                 _ = stopping.changed() => {}
             }
         }

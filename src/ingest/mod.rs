@@ -96,7 +96,8 @@ pub struct Ingest {
     writer: Writer,
     /// Wakes the enrichment worker when a delivery is journaled as pending.
     kick: Arc<tokio::sync::Notify>,
-    /// Wakes the commits worker when the GraphQL API queued a commit range.
+    /// Wakes the commits worker when deployments were stored or the GraphQL API queued a
+    /// commit range.
     commits_kick: Arc<tokio::sync::Notify>,
 }
 
@@ -230,7 +231,7 @@ impl Ingest {
         if matches!(outcome, Outcome::Pending { .. }) {
             self.kick.notify_one();
         }
-        Ok(outcome)
+        Ok(self.applied(outcome))
     }
 
     /// A record read from a tool's API by `shiplog import` or reconciliation: accepted by its
@@ -279,7 +280,15 @@ impl Ingest {
             headers: journal_headers(source.as_ref(), &headers),
             decision: Some(decision.to_json()),
         };
-        Ok(self.writer.submit(new, work).await?)
+        Ok(self.applied(self.writer.submit(new, work).await?))
+    }
+
+    /// Wakes the commits worker when deployments were stored (it places them in their history).
+    fn applied(&self, outcome: Outcome) -> Outcome {
+        if matches!(outcome, Outcome::Applied { .. }) {
+            self.commits_kick.notify_one();
+        }
+        outcome
     }
 
     /// Finishes a pending delivery from the journal: accept it again (sources are pure), ask
@@ -315,6 +324,7 @@ impl Ingest {
         self.writer
             .finish(delivery.id, work, Some(decision.to_json()))
             .await
+            .map(|outcome| self.applied(outcome))
             .map_err(|e| Attempt::failed(e.to_string()))
     }
 
