@@ -46,12 +46,16 @@ pub struct Served {
     pub gitlab: bool,
 }
 
+/// A token that is set (a blank one is none).
+fn token(setting: &Option<String>) -> Option<&str> {
+    setting.as_deref().filter(|t| !t.trim().is_empty())
+}
+
 impl Served {
     pub fn of(settings: &ApiSettings) -> Self {
-        let set = |t: &Option<String>| t.as_ref().is_some_and(|t| !t.trim().is_empty());
         Self {
-            github: set(&settings.github_token),
-            gitlab: set(&settings.gitlab_token),
+            github: token(&settings.github_token).is_some(),
+            gitlab: token(&settings.gitlab_token).is_some(),
         }
     }
 
@@ -74,10 +78,9 @@ pub struct GitHosts {
 impl GitHosts {
     /// The hosts `[api]` gives a token for.
     pub fn configured(settings: &ApiSettings) -> Result<Self, ApiError> {
-        let token = |t: &Option<String>| t.clone().filter(|t| !t.trim().is_empty());
         let github = match token(&settings.github_token) {
             Some(token) => Some((
-                crate::import::github::api(&token)?,
+                crate::import::github::api(token)?,
                 settings
                     .github_url
                     .clone()
@@ -87,7 +90,7 @@ impl GitHosts {
         };
         let gitlab = match token(&settings.gitlab_token) {
             Some(token) => Some((
-                crate::import::gitlab::api(&token)?,
+                crate::import::gitlab::api(token)?,
                 crate::import::gitlab::instance(
                     settings.gitlab_url.as_deref().unwrap_or("https://gitlab.com"),
                 ),
@@ -99,11 +102,11 @@ impl GitHosts {
 
     /// Whether a host for this repository is configured.
     pub fn serves(&self, repository: &Repository) -> bool {
-        match repository.host.as_str() {
-            "github" => self.github.is_some(),
-            "gitlab" => self.gitlab.is_some(),
-            _ => false,
+        Served {
+            github: self.github.is_some(),
+            gitlab: self.gitlab.is_some(),
         }
+        .serves(repository)
     }
 
     /// The commits in `head` that `base` lacks.

@@ -26,8 +26,6 @@ pub use hosts::{Commit, Compared, GitHosts, Served};
 
 const CURSOR: &str = "commits.cursor";
 const LEASE: &str = "commits.lease";
-/// Events recorded longer ago than this are settled (the writer's commit bound and a margin).
-const SETTLED_AFTER_MS: i64 = 130_000;
 /// Succeeded deployments read per round.
 const PAGE: u64 = 200;
 /// Ranges read from the host per round.
@@ -144,7 +142,10 @@ impl Worker {
                 worked = true;
             }
         }
-        let settled = self.store.last_event_id_before(now - SETTLED_AFTER_MS).await?;
+        let settled = self
+            .store
+            .last_event_id_before(now - crate::store::history::SETTLED_AFTER_MS)
+            .await?;
         let next = match finished.last() {
             Some((last, _)) if full => settled.min(last.id),
             _ => settled,

@@ -823,11 +823,7 @@ impl Environment {
         let mut facts = super::board::EnvironmentFacts::of(&cells)
             .remove(&self.0.id)
             .unwrap_or_default();
-        facts.stopped_at = store
-            .environments_stopped_at()
-            .await
-            .map_err(internal)?
-            .remove(&self.0.id);
+        facts.stopped_at = store.environment_stopped_at(self.0.id).await.map_err(internal)?;
         Ok(facts)
     }
 }

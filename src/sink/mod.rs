@@ -35,9 +35,6 @@ const STATE: &str = "cdevents.sink.state";
 const LEASE: &str = "cdevents.sink.lease";
 /// Events younger than this wait for the next read (most commits are over by then).
 const SETTLE_MS: i64 = 2_000;
-/// Events older than this are settled: no transaction that could commit a smaller id is
-/// still open (the writer's commit bound, and a margin for clocks).
-const SETTLED_AFTER_MS: i64 = 130_000;
 const PAGE: u64 = 500;
 
 /// What was sent: every event up to `settled` was handled; those after it in `sent` were.
@@ -139,7 +136,7 @@ impl Sender {
         }
         let settled = self
             .store
-            .last_event_id_before(now - SETTLED_AFTER_MS)
+            .last_event_id_before(now - crate::store::history::SETTLED_AFTER_MS)
             .await
             .map_err(|e| e.to_string())?;
         if settled > state.settled {

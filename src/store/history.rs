@@ -38,6 +38,10 @@ pub fn tags_say_rollback(tags: Option<&str>) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// Events recorded longer ago than this are settled: no transaction that could still commit a
+/// smaller id is open (the writer's commit is bounded at 120 s; a margin for clocks).
+pub const SETTLED_AFTER_MS: i64 = 130_000;
+
 impl Store {
     /// The deployment's previous success and, when it is a rollback, what it rolled back: at
     /// most two statements, each an index range on (system, time).
@@ -113,7 +117,9 @@ impl Store {
         self.last_event_id_before(i64::MAX).await
     }
 
-    /// The newest id of the events recorded before `at` (0 for none).
+    /// The newest id of the events recorded before `at` (0 for none). Followers of the event
+    /// journal (the CDEvents sink, the commits worker) treat ids up to
+    /// `last_event_id_before(now - SETTLED_AFTER_MS)` as settled.
     pub async fn last_event_id_before(&self, at: i64) -> Result<i64, StoreError> {
         use entity::deployment_events;
         use sea_orm::QuerySelect;

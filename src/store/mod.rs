@@ -835,19 +835,12 @@ impl Store {
             .map(Named::from))
     }
 
-    /// When tools said they stopped environments, by environment id (only those they did).
-    pub async fn environments_stopped_at(&self) -> Result<HashMap<i64, i64>, StoreError> {
-        let rows: Vec<(i64, Option<i64>)> = environments::Entity::find()
-            .select_only()
-            .columns([environments::Column::Id, environments::Column::StoppedAt])
-            .filter(environments::Column::StoppedAt.is_not_null())
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, at)| at.map(|at| (id, at)))
-            .collect())
+    /// When a tool last said it stopped an environment, if one did.
+    pub async fn environment_stopped_at(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(environments::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .and_then(|row| row.stopped_at))
     }
 
     /// The environments a system has been deployed to.
