@@ -288,6 +288,9 @@ pub struct Settings {
     pub mapping: RulesConfig,
     /// `[systems.<name>]`: the catalog (team, description, repository, links, tags, aliases).
     pub systems: BTreeMap<String, crate::domain::CatalogEntry>,
+    /// `[repositories]`: system -> repository (`github:owner/name`), a short way to write
+    /// `[systems.<name>] repository`.
+    pub repositories: BTreeMap<String, String>,
     /// `[catalog]`: other places systems are described (Backstage files).
     pub catalog: CatalogFiles,
     /// The catalog, checked (from `systems` and `catalog`).
@@ -342,6 +345,7 @@ impl Default for Settings {
             secrets: BTreeMap::new(),
             mapping: RulesConfig::default(),
             systems: BTreeMap::new(),
+            repositories: BTreeMap::new(),
             catalog: CatalogFiles::default(),
             checked_catalog: Default::default(),
             base_dir: None,
@@ -583,6 +587,23 @@ impl Settings {
             };
             entries.insert(name.clone(), merged);
         }
+        for (name, repository) in &self.repositories {
+            let entry = entries
+                .entry(name.clone())
+                .or_insert_with(|| crate::domain::CatalogEntry {
+                    origin: Some(format!("[repositories] {name}")),
+                    ..Default::default()
+                });
+            match &entry.repository {
+                Some(other) if other.trim() != repository.trim() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "[repositories] {name} = \"{repository}\" but {} says `{other}`: keep one",
+                        entry.origin.as_deref().unwrap_or("the catalog")
+                    )));
+                }
+                _ => entry.repository = Some(repository.clone()),
+            }
+        }
         Ok(entries)
     }
 
@@ -735,6 +756,46 @@ mod tests {
         assert!(error.contains("listn"), "{error}");
         assert!(Settings::from_toml("[mapping]\nsystem_alias = {}").is_err());
         assert!(Settings::from_toml("[jenkins]\ndefault_environment = \"x\"").is_ok());
+    }
+
+    #[test]
+    fn repositories_are_a_short_way_to_name_a_systems_repository() {
+        let settings = Settings::from_toml(
+            "[repositories]\nbilling = \"github:acme/billing\"\n[systems.web]\nteam = \"frontend\"\n\
+             [repositories]\n",
+        );
+        assert!(settings.is_err(), "a table twice is a TOML error");
+        let settings = Settings::from_toml(
+            "[repositories]\nbilling = \"github:acme/billing\"\nweb = \"gitlab:acme/web\"\n\
+             [systems.web]\nteam = \"frontend\"",
+        )
+        .unwrap();
+        let catalog = &settings.checked_catalog;
+        let repository = |name: &str| {
+            catalog
+                .system(name)
+                .and_then(|s| s.repository.as_ref())
+                .map(|r| r.key())
+        };
+        assert_eq!(repository("billing").as_deref(), Some("github:acme/billing"));
+        assert_eq!(repository("web").as_deref(), Some("gitlab:acme/web"));
+        assert_eq!(
+            catalog.system("web").and_then(|s| s.team.as_deref()),
+            Some("frontend")
+        );
+        let error = Settings::from_toml(
+            "[repositories]\nweb = \"gitlab:acme/web\"\n[systems.web]\nrepository = \"github:acme/web\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("[repositories] web") && error.contains("[systems.web]"),
+            "{error}"
+        );
+        let error = Settings::from_toml("[repositories]\nweb = \"acme/web\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("github:owner/name"), "{error}");
     }
 
     #[test]

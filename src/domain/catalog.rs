@@ -50,6 +50,10 @@ impl CatalogEntry {
     }
 }
 
+/// The tag a deployment's repository travels in (`github:owner/name`): set by sources whose
+/// payload names the repository, or sent in a generic webhook's or the write API's `tags`.
+pub const REPOSITORY_TAG: &str = "repository";
+
 /// A system's repository on a Git host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repository {
@@ -86,6 +90,34 @@ impl Repository {
             host: host.to_string(),
             path: path.to_string(),
         })
+    }
+
+    /// The repository a clone URL names, on GitHub or GitLab (`https://github.com/o/r.git`,
+    /// `git@gitlab.com:group/sub/project.git`, `ssh://git@github.com/o/r`); None for other
+    /// hosts (a Helm chart repository, a self-hosted server: name those in the catalog).
+    pub fn from_url(url: &str) -> Option<Self> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .or_else(|| url.strip_prefix("ssh://"))
+            .or_else(|| url.strip_prefix("git://"))
+            .unwrap_or(url);
+        // `git@host:`, `user@host/`: the user is not part of the repository.
+        let rest = match rest.split_once('@') {
+            Some((user, after)) if !user.contains('/') => after,
+            _ => rest,
+        };
+        let (host, path) = rest.split_once([':', '/'])?;
+        let host = match host.to_ascii_lowercase().trim_start_matches("www.") {
+            "github.com" => "github",
+            "gitlab.com" => "gitlab",
+            _ => return None,
+        };
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let path = path.trim_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        Self::parse(&format!("{host}:{path}")).ok()
     }
 
     /// The repository's web page.
@@ -189,9 +221,11 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// A deployment's repository: its system's in the catalog, else the repository a GitHub
-    /// deployment names (its raw system is `owner/name`), else the project a GitLab one names
-    /// (its raw system is the project's path).
+    /// A deployment's repository: its system's in the catalog, else the one its payload named
+    /// (the [`REPOSITORY_TAG`] tag: CircleCI's, Argo CD's and DevLake's repository URL, or one
+    /// a generic webhook or the write API sent), else the repository a GitHub deployment names
+    /// (its raw system is `owner/name`), else the project a GitLab one names (its raw system
+    /// is the project's path).
     pub fn repository_for(
         &self,
         system: &str,
@@ -199,6 +233,11 @@ impl Catalog {
     ) -> Option<Repository> {
         self.system(system)
             .and_then(|s| s.repository.clone())
+            .or_else(|| {
+                crate::store::merge::tags_of(deployment.tags.as_deref())
+                    .get(REPOSITORY_TAG)
+                    .and_then(|text| Repository::parse(text).ok())
+            })
             .or_else(|| {
                 let host = match deployment.source.as_str() {
                     "github" => "github",
@@ -364,6 +403,56 @@ mod tests {
             None,
             "a job name is not a repository"
         );
+        let mut tagged = deployment("circleci", "webhook-service");
+        tagged.tags = Some(r#"{"repository":"github:circleci/webhook-service"}"#.into());
+        assert_eq!(
+            catalog
+                .repository_for("webhook-service", &tagged)
+                .map(|r| r.key())
+                .as_deref(),
+            Some("github:circleci/webhook-service"),
+            "the payload's repository where the catalog names none"
+        );
+        assert_eq!(
+            catalog
+                .repository_for("billing", &tagged)
+                .map(|r| r.key())
+                .as_deref(),
+            Some("gitlab:acme/billing"),
+            "the catalog over the payload"
+        );
+    }
+
+    #[test]
+    fn clone_urls_name_repositories_on_github_and_gitlab_only() {
+        let key = |url: &str| Repository::from_url(url).map(|r| r.key());
+        for (url, expected) in [
+            (
+                "https://github.com/circleci/webhook-service",
+                Some("github:circleci/webhook-service"),
+            ),
+            (
+                "https://github.com/foo/manifests-velero.git",
+                Some("github:foo/manifests-velero"),
+            ),
+            (
+                "git@gitlab.com:circleci/hello-world.git",
+                Some("gitlab:circleci/hello-world"),
+            ),
+            (
+                "https://gitlab.com/group/sub/project/",
+                Some("gitlab:group/sub/project"),
+            ),
+            ("ssh://git@github.com/acme/app.git", Some("github:acme/app")),
+            ("https://user@GitHub.com/acme/app", Some("github:acme/app")),
+            ("https://github.com/acme", None),
+            ("https://github.com/acme/app/tree/main", None),
+            ("https://prometheus-community.github.io/helm-charts", None),
+            ("https://git.example.com/acme/app.git", None),
+            ("", None),
+        ] {
+            assert_eq!(key(url).as_deref(), expected, "{url}");
+        }
     }
 
     #[test]

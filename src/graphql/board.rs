@@ -100,7 +100,7 @@ pub struct Waiting {
 #[async_graphql::ComplexObject]
 impl BoardCell {
     /// What this cell runs that the next column to its right does not, when both run a known
-    /// commit of a repository the catalog (or GitHub) names and they differ. Read from the
+    /// commit of a repository the catalog (or the payload) names and they differ. Read from the
     /// Git host in the background: the board asks for all its cells' ranges in one statement.
     async fn waiting(&self, ctx: &Context<'_>) -> Result<Option<Waiting>> {
         let Some(waiting) = &self.waiting_for else {

@@ -189,7 +189,7 @@ impl Change {
 /// Where reading a deployment's commits stands.
 #[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangesState {
-    /// Not asked: no repository is known for the system (`[systems.x] repository`), no token
+    /// Not asked: no repository is known for the system (`[repositories]`, or the payload's), no token
     /// for its host (`[api] github_token`, `gitlab_token`), no commit, or no earlier success
     /// to compare with.
     Unknown,

@@ -434,8 +434,8 @@ impl Deployment {
         super::changes::changes(ctx, self.row.id, first, after).await
     }
     /// The Git host's page comparing the previous deployment's commit with this one's, when
-    /// both commits and the repository are known (the catalog's `repository`, else a GitHub
-    /// deployment's repository).
+    /// both commits and the repository are known (the catalog's `repository`, else the one the
+    /// payload named: its `repository` tag, a GitHub repository, a GitLab project).
     async fn compare_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         let Some(head) = self.row.commit_sha.clone() else {
             return Ok(None);
@@ -724,8 +724,8 @@ impl System {
     }
 }
 
-/// Where a system's code lives: the catalog's `repository`, else, for a GitHub deployment,
-/// the repository GitHub named.
+/// Where a system's code lives: the catalog's `repository`, else the one the deployment's
+/// payload named (`Catalog::repository_for`).
 pub(crate) fn repository_of(
     ctx: &Context<'_>,
     system: Option<&str>,

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::json::{self, name, sha, text, time, truncate};
 use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError, body_key};
+use crate::domain::catalog::{REPOSITORY_TAG, Repository};
 use crate::domain::{DeploymentStatus, MAX_NAME_LEN, Observation};
 
 /// The registry's entry; `[argocd]` is its section.
@@ -165,7 +166,14 @@ impl Argocd {
         let commit_sha = sha(revision.clone());
         // The application's labels are its tags (those a tag can hold: Kubernetes label keys
         // with a prefix, `app.kubernetes.io/name`, are; empty values are not).
-        let tags = crate::domain::tags::usable(labels.clone());
+        let mut tags = crate::domain::tags::usable(labels.clone());
+        // The Git repository synced (not a Helm chart repository): what the revisions are of.
+        if let Some(repository) = text(body, "/source/repoURL")
+            .filter(|_| text(body, "/source/chart").is_none())
+            .and_then(|url| Repository::from_url(&url))
+        {
+            tags.insert(REPOSITORY_TAG.to_string(), repository.key());
+        }
         Ok(Observation {
             tags,
             note: None,

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::json::{self, name, sha, text, time, truncate};
 use super::{Accepted, Auth, BuiltIn, Delivery, Encoding, Parsed, Signature, Source, SourceError, body_key};
+use crate::domain::catalog::{REPOSITORY_TAG, Repository};
 use crate::domain::{DeploymentStatus, Observation};
 
 /// The registry's entry; `[circleci]` is its section.
@@ -196,6 +197,7 @@ impl Circleci {
         let tags = present(event, "/workflow/name")
             .and_then(|workflow| crate::domain::tags::checked("workflow", &workflow).ok())
             .into_iter()
+            .chain(repository(event, &pipeline).map(|r| (REPOSITORY_TAG.to_string(), r.key())))
             .collect();
         Ok(Parsed::Deployments(vec![Observation {
             tags,
@@ -234,6 +236,31 @@ fn ignored(what: &str, named: &str, rule: &str) -> Parsed {
         "{what} `{}` does not look like a deployment ([circleci] {rule})",
         truncate(named)
     ))
+}
+
+/// The repository the pipeline built: the VCS's URL (GitHub OAuth projects), the GitLab
+/// trigger's (GitHub App and GitLab projects), else an OAuth project's slug (`gh/org/repo`,
+/// `github/org/repo`; a GitHub App project's slug is ids, not a repository).
+fn repository(event: &Value, pipeline: &Value) -> Option<Repository> {
+    [
+        "/vcs/target_repository_url",
+        "/vcs/origin_repository_url",
+        "/trigger_parameters/gitlab/web_url",
+        "/trigger_parameters/gitlab/repo_url",
+        "/trigger_parameters/git/checkout_url",
+    ]
+    .iter()
+    .find_map(|pointer| present(pipeline, pointer).and_then(|url| Repository::from_url(&url)))
+    .or_else(|| {
+        let slug = present(event, "/project/slug")?;
+        let (vcs, path) = slug.split_once('/')?;
+        let host = match vcs {
+            "gh" | "github" => "github",
+            "gl" | "gitlab" => "gitlab",
+            _ => return None,
+        };
+        Repository::parse(&format!("{host}:{path}")).ok()
+    })
 }
 
 /// Text that is there and not empty.

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::json::{self, name, sha, text, time, truncate};
 use super::{Accepted, Auth, BuiltIn, Delivery, Parsed, Source, SourceError};
+use crate::domain::catalog::{REPOSITORY_TAG, Repository};
 use crate::domain::{DeploymentStatus, Observation};
 
 /// The registry's entry.
@@ -150,7 +151,10 @@ fn parse(body: &Value) -> Result<Vec<Observation>, SourceError> {
             tenant: None,
             committed_at: None,
             origin: None,
-            tags: Default::default(),
+            tags: Repository::from_url(&repository)
+                .map(|r| (REPOSITORY_TAG.to_string(), r.key()))
+                .into_iter()
+                .collect(),
             note: None,
             environment_url: None,
             times_estimated: false,
