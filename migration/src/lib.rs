@@ -14,6 +14,7 @@ mod m20261130_000005_discovered_by;
 mod m20261130_000006_deployment_notes;
 mod m20261130_000007_deployment_corrections;
 mod m20261130_000008_commit_ranges;
+mod m20261130_000009_history_indexes;
 
 /// The list of shiplog's migrations, oldest first.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_deployment_notes::Migration),
             Box::new(m20261130_000007_deployment_corrections::Migration),
             Box::new(m20261130_000008_commit_ranges::Migration),
+            Box::new(m20261130_000009_history_indexes::Migration),
         ]
     }
 }

@@ -100,6 +100,11 @@ impl GitHosts {
         Ok(Self { github, gitlab })
     }
 
+    /// Whether any host has a token (else no range is ever read).
+    pub fn any(&self) -> bool {
+        self.github.is_some() || self.gitlab.is_some()
+    }
+
     /// Whether a host for this repository is configured.
     pub fn serves(&self, repository: &Repository) -> bool {
         Served {

@@ -2,8 +2,9 @@
 //! system in its environment and it, read from the Git host's compare API (GitHub
 //! `compare/{base}...{head}`, GitLab `repository/compare`) after the deployment is stored,
 //! never on the webhook's way. One replica reads (a lease); it follows succeeded deployments
-//! through the event journal (a cursor that re-reads the last two minutes, as ids can commit
-//! out of order: recording a range twice changes nothing), records each deployment's range,
+//! through the event journal ([`Follower`]: new events at once, and a second, settling read for
+//! ids that commit out of order; recording a range twice changes nothing), records each
+//! deployment's range,
 //! and reads each (repository, base, head) once, retrying failures with the enrichment
 //! worker's backoff. A repository or commit the host does not have (a 404: a renamed
 //! repository, a force-pushed base) is recorded as missing and not asked again. On the way it
@@ -21,6 +22,7 @@ use crate::domain::catalog::Repository;
 use crate::domain::now_millis;
 use crate::enrich::RetryPolicy;
 use crate::store::commits::{FAILED, FOUND, MISSING};
+use crate::store::follow::Follower;
 use crate::store::{Store, StoreError};
 pub use hosts::{Commit, Compared, GitHosts, Served};
 
@@ -48,7 +50,9 @@ pub fn spawn(
         replica: replica.to_string(),
         retry,
         kick: ingest.commits_kick(),
-        placed: Default::default(),
+        follower: None,
+        lease_until: 0,
+        saved: (0, None),
     };
     tokio::spawn(worker.run(stopping.clone()))
 }
@@ -60,8 +64,14 @@ struct Worker {
     replica: String,
     retry: RetryPolicy,
     kick: Arc<tokio::sync::Notify>,
-    /// Events after the stored cursor already placed by this replica.
-    placed: std::collections::BTreeSet<i64>,
+    /// Where this replica is in the journal while it holds the lease (None: it does not).
+    follower: Option<Follower>,
+    /// Until when the lease is this replica's (epoch ms): it is renewed past half its time,
+    /// not every round.
+    lease_until: i64,
+    /// The bound last written as the cursor, and when (it is written every few seconds at
+    /// most: placing an event twice after a restart changes nothing).
+    saved: (i64, Option<std::time::Instant>),
 }
 
 /// What a round did.
@@ -72,6 +82,12 @@ struct Round {
     /// A page was full: go on at once.
     more: bool,
 }
+
+/// The least time between the starts of two rounds that did not fill a page.
+const ROUNDS_APART: Duration = Duration::from_millis(500);
+
+/// The most often the cursor is written.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The longest idle wait between rounds.
 const IDLE_AT_MOST: Duration = Duration::from_secs(10);
@@ -84,6 +100,7 @@ impl Worker {
     async fn run(mut self, mut stopping: watch::Receiver<bool>) {
         let mut idle = Duration::from_secs(1);
         while !*stopping.borrow() {
+            let started = tokio::time::Instant::now();
             let wait = match self.round().await {
                 Ok(Round { more: true, .. }) => Duration::ZERO,
                 Ok(Round { worked, .. }) => {
@@ -102,6 +119,12 @@ impl Worker {
             if wait.is_zero() {
                 continue;
             }
+            // Rounds start at least this far apart: a burst's kicks (one per delivery) gather
+            // into one round instead of costing one each.
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + ROUNDS_APART) => {}
+                _ = stopping.changed() => break,
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.kick.notified() => idle = Duration::from_secs(1),
@@ -110,50 +133,46 @@ impl Worker {
         }
     }
 
-    /// Places the deployments that succeeded since the cursor (each once: the cursor re-reads
-    /// the last two minutes, and `placed` remembers what was done there) and reads the ranges
-    /// due.
+    /// Places the deployments that succeeded since the last round (each once: see
+    /// [`Follower`]) and reads the ranges due.
     async fn round(&mut self) -> Result<Round, StoreError> {
         let now = now_millis();
-        if !self
-            .store
-            .take_lease(
-                LEASE,
-                &self.replica,
-                now + self.retry.lease.as_millis() as i64,
-                now,
-            )
-            .await?
-        {
+        if !self.hold_lease(now).await? {
             return Ok(Round::default());
         }
-        let cursor: i64 = self
-            .store
-            .setting(CURSOR)
-            .await?
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let finished = self.store.finished_after(cursor, i64::MAX, PAGE).await?;
-        let full = finished.len() as u64 == PAGE;
-        let mut worked = false;
-        for (event, deployment) in &finished {
-            if self.placed.insert(event.id) {
-                self.place(deployment, now).await?;
-                worked = true;
+        let mut follower = match self.follower.take() {
+            Some(follower) => follower,
+            None => {
+                let cursor: i64 = self
+                    .store
+                    .setting(CURSOR)
+                    .await?
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                self.saved = (cursor, Some(std::time::Instant::now()));
+                Follower::new(cursor, Default::default())
             }
-        }
-        let settled = self
-            .store
-            .last_event_id_before(now - crate::store::history::SETTLED_AFTER_MS)
-            .await?;
-        let next = match finished.last() {
-            Some((last, _)) if full => settled.min(last.id),
-            _ => settled,
         };
-        if next > cursor {
-            self.store.put_setting(CURSOR, &next.to_string()).await?;
+        let batch = follower.next(&self.store, i64::MAX, PAGE).await?;
+        let mut worked = !batch.items.is_empty();
+        let more = batch.more;
+        // On an error the follower is dropped: the next round starts again at the cursor.
+        let deployments: Vec<_> = batch.items.iter().map(|(_, d)| d.clone()).collect();
+        let histories = self.store.in_histories(&deployments).await?;
+        for (deployment, history) in deployments.iter().zip(histories) {
+            self.place(deployment, history, now).await?;
         }
-        self.placed.retain(|id| *id > next.max(cursor));
+        follower.done(batch);
+        let settled = follower.settled();
+        let save_due = self.saved.1.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+        if settled > self.saved.0 && save_due {
+            self.store.put_setting(CURSOR, &settled.to_string()).await?;
+            self.saved = (settled, Some(std::time::Instant::now()));
+        }
+        self.follower = Some(follower);
+        if !self.hosts.any() {
+            return Ok(Round { worked, more });
+        }
         let due = self.store.due_ranges(now, READS).await?;
         let busy = due.len() as u64 == READS;
         worked |= !due.is_empty();
@@ -162,22 +181,47 @@ impl Worker {
         }
         Ok(Round {
             worked,
-            more: full || busy,
+            more: more || busy,
         })
+    }
+
+    /// Whether this replica holds the lease: taken when free, renewed once half its time has
+    /// passed. A replica that lost it forgets where it was (the holder moves the cursor).
+    async fn hold_lease(&mut self, now: i64) -> Result<bool, StoreError> {
+        let lease = self.retry.lease.as_millis() as i64;
+        if self.lease_until - now > lease / 2 {
+            return Ok(true);
+        }
+        let until = now + lease;
+        if self.store.take_lease(LEASE, &self.replica, until, now).await? {
+            self.lease_until = until;
+            Ok(true)
+        } else {
+            self.lease_until = 0;
+            self.follower = None;
+            Ok(false)
+        }
     }
 
     /// Places a succeeded deployment in its history: a rollback that only history tells (it
     /// put back what ran before) gets the `rollback: true` tag the tools' own word sets, so
     /// the tag filter and DORA find every rollback; and the range it shipped is recorded when
     /// its repository is known and a host for it is configured.
-    async fn place(&self, deployment: &entity::deployments::Model, now: i64) -> Result<(), StoreError> {
-        let history = self.store.in_history(deployment).await?;
+    async fn place(
+        &self,
+        deployment: &entity::deployments::Model,
+        history: crate::store::history::InHistory,
+        now: i64,
+    ) -> Result<(), StoreError> {
         if history.rolled_back.is_some() && !crate::store::history::said_rollback(deployment) {
             self.store.tag_rollback(deployment).await?;
         }
         let Some(head) = deployment.commit_sha.as_deref() else {
             return Ok(());
         };
+        if !self.hosts.any() {
+            return Ok(());
+        }
         let (system, _) = self.store.names_of(deployment).await?;
         let Some(repository) = self.catalog.get().repository_for(&system, deployment) else {
             return Ok(());

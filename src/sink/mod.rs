@@ -1,12 +1,11 @@
 //! CDEvents out: every deployment that finishes, from any source, sent to a CDEvents sink as
 //! `service.deployed` (the system's first success in that environment), `service.upgraded`
 //! or `service.rolledback`. The journal is the outbox: the sender reads committed deployment
-//! events after a settled cursor and records each event the sink accepted, so a sink that is
+//! events after a settled cursor and records the events the sink accepted, so a sink that is
 //! down delays events, never loses them, and never slows ingest. Ids can commit out of order
-//! (a writer that waited on a lock, another replica's clock): an event counts as settled only
-//! once every transaction that could still commit a smaller id is over (the writer's commit is
-//! bounded at 120 s), and until then the events sent past the cursor are remembered, so a late
-//! commit is sent once, late. One replica sends (a lease renewed before each event).
+//! (a writer that waited on a lock, another replica's transaction): the journal is followed by
+//! a [`Follower`], which reads new events at once and reads again once they settle, so a late
+//! commit is sent once, late. One replica sends (a lease, checked before each event).
 
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::domain::{format_millis, now_millis};
+use crate::store::follow::Follower;
 use crate::store::{Store, StoreError};
 
 /// `[cdevents_sink]`.
@@ -36,6 +36,8 @@ const LEASE: &str = "cdevents.sink.lease";
 /// Events younger than this wait for the next read (most commits are over by then).
 const SETTLE_MS: i64 = 2_000;
 const PAGE: u64 = 500;
+/// How long the sending replica holds the lease.
+const LEASE_MS: i64 = 30_000;
 
 /// What was sent: every event up to `settled` was handled; those after it in `sent` were.
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -63,6 +65,8 @@ pub fn spawn(
             .timeout(Duration::from_secs(10))
             .build()
             .ok()?,
+        follower: None,
+        lease_until: 0,
     };
     Some(tokio::spawn(sender.run(stopping.clone())))
 }
@@ -76,10 +80,14 @@ struct Sender {
     /// When the server started: a first start sends what was recorded from then on.
     started_at: i64,
     client: reqwest::Client,
+    /// Where this replica is in the journal while it holds the lease.
+    follower: Option<Follower>,
+    /// Until when the lease is this replica's (epoch ms).
+    lease_until: i64,
 }
 
 impl Sender {
-    async fn run(self, mut stopping: watch::Receiver<bool>) {
+    async fn run(mut self, mut stopping: watch::Receiver<bool>) {
         let mut failures = 0u32;
         while !*stopping.borrow() {
             let wait = match self.round().await {
@@ -105,54 +113,90 @@ impl Sender {
         }
     }
 
-    /// Sends what waits after the settled cursor; whether anything was sent.
-    async fn round(&self) -> Result<bool, String> {
+    /// Sends what finished since the last round ([`Follower`]); whether anything was sent.
+    async fn round(&mut self) -> Result<bool, String> {
         if !self.hold_lease().await? {
+            self.follower = None;
             return Ok(false);
         }
-        let mut state = self.state().await?;
-        let now = now_millis();
-        let finished = self
-            .store
-            .finished_after(state.settled, now - SETTLE_MS, PAGE)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut sent = false;
-        let waiting: Vec<_> = finished
-            .iter()
-            .filter(|(e, _)| !state.sent.contains(&e.id))
-            .collect();
-        for (event, deployment) in waiting {
-            let body = self.event(event, deployment).await.map_err(|e| e.to_string())?;
-            // Another replica may have taken over while this one waited on the sink.
-            if !self.hold_lease().await? {
-                return Ok(sent);
+        let mut follower = match self.follower.take() {
+            Some(follower) => follower,
+            None => {
+                let state = self.state().await?;
+                Follower::new(state.settled, state.sent)
             }
-            self.post(&body).await?;
-            metrics::counter!("shiplog_cdevents_sent_total").increment(1);
-            state.sent.insert(event.id);
-            self.save(&state).await?;
-            sent = true;
-        }
-        let settled = self
-            .store
-            .last_event_id_before(now - crate::store::history::SETTLED_AFTER_MS)
+        };
+        let batch = follower
+            .next(&self.store, now_millis() - SETTLE_MS, PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        if settled > state.settled {
-            state.settled = settled;
-            state.sent = state.sent.split_off(&(settled + 1));
-            self.save(&state).await?;
+        let before = (follower.settled(), follower.handled().len());
+        let mut sent = false;
+        let mut outcome = Ok(());
+        let mut saved_at = std::time::Instant::now();
+        for (event, deployment) in &batch.items {
+            outcome = self.send(event, deployment).await;
+            if outcome.is_err() {
+                break;
+            }
+            follower.handled_one(event.id);
+            sent = true;
+            // What the sink took is written down as it goes (a restart re-sends at most
+            // about a second of it: a CDEvent's `context.id` stays the same).
+            if saved_at.elapsed() >= Duration::from_secs(1) {
+                self.save(&SinkState {
+                    settled: follower.settled(),
+                    sent: follower.handled().clone(),
+                })
+                .await?;
+                saved_at = std::time::Instant::now();
+            }
         }
-        Ok(sent)
+        if outcome.is_ok() {
+            follower.done(batch);
+        }
+        if (follower.settled(), follower.handled().len()) != before {
+            self.save(&SinkState {
+                settled: follower.settled(),
+                sent: follower.handled().clone(),
+            })
+            .await?;
+        }
+        self.follower = Some(follower);
+        outcome.map(|()| sent)
     }
 
-    async fn hold_lease(&self) -> Result<bool, String> {
+    /// Sends one event, if this replica still holds the lease (another may have taken over
+    /// while this one waited on the sink).
+    async fn send(
+        &mut self,
+        event: &deployment_events::Model,
+        deployment: &deployments::Model,
+    ) -> Result<(), String> {
+        let body = self.event(event, deployment).await.map_err(|e| e.to_string())?;
+        if !self.hold_lease().await? {
+            return Err("another replica took the CDEvents sink over".into());
+        }
+        self.post(&body).await?;
+        metrics::counter!("shiplog_cdevents_sent_total").increment(1);
+        Ok(())
+    }
+
+    /// Whether this replica holds the lease (30 s): renewed once half its time has passed,
+    /// not before every event.
+    async fn hold_lease(&mut self) -> Result<bool, String> {
         let now = now_millis();
-        self.store
-            .take_lease(LEASE, &self.replica, now + 30_000, now)
+        if self.lease_until - now > LEASE_MS / 2 {
+            return Ok(true);
+        }
+        let until = now + LEASE_MS;
+        let held = self
+            .store
+            .take_lease(LEASE, &self.replica, until, now)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.lease_until = if held { until } else { 0 };
+        Ok(held)
     }
 
     /// The stored state; on the first start, settled at the newest event before the server

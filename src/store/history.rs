@@ -44,12 +44,88 @@ pub const SETTLED_AFTER_MS: i64 = 130_000;
 
 impl Store {
     /// The deployment's previous success and, when it is a rollback, what it rolled back: at
-    /// most two statements, each an index range on (system, time).
+    /// most two statements, each an index range (`deployments_history`: system, environment, time;
+    /// `deployments_history_version`: system, environment, version, time).
     pub async fn in_history(&self, deployment: &deployments::Model) -> Result<InHistory, StoreError> {
-        let Some(previous) = self
+        let previous = self
             .last_success_before(deployment, (deployment.deployed_at, deployment.id), None)
-            .await?
-        else {
+            .await?;
+        self.placed(deployment, previous).await
+    }
+
+    /// [`Store::in_history`] of many deployments (a page the commits worker follows): their
+    /// previous successes read with one statement per system and environment, not one each.
+    /// Each reads the newest successes up to the group's newest deployment, one more than the
+    /// group has: a slice of the history with no gaps, so the newest row of it before a
+    /// deployment is that deployment's previous success. Deployments older than the whole
+    /// slice get a slice of their own, starting at the newest of them.
+    pub async fn in_histories(&self, group: &[deployments::Model]) -> Result<Vec<InHistory>, StoreError> {
+        use deployments::Column;
+        use sea_orm::QuerySelect;
+        let position = |d: &deployments::Model| (d.deployed_at, d.id);
+        let mut by_cell: std::collections::BTreeMap<(i64, i64), Vec<&deployments::Model>> =
+            Default::default();
+        for deployment in group {
+            by_cell
+                .entry((deployment.system_id, deployment.environment_id))
+                .or_default()
+                .push(deployment);
+        }
+        let mut previous: std::collections::HashMap<i64, Option<deployments::Model>> = Default::default();
+        for ((system, environment), mut unresolved) in by_cell {
+            // Newest first: each slice starts at the newest deployment not yet placed.
+            unresolved.sort_by_key(|d| std::cmp::Reverse(position(d)));
+            while let Some(top) = unresolved.first() {
+                let newest = position(top);
+                let wanted = unresolved.len() as u64 + 1;
+                let slice = deployments::Entity::find()
+                    .filter(Column::DeletedAt.is_null())
+                    .filter(Column::SystemId.eq(system))
+                    .filter(Column::EnvironmentId.eq(environment))
+                    .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+                    .filter(
+                        Expr::tuple([Expr::col(Column::DeployedAt), Expr::col(Column::Id)])
+                            .lte(Expr::tuple([Expr::val(newest.0), Expr::val(newest.1)])),
+                    )
+                    .order_by_desc(Column::DeployedAt)
+                    .order_by_desc(Column::Id)
+                    .limit(wanted)
+                    .all(self.connection())
+                    .await?;
+                let reached_the_start = (slice.len() as u64) < wanted;
+                // The newest is always placed (its previous success is in the slice, or it
+                // has none), so every pass places at least one.
+                let mut later = Vec::new();
+                for member in unresolved {
+                    match slice.iter().find(|row| position(row) < position(member)) {
+                        Some(row) => {
+                            previous.insert(member.id, Some(row.clone()));
+                        }
+                        None if reached_the_start => {
+                            previous.insert(member.id, None);
+                        }
+                        None => later.push(member),
+                    }
+                }
+                unresolved = later;
+            }
+        }
+        let mut placed = Vec::with_capacity(group.len());
+        for deployment in group {
+            let before = previous.get(&deployment.id).cloned().flatten();
+            placed.push(self.placed(deployment, before).await?);
+        }
+        Ok(placed)
+    }
+
+    /// A deployment placed after its previous success: whether it is a rollback (at most one
+    /// statement, when it ships something else than the previous one did).
+    async fn placed(
+        &self,
+        deployment: &deployments::Model,
+        previous: Option<deployments::Model>,
+    ) -> Result<InHistory, StoreError> {
+        let Some(previous) = previous else {
             return Ok(InHistory::default());
         };
         // Only what went out can have put something back.
@@ -94,12 +170,11 @@ impl Store {
             .filter(Column::SystemId.eq(from.system_id))
             .filter(Column::EnvironmentId.eq(from.environment_id))
             .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            // A row value: one index range on both columns (an OR of the two reads every row
+            // at the same time on SQLite).
             .filter(
-                Expr::col(Column::DeployedAt)
-                    .gt(same.deployed_at)
-                    .or(Expr::col(Column::DeployedAt)
-                        .eq(same.deployed_at)
-                        .and(Expr::col(Column::Id).gt(same.id))),
+                Expr::tuple([Expr::col(Column::DeployedAt), Expr::col(Column::Id)])
+                    .gt(Expr::tuple([Expr::val(same.deployed_at), Expr::val(same.id)])),
             );
         let count = after.clone().count(self.connection()).await?;
         let oldest: Option<i64> = after
@@ -137,19 +212,22 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Deployments that finished (an event that made them succeed) after event `cursor`,
-    /// recorded before `settled`, in event order, with the deployment as it is now.
-    pub async fn finished_after(
+    /// Deployments that finished (an event that made them succeed) after event `after` and
+    /// up to event `up_to`, recorded before `recorded_before`, in event order, with the
+    /// deployment as it is now (deleted ones are read, not returned).
+    pub async fn finished_page(
         &self,
-        cursor: i64,
-        settled: i64,
+        after: i64,
+        up_to: i64,
+        recorded_before: i64,
         limit: u64,
-    ) -> Result<Vec<(entity::deployment_events::Model, deployments::Model)>, StoreError> {
+    ) -> Result<super::follow::FinishedPage, StoreError> {
         use entity::deployment_events::{self, Column as Event};
         use sea_orm::QuerySelect;
         let events = deployment_events::Entity::find()
-            .filter(Event::Id.gt(cursor))
-            .filter(Event::RecordedAt.lt(settled))
+            .filter(Event::Id.gt(after))
+            .filter(Event::Id.lte(up_to))
+            .filter(Event::RecordedAt.lt(recorded_before))
             .filter(Event::Status.eq(DeploymentStatus::Succeeded.as_str()))
             .filter(
                 Expr::col(Event::PreviousStatus)
@@ -160,19 +238,26 @@ impl Store {
             .limit(limit)
             .all(self.connection())
             .await?;
+        let full = events.len() as u64 == limit;
+        let last = events.last().map(|e| e.id);
         let ids: Vec<i64> = events.iter().map(|e| e.deployment_id).collect();
-        let found: std::collections::HashMap<i64, deployments::Model> = deployments::Entity::find()
-            .filter(deployments::Column::Id.is_in(ids))
-            .filter(deployments::Column::DeletedAt.is_null())
-            .all(self.connection())
-            .await?
-            .into_iter()
-            .map(|d| (d.id, d))
-            .collect();
-        Ok(events
+        let found: std::collections::HashMap<i64, deployments::Model> = if ids.is_empty() {
+            Default::default()
+        } else {
+            deployments::Entity::find()
+                .filter(deployments::Column::Id.is_in(ids))
+                .filter(deployments::Column::DeletedAt.is_null())
+                .all(self.connection())
+                .await?
+                .into_iter()
+                .map(|d| (d.id, d))
+                .collect()
+        };
+        let items = events
             .into_iter()
             .filter_map(|e| found.get(&e.deployment_id).cloned().map(|d| (e, d)))
-            .collect())
+            .collect();
+        Ok(super::follow::FinishedPage { items, last, full })
     }
 
     /// A deployment's system and environment names.
@@ -223,12 +308,10 @@ impl Store {
             .filter(Column::SystemId.eq(deployment.system_id))
             .filter(Column::EnvironmentId.eq(deployment.environment_id))
             .filter(Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            // A row value: one index range on both columns (see `waiting`).
             .filter(
-                Expr::col(Column::DeployedAt)
-                    .lt(at)
-                    .or(Expr::col(Column::DeployedAt)
-                        .eq(at)
-                        .and(Expr::col(Column::Id).lt(id))),
+                Expr::tuple([Expr::col(Column::DeployedAt), Expr::col(Column::Id)])
+                    .lt(Expr::tuple([Expr::val(at), Expr::val(id)])),
             );
         select = match shipping {
             Some(("version", version)) => select.filter(Column::Version.eq(version)),

@@ -26,6 +26,7 @@ pub mod bulk;
 pub mod commits;
 pub mod counts;
 pub mod fanout;
+pub mod follow;
 pub mod history;
 pub mod merge;
 mod nodelay;

@@ -282,7 +282,11 @@ mod fake_hosts {
         if let Some(failure) = failing(&hosts) {
             return failure;
         }
-        if (owner.as_str(), repo.as_str()) != ("acme", "billing") || spec.starts_with(GONE_BASE) {
+        let known = matches!(
+            (owner.as_str(), repo.as_str()),
+            ("acme", "billing") | ("circleci", "webhook-service")
+        );
+        if !known || spec.starts_with(GONE_BASE) {
             return not_found();
         }
         let (body, mut headers) = recorded("github", "compare_per_page3_page1.pygithub-replay-2025");
@@ -641,6 +645,21 @@ async fn a_page_of_deployments_reads_its_change_counts_in_constant_statements() 
     app.stop().await;
 }
 
+/// The query's answer once its `deployments` list something (the worker tags in the
+/// background), or as it is after 20 s.
+async fn once_tagged(app: &TestApp, query: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let data = app.data(query, json!({})).await;
+        if !data["deployments"]["nodes"].as_array().unwrap().is_empty()
+            || std::time::Instant::now() > deadline
+        {
+            return data;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_rollback_only_history_tells_is_tagged_so_every_tag_filter_finds_it() {
     // No Git host configured: the worker still places deployments in their history.
@@ -651,16 +670,7 @@ async fn a_rollback_only_history_tells_is_tagged_so_every_tag_filter_finds_it() 
     let query = r#"{ deployments(filter: { tags: ["rollback:true"] }) { nodes { externalId isRollback tags { key value } } }
       deploymentList(from: "2026-11-01T00:00:00Z", to: "2026-11-08T00:00:00Z", tags: ["rollback:true"]) { id }
       deploymentFrequency(from: "2026-11-02T00:00:00Z", to: "2026-11-02T23:59:59Z", interval: DAY, tags: ["rollback:true"]) { count } }"#;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let data = loop {
-        let data = app.data(query, json!({})).await;
-        if !data["deployments"]["nodes"].as_array().unwrap().is_empty()
-            || std::time::Instant::now() > deadline
-        {
-            break data;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let data = once_tagged(&app, query).await;
     assert_eq!(
         data["deployments"]["nodes"],
         json!([{ "externalId": "d-3", "isRollback": true, "tags": [{ "key": "rollback", "value": "true" }] }]),
@@ -668,5 +678,182 @@ async fn a_rollback_only_history_tells_is_tagged_so_every_tag_filter_finds_it() 
     );
     assert_eq!(data["deploymentList"].as_array().unwrap().len(), 1, "{data}");
     assert_eq!(data["deploymentFrequency"], json!([{ "count": 1 }]), "{data}");
+    app.stop().await;
+}
+
+/// Posts CircleCI's published `workflow-completed` body (a GitHub OAuth project) as another
+/// workflow run of another commit, signed the way CircleCI signs.
+async fn circleci_workflow(app: &TestApp, run: &str, sha: &str, stopped: &str) {
+    let path = crate::fixtures::fixture_dir("circleci").join("workflow_completed.github-oauth.json");
+    let mut body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    body["id"] = json!(format!("event-{run}"));
+    body["workflow"]["id"] = json!(format!("workflow-{run}"));
+    body["workflow"]["stopped_at"] = json!(stopped);
+    body["happened_at"] = json!(stopped);
+    body["pipeline"]["vcs"]["revision"] = json!(sha);
+    let auth = crate::helpers::registry().get("circleci").unwrap().auth().clone();
+    let response = crate::contract::send(
+        app,
+        "circleci",
+        &auth,
+        Some(&crate::helpers::secret_of("circleci")),
+        serde_json::to_vec(&body).unwrap(),
+        &crate::fixtures::fixture_headers(&path),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn the_repository_a_payload_names_is_read_where_the_catalog_names_none() {
+    let (_hosts, base) = fake_hosts::serve().await;
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        s.api.github_token = Some("github-token".into());
+        s.api.github_url = Some(base.clone());
+    })
+    .await;
+    circleci_workflow(
+        &app,
+        "1",
+        "1111111111111111111111111111111111111111",
+        "2026-11-02T10:00:00Z",
+    )
+    .await;
+    circleci_workflow(
+        &app,
+        "2",
+        "2222222222222222222222222222222222222222",
+        "2026-11-02T11:00:00Z",
+    )
+    .await;
+    let node = read_changes(&app, "webhook-service").await;
+    assert_eq!(node["externalId"], "workflow-2", "{node}");
+    assert_eq!(
+        (&node["changes"]["state"], &node["changeCount"]),
+        (&json!("FOUND"), &json!(4)),
+        "the pipeline's repository (vcs.target_repository_url) was compared: {node}"
+    );
+    let data = app
+        .data(
+            "{ deployments(first: 1, filter: { tags: [\"repository:github:circleci/webhook-service\"] }) { nodes { externalId compareUrl } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["deployments"]["nodes"][0],
+        json!({ "externalId": "workflow-2", "compareUrl": "https://github.com/circleci/webhook-service/compare/1111111111111111111111111111111111111111...2222222222222222222222222222222222222222" })
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_longer_than_a_page_is_followed_at_once_not_when_it_settles() {
+    // More successes than the worker reads in one page (200), all within the two minutes in
+    // which ids are not settled yet: the last one, a rollback, is still tagged within seconds.
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |_| {}).await;
+    for n in 0..230 {
+        let minute = format!("2026-11-02T{:02}:{:02}:00Z", 10 + n / 60, n % 60);
+        ship(
+            &app,
+            &format!("d-{n}"),
+            &format!("1.{n}"),
+            &format!("{n:040x}"),
+            &minute,
+        )
+        .await;
+    }
+    ship(
+        &app,
+        "d-230",
+        "1.5",
+        &format!("{:040x}", 5),
+        "2026-11-02T14:00:00Z",
+    )
+    .await;
+    let query = r#"{ deployments(filter: { tags: ["rollback:true"] }) { nodes { externalId } } }"#;
+    let data = once_tagged(&app, query).await;
+    assert_eq!(
+        data["deployments"]["nodes"],
+        json!([{ "externalId": "d-230" }]),
+        "{data}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_placed_at_once_agrees_with_each_deployment_placed_alone() {
+    use sea_orm::EntityTrait;
+    let db = Arc::new(TestDb::new().await);
+    let app = spawn_app_on(db.clone(), |_| {}).await;
+    let at = |hour: u32| format!("2026-11-02T{hour:02}:00:00Z");
+    // An upgrade, a rollback, a redeploy, two at the same time, one older than all (a late
+    // import), a failure in between, a commit-only history, and another environment.
+    ship(&app, "a-1", "1.0", "aaaa1", &at(1)).await;
+    ship(&app, "a-2", "1.1", "bbbb2", &at(2)).await;
+    ship(&app, "a-3", "1.0", "aaaa1", &at(3)).await;
+    ship(&app, "a-4", "1.0", "aaaa1", &at(4)).await;
+    ship(&app, "a-5", "1.2", "cccc3", &at(5)).await;
+    ship(&app, "a-6", "1.3", "dddd4", &at(5)).await;
+    ship(&app, "a-0", "0.9", "eeee5", &at(0)).await;
+    app.deliver(
+        json!({ "id": "a-7", "system": "billing", "environment": "production",
+        "status": "failed", "version": "1.4", "finishedAt": at(6) }),
+    )
+    .await;
+    ship(&app, "a-8", "1.1", "bbbb2", &at(7)).await;
+    for (n, sha) in ["ffff1", "ffff2", "ffff1"].iter().enumerate() {
+        app.deliver(
+            json!({ "id": format!("c-{n}"), "system": "ledger", "environment": "production",
+            "status": "succeeded", "commitSha": sha, "finishedAt": at(n as u32 + 1) }),
+        )
+        .await;
+    }
+    ship_to(&app, "s-1", "staging", ("1.0", "aaaa1"), &at(1)).await;
+    ship_to(&app, "s-2", "staging", ("1.1", "bbbb2"), &at(2)).await;
+    let connection = sea_orm::Database::connect(db.url()).await.unwrap();
+    let all = entity::deployments::Entity::find()
+        .all(&connection)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 14);
+    let ids = |h: &shiplog::store::history::InHistory| {
+        (
+            h.previous.as_ref().map(|p| p.external_id.clone()),
+            h.rolled_back.as_ref().map(|p| p.external_id.clone()),
+        )
+    };
+    let mut alone = Vec::new();
+    for deployment in &all {
+        alone.push(ids(&app.store.in_history(deployment).await.unwrap()));
+    }
+    // The history itself, as the single reads tell it.
+    let of = |id: &str| alone[all.iter().position(|d| d.external_id == id).unwrap()].clone();
+    assert_eq!(of("a-3"), (Some("a-2".into()), Some("a-2".into())), "a rollback");
+    assert_eq!(of("a-4"), (Some("a-3".into()), None), "a redeploy");
+    assert_eq!(of("a-1"), (Some("a-0".into()), None), "the late import is older");
+    assert_eq!(of("c-2"), (Some("c-1".into()), Some("c-1".into())), "by commit");
+    // Every page: all of them, and every pair (members older than their group's slice are
+    // read on their own).
+    let together: Vec<_> = app
+        .store
+        .in_histories(&all)
+        .await
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    assert_eq!(together, alone);
+    for (i, a) in all.iter().enumerate() {
+        for (j, b) in all.iter().enumerate() {
+            let pair = app.store.in_histories(&[a.clone(), b.clone()]).await.unwrap();
+            assert_eq!(
+                (ids(&pair[0]), ids(&pair[1])),
+                (alone[i].clone(), alone[j].clone()),
+                "{} with {}",
+                a.external_id,
+                b.external_id
+            );
+        }
+    }
     app.stop().await;
 }

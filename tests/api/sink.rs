@@ -134,6 +134,42 @@ async fn every_finished_deployment_reaches_the_sink_valid_and_in_order_though_it
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_burst_longer_than_a_page_reaches_the_sink_at_once_not_when_it_settles() {
+    // More finished deployments than the sender reads in one page (500), all within the two
+    // minutes in which ids are not settled yet.
+    let receiver = Arc::new(Receiver::default());
+    let url = serve(receiver.clone()).await;
+    let app = spawn_app_on(Arc::new(TestDb::new().await), |s| {
+        s.cdevents_sink = shiplog::sink::SinkConfig {
+            url: Some(url.clone()),
+            token: None,
+            source: None,
+        };
+    })
+    .await;
+    for n in 0..520 {
+        app.deliver(json!({ "id": format!("d-{n}"), "system": format!("s-{}", n % 7),
+            "environment": "production", "status": "succeeded", "version": format!("1.{n}") }))
+            .await;
+    }
+    let mut waited = Duration::ZERO;
+    while receiver.received.lock().unwrap().len() < 520 && waited < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        waited += Duration::from_millis(200);
+    }
+    let received = receiver.received.lock().unwrap().clone();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|(_, event)| event["context"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 520, "every one, within 30 s");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 520, "none twice");
+    app.stop().await;
+}
+
 #[test]
 fn a_malformed_event_fails_the_schema() {
     let mut broken = json!({ "context": { "version": "0.4.1", "id": "x", "source": "/shiplog",
