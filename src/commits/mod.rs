@@ -23,7 +23,7 @@ use crate::domain::now_millis;
 use crate::enrich::RetryPolicy;
 use crate::store::commits::{FAILED, FOUND, MISSING};
 use crate::store::follow::Follower;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 pub use hosts::{Commit, Compared, GitHosts, Served};
 
 const CURSOR: &str = "commits.cursor";
@@ -47,11 +47,10 @@ pub fn spawn(
         store: store.clone(),
         hosts: Arc::new(hosts),
         catalog: ingest.catalog_handle(),
-        replica: replica.to_string(),
+        lease: Lease::new(LEASE, replica, retry.lease),
         retry,
         kick: ingest.commits_kick(),
         follower: None,
-        lease_until: 0,
         saved: (0, None),
     };
     tokio::spawn(worker.run(stopping.clone()))
@@ -61,14 +60,12 @@ struct Worker {
     store: Store,
     hosts: Arc<GitHosts>,
     catalog: crate::ingest::Current<crate::domain::Catalog>,
-    replica: String,
+    /// One replica reads.
+    lease: Lease,
     retry: RetryPolicy,
     kick: Arc<tokio::sync::Notify>,
     /// Where this replica is in the journal while it holds the lease (None: it does not).
     follower: Option<Follower>,
-    /// Until when the lease is this replica's (epoch ms): it is renewed past half its time,
-    /// not every round.
-    lease_until: i64,
     /// The bound last written as the cursor, and when (it is written every few seconds at
     /// most: placing an event twice after a restart changes nothing).
     saved: (i64, Option<std::time::Instant>),
@@ -137,7 +134,9 @@ impl Worker {
     /// [`Follower`]) and reads the ranges due.
     async fn round(&mut self) -> Result<Round, StoreError> {
         let now = now_millis();
-        if !self.hold_lease(now).await? {
+        if !self.lease.hold(&self.store).await? {
+            // Another replica holds it and moves the cursor: start again from it when back.
+            self.follower = None;
             return Ok(Round::default());
         }
         let mut follower = match self.follower.take() {
@@ -183,24 +182,6 @@ impl Worker {
             worked,
             more: more || busy,
         })
-    }
-
-    /// Whether this replica holds the lease: taken when free, renewed once half its time has
-    /// passed. A replica that lost it forgets where it was (the holder moves the cursor).
-    async fn hold_lease(&mut self, now: i64) -> Result<bool, StoreError> {
-        let lease = self.retry.lease.as_millis() as i64;
-        if self.lease_until - now > lease / 2 {
-            return Ok(true);
-        }
-        let until = now + lease;
-        if self.store.take_lease(LEASE, &self.replica, until, now).await? {
-            self.lease_until = until;
-            Ok(true)
-        } else {
-            self.lease_until = 0;
-            self.follower = None;
-            Ok(false)
-        }
     }
 
     /// Places a succeeded deployment in its history: a rollback that only history tells (it

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::domain::{format_millis, now_millis};
 use crate::store::follow::Follower;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 
 /// `[cdevents_sink]`.
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -36,14 +36,24 @@ const LEASE: &str = "cdevents.sink.lease";
 /// Events younger than this wait for the next read (most commits are over by then).
 const SETTLE_MS: i64 = 2_000;
 const PAGE: u64 = 500;
-/// How long the sending replica holds the lease.
-const LEASE_MS: i64 = 30_000;
+/// How long the sending replica holds the lease (renewed at half of it).
+const LEASE_LENGTH: Duration = Duration::from_secs(30);
 
 /// What was sent: every event up to `settled` was handled; those after it in `sent` were.
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
 struct SinkState {
     settled: i64,
     sent: std::collections::BTreeSet<i64>,
+}
+
+impl SinkState {
+    /// Where a follower stands, as stored.
+    fn of(follower: &Follower) -> Self {
+        Self {
+            settled: follower.settled(),
+            sent: follower.handled().clone(),
+        }
+    }
 }
 
 /// Starts the sender when a sink is configured.
@@ -59,14 +69,13 @@ pub fn spawn(
         url,
         token: config.token.clone().filter(|t| !t.is_empty()),
         source: config.source.clone().unwrap_or_else(|| "/shiplog".into()),
-        replica: replica.to_string(),
+        lease: Lease::new(LEASE, replica, LEASE_LENGTH),
         started_at: now_millis(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .ok()?,
         follower: None,
-        lease_until: 0,
     };
     Some(tokio::spawn(sender.run(stopping.clone())))
 }
@@ -76,14 +85,13 @@ struct Sender {
     url: String,
     token: Option<String>,
     source: String,
-    replica: String,
+    /// One replica sends.
+    lease: Lease,
     /// When the server started: a first start sends what was recorded from then on.
     started_at: i64,
     client: reqwest::Client,
     /// Where this replica is in the journal while it holds the lease.
     follower: Option<Follower>,
-    /// Until when the lease is this replica's (epoch ms).
-    lease_until: i64,
 }
 
 impl Sender {
@@ -144,11 +152,7 @@ impl Sender {
             // What the sink took is written down as it goes (a restart re-sends at most
             // about a second of it: a CDEvent's `context.id` stays the same).
             if saved_at.elapsed() >= Duration::from_secs(1) {
-                self.save(&SinkState {
-                    settled: follower.settled(),
-                    sent: follower.handled().clone(),
-                })
-                .await?;
+                self.save(&SinkState::of(&follower)).await?;
                 saved_at = std::time::Instant::now();
             }
         }
@@ -156,11 +160,7 @@ impl Sender {
             follower.done(batch);
         }
         if (follower.settled(), follower.handled().len()) != before {
-            self.save(&SinkState {
-                settled: follower.settled(),
-                sent: follower.handled().clone(),
-            })
-            .await?;
+            self.save(&SinkState::of(&follower)).await?;
         }
         self.follower = Some(follower);
         outcome.map(|()| sent)
@@ -182,21 +182,8 @@ impl Sender {
         Ok(())
     }
 
-    /// Whether this replica holds the lease (30 s): renewed once half its time has passed,
-    /// not before every event.
     async fn hold_lease(&mut self) -> Result<bool, String> {
-        let now = now_millis();
-        if self.lease_until - now > LEASE_MS / 2 {
-            return Ok(true);
-        }
-        let until = now + LEASE_MS;
-        let held = self
-            .store
-            .take_lease(LEASE, &self.replica, until, now)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.lease_until = if held { until } else { 0 };
-        Ok(held)
+        self.lease.hold(&self.store).await.map_err(|e| e.to_string())
     }
 
     /// The stored state; on the first start, settled at the newest event before the server

@@ -1091,3 +1091,38 @@ fn decided_by(rule: &str) -> sea_orm::sea_query::SelectStatement {
         )
         .to_owned()
 }
+
+/// A lease a worker holds between rounds ([`Store::take_lease`] under it): taken when free,
+/// renewed only once half its length has passed, so a worker's rounds do not each write to
+/// the database.
+#[derive(Debug)]
+pub struct Lease {
+    key: &'static str,
+    holder: String,
+    length_ms: i64,
+    /// Until when it is this holder's, as far as it knows (epoch ms; 0: it is not).
+    until: i64,
+}
+
+impl Lease {
+    pub fn new(key: &'static str, holder: &str, length: Duration) -> Self {
+        Self {
+            key,
+            holder: holder.to_string(),
+            length_ms: length.as_millis() as i64,
+            until: 0,
+        }
+    }
+
+    /// Whether this holder has the lease now (taking or renewing it when due).
+    pub async fn hold(&mut self, store: &Store) -> Result<bool, StoreError> {
+        let now = crate::domain::now_millis();
+        if self.until - now > self.length_ms / 2 {
+            return Ok(true);
+        }
+        let until = now + self.length_ms;
+        let held = store.take_lease(self.key, &self.holder, until, now).await?;
+        self.until = if held { until } else { 0 };
+        Ok(held)
+    }
+}
